@@ -1,0 +1,231 @@
+"""The daemon's lifecycle in one place: start, poll loops, reload on SIGHUP, drain and stop on SIGTERM.
+
+Everything else gets a cancel scope or an event; only this module knows about signals and systemd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from runwatch import systemd
+from runwatch.clock import Clock, SystemClock
+from runwatch.config import Config, ProviderSettings
+from runwatch.delivery import AppriseChannel, Channel, Deliverer
+from runwatch.httpserver import Listening, serve
+from runwatch.log import get_logger
+from runwatch.metrics import Metrics
+from runwatch.pipeline import Detect, Match, Pipeline, Record
+from runwatch.redact import register
+from runwatch.rules import RuleSet, load_rules
+from runwatch.sources.base import Source
+from runwatch.sources.exa import ExaSource
+from runwatch.sources.olostep import OlostepSource
+from runwatch.state import Store
+from runwatch.web import Health, make_app
+from runwatch.yamlfile import FileProblems, Problem
+
+log = get_logger(__name__)
+
+SOURCES: dict[str, Callable[..., Source]] = {"exa": ExaSource, "olostep": OlostepSource}
+REAL_PROVIDER_HOSTS = ("api.exa.ai", "api.olostep.com")
+
+
+def build_channels(config: Config) -> dict[str, Channel]:
+    """Every configured channel, or FileProblems naming each one apprise cannot use."""
+    out: dict[str, Channel] = {}
+    problems: list[Problem] = []
+    for name, ch in config.settings.channels.items():
+        try:
+            out[name] = AppriseChannel(name, ch.apprise.get_secret_value())
+        except ValueError as exc:
+            problems.append(Problem(str(config.path or "<config>"), 0, f"channels.{name}.apprise", str(exc)))
+    if problems:
+        raise FileProblems(problems)
+    return out
+
+
+def load_ruleset(config: Config) -> RuleSet:
+    return load_rules(
+        config.rule_paths(), channels=set(config.settings.channels), display_root=config.base_dir
+    )
+
+
+def check(config: Config) -> tuple[RuleSet, dict[str, Channel]]:
+    """Everything ``runwatch check`` validates, with the daemon's own code; raises FileProblems."""
+    problems: list[Problem] = []
+    channels: dict[str, Channel] = {}
+    ruleset: RuleSet | None = None
+    try:
+        channels = build_channels(config)
+    except FileProblems as exc:
+        problems.extend(exc.problems)
+    try:
+        ruleset = load_ruleset(config)
+    except FileProblems as exc:
+        problems.extend(exc.problems)
+    if problems or ruleset is None:
+        raise FileProblems(problems)
+    return ruleset, channels
+
+
+@dataclass
+class Daemon:
+    """One running runwatch: state, sources, rules, delivery and the metrics endpoint."""
+
+    config: Config
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Clock = field(default_factory=SystemClock)
+    #: Extra keyword arguments for each source's HTTP client (tests shorten the backoff).
+    client_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ruleset, self.channels = check(self.config)
+        self.metrics.rules_loaded.set(len(self.ruleset))
+        self.store = Store(self.config.state_dir / "runwatch.sqlite3")
+        first = self.store.get_meta("first_start")
+        if first is None:
+            first = str(self.clock.now())
+            self.store.set_meta("first_start", first)
+            log.info("state.created", path=str(self.store.path))
+        self.not_before = float(first) - self.config.settings.first_start_lookback
+        self.deliverer = Deliverer(self.store, self.channels, self.config.settings.delivery,
+                                   self.metrics, self.clock)
+        self.detect = Detect(self.store, self.metrics)
+        self.pipeline = Pipeline(
+            [self.detect, Match(lambda: self.ruleset, self.metrics), Record(self.store, self.deliverer.wake)],
+            self.clock,
+        )
+        self.sources: dict[str, Source] = {}
+        enabled = self.config.enabled_providers()
+        for name in ("exa", "olostep"):
+            if name not in enabled:
+                log.info("provider.off", provider=name, reason="no API key configured")
+                continue
+            settings = enabled[name]
+            assert settings.api_key is not None
+            register(settings.api_key.get_secret_value())
+            self._warn_interval(name, settings)
+            self.sources[name] = SOURCES[name](settings, self.metrics, **self.client_options)
+        self.health = Health(self.clock, {n: s.poll_interval for n, s in enabled.items()})
+        self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
+        self._poll_done = anyio.Event()
+
+    @staticmethod
+    def _warn_interval(name: str, s: ProviderSettings) -> None:
+        if s.poll_interval < 30 and any(h in s.base_url for h in REAL_PROVIDER_HOSTS):
+            log.warning("poll_interval.short", provider=name, poll_interval=s.poll_interval,
+                        hint="below 30s against the real API wastes quota and may be rate limited")
+
+    # -- rules --------------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Reload rule files; a broken file keeps the rules in force and says why."""
+        try:
+            ruleset = load_ruleset(self.config)
+        except FileProblems as exc:
+            self.metrics.reloads.labels("failure").inc()
+            for p in exc.problems:
+                log.error("reload.rejected", problem=str(p))
+            log.error("reload.failed", kept_rules=len(self.ruleset))
+            return False
+        self.ruleset = ruleset
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.rules_loaded.set(len(ruleset))
+        log.info("reload.ok", rules=len(ruleset), files=len(ruleset.files))
+        return True
+
+    # -- polling ------------------------------------------------------------------------------------
+    async def poll_once(self, name: str) -> bool:
+        """One poll cycle of one provider; True when it finished without an API error."""
+        source = self.sources[name]
+        started = self.clock.now()
+        with self.metrics.poll_duration.labels(name).time():
+            report = await source.poll(self.store, self.pipeline, not_before=self.not_before)
+        ok = not report.errors
+        self.metrics.polls.labels(name, "ok" if ok else "error").inc()
+        self.metrics.provider_up.labels(name).set(1 if ok else 0)
+        for err in report.errors[:5]:
+            log.warning("poll.error", provider=name, reason=err.reason, status=err.status,
+                        request_id=err.request_id, error=str(err))
+        if any(e.reason == "auth" for e in report.errors):
+            log.error("provider.auth_failed", provider=name,
+                      hint="the API key was refused (401/403); check it, other providers go on")
+        if ok:
+            self.detect.provider_settled(name)
+            self.metrics.last_success.labels(name).set(self.clock.now())
+            self.health.polled(name)
+        self._update_run_gauges()
+        log.debug("poll.done", provider=name, ok=ok, monitors=report.monitors, runs=report.snapshots,
+                  errors=len(report.errors), seconds=round(self.clock.now() - started, 3))
+        self.polls_done[name] += 1
+        self._poll_done.set()
+        self._poll_done = anyio.Event()
+        return ok
+
+    async def wait_polls(self, name: str, count: int) -> None:
+        """Tests and the demo: wait until ``name`` has finished ``count`` poll cycles in all."""
+        while self.polls_done[name] < count:
+            await self._poll_done.wait()
+
+    def _update_run_gauges(self) -> None:
+        self.metrics.runs_tracked.clear()
+        for (provider, status), n in self.store.status_counts().items():
+            self.metrics.runs_tracked.labels(provider, status).set(n)
+
+    async def _poll_loop(self, name: str) -> None:
+        interval = self.config.enabled_providers()[name].poll_interval
+        while True:
+            began = anyio.current_time()
+            try:
+                await self.poll_once(name)
+            except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
+                self.metrics.polls.labels(name, "crash").inc()
+                log.exception("poll.crashed", provider=name)
+            await anyio.sleep(max(0.0, interval - (anyio.current_time() - began)))
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Listening]:
+        """Serve metrics, poll and deliver while the block runs; then drain deliveries and stop."""
+        listen = self.config.settings.metrics_listen
+        try:
+            async with serve(make_app(self.metrics, self.health), listen, name="metrics") as http:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self.deliverer.run)
+                    for name in self.sources:
+                        tg.start_soon(self._poll_loop, name)
+                    log.info("runwatch.started", metrics=f"{http.url}/metrics", providers=",".join(self.sources),
+                             rules=len(self.ruleset), channels=",".join(self.channels))
+                    try:
+                        yield http
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await self.deliverer.drain(self.config.settings.delivery.shutdown_timeout)
+                        tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for src in self.sources.values():
+                    await src.aclose()
+            self.store.close()
+            log.info("runwatch.stopped")
+
+    async def serve_until_signalled(self, *, task_status: TaskStatus[Listening] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with self.running() as http:
+                systemd.notify("READY=1", f"STATUS=polling {', '.join(self.sources) or 'nothing'}")
+                task_status.started(http)
+                async for sig in signals:
+                    if sig == signal.SIGHUP:
+                        systemd.notify("RELOADING=1")
+                        self.reload()
+                        systemd.notify("READY=1")
+                        continue
+                    log.info("runwatch.stopping", signal=signal.Signals(sig).name)
+                    systemd.notify("STOPPING=1")
+                    break

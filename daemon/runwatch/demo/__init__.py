@@ -1,0 +1,136 @@
+"""``runwatch demo``: the whole pipeline on this machine, with no API key and no network.
+
+It starts the fake Exa and Olostep servers with the shipped story, a local receiver that prints every
+notification, and the daemon with the shipped config and rules (``demo/runwatch.yaml``,
+``demo/rules/``), waits until the story has played out and every notification is delivered, prints a
+summary and exits 0 (within 60 s). ``--forever`` keeps it running for a look at ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from runwatch import log as logsetup
+from runwatch.clock import SystemClock
+from runwatch.config import load_config
+from runwatch.fakes import Scenario, default_scenario, fake_server
+from runwatch.httpserver import serve
+from runwatch.receiver import Receiver
+from runwatch.redact import redact
+
+HERE = Path(__file__).resolve().parent
+DEMO_CONFIG = HERE / "runwatch.yaml"
+#: The demo must end by itself within this long, whatever happens.
+DEADLINE = 55.0
+
+
+def story_length(scenario: Scenario) -> float:
+    """Seconds from the fakes' start until the last scripted thing has happened."""
+    times = [step.at for m in scenario.exa.monitors for r in m.runs for step in r.timeline]
+    times += [e.at for m in scenario.olostep.monitors for r in m.runs for e in r.events]
+    return max([0.0, *times])
+
+
+def _print_notification(path: str, body: dict[str, Any]) -> None:
+    channel = path.strip("/")
+    kind = body.get("type", "")
+    print(f"  [receiver] {channel:<10} {kind:<8} {body.get('title', '')}")
+    for line in str(body.get("message", "")).splitlines():
+        print(f"  [receiver] {'':<10} {'':<8}   {line}")
+    sys.stdout.flush()
+
+
+def run_demo(*, forever: bool = False, metrics_listen: str = "127.0.0.1:9464") -> int:
+    logsetup.setup("warning")
+    try:
+        return anyio.run(_demo, forever, metrics_listen)
+    except OSError as exc:
+        print(redact(f"runwatch demo: {exc}"), file=sys.stderr)
+        return 1
+
+
+async def _demo(forever: bool, metrics_listen: str) -> int:
+    from runwatch.app import Daemon
+
+    scenario = default_scenario()
+    clock = SystemClock()
+    receiver = Receiver(on_message=_print_notification)
+    with tempfile.TemporaryDirectory(prefix="runwatch-demo-") as state_dir:
+        async with (
+            fake_server("exa", scenario, clock) as exa,
+            fake_server("olostep", scenario, clock) as olostep,
+            serve(receiver.app, "127.0.0.1:0", name="receiver") as recv,
+        ):
+            started = clock.now()
+            config = load_config(DEMO_CONFIG, overrides={
+                "state_dir": state_dir,
+                "metrics_listen": metrics_listen,
+                "providers": {"exa": {"base_url": exa.base_url}, "olostep": {"base_url": olostep.base_url}},
+                "channels": {
+                    "ops-slack": {"apprise": f"json://127.0.0.1:{recv.port}/ops-slack"},
+                    "ops-mail": {"apprise": f"json://127.0.0.1:{recv.port}/ops-mail"},
+                },
+            })
+            daemon = Daemon(config, clock=clock)
+            print("runwatch demo: fake Exa and Olostep APIs, a local receiver, and the daemon, all on loopback.")
+            print(f"  exa fake:      {exa.base_url}")
+            print(f"  olostep fake:  {olostep.base_url}")
+            async with daemon.running() as http:
+                print(f"  metrics:       {http.url}/metrics   (also /healthz, /readyz)")
+                print(f"  config:        {DEMO_CONFIG}")
+                print(f"  story:         {story_length(scenario):.0f} s of monitor runs; notifications follow:")
+                sys.stdout.flush()
+                with anyio.move_on_after(DEADLINE):
+                    await _until_story_done(daemon, started + story_length(scenario), clock)
+                _summary(daemon, receiver)
+                if forever:
+                    print("--forever: still running; Ctrl-C to stop.")
+                    sys.stdout.flush()
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            break
+    return 0
+
+
+async def _until_story_done(daemon: Any, story_end: float, clock: SystemClock) -> None:
+    await anyio.sleep(max(0.0, story_end - clock.now()))
+    # One full poll of each provider after the last scripted step, then an empty outbox.
+    for name in daemon.sources:
+        await daemon.wait_polls(name, daemon.polls_done[name] + 1)
+    while any(daemon.store.pending_count(c) for c in daemon.channels):
+        await anyio.sleep(0.1)
+
+
+def _value(daemon: Any, name: str, labels: dict[str, str]) -> int:
+    v = daemon.metrics.registry.get_sample_value(name, labels)
+    return int(v or 0)
+
+
+def _summary(daemon: Any, receiver: Receiver) -> None:
+    reg = daemon.metrics.registry
+    print("\nSummary")
+    print("  detected:")
+    for metric in reg.collect():
+        if metric.name == "runwatch_changes_detected":
+            for s in metric.samples:
+                if s.name.endswith("_total"):
+                    print(f"    {s.labels['provider']:<8} {s.labels['kind']:<11} {int(s.value)}")
+    print("  rules matched:")
+    for metric in reg.collect():
+        if metric.name == "runwatch_rule_matches":
+            for s in metric.samples:
+                if s.name.endswith("_total"):
+                    print(f"    {s.labels['rule']:<22} {int(s.value)}")
+    print("  sent:")
+    for name in daemon.channels:
+        sent = _value(daemon, "runwatch_notifications_sent_total", {"channel": name})
+        failed = _value(daemon, "runwatch_notifications_failed_total", {"channel": name})
+        print(f"    {name:<10} {sent} sent, {failed} failed attempts, received {len(receiver.on('/' + name))}")
+    print(f"  receiver got {len(receiver.messages)} notifications in all.")
+    sys.stdout.flush()

@@ -1,0 +1,56 @@
+"""Fake Exa and Olostep servers (real HTTP on loopback) for tests, the demo and the benchmark.
+
+A :class:`Scenario` says which monitors exist and when each run changes; a fake plays it against a
+clock (a ``ManualClock`` in tests) and answers the provider's read endpoints as the real API would,
+with faults (errors, 429s, slowness, broken JSON, auth failures) injected on demand.
+"""
+
+from runwatch.fakes._base import FakeBase
+from runwatch.fakes._common import RequestLog
+from runwatch.fakes.exa import FakeExa
+from runwatch.fakes.faults import Fault, FaultKind, Faults
+from runwatch.fakes.olostep import FakeOlostep
+from runwatch.fakes.scenario import (
+    ExaMonitor,
+    ExaRun,
+    ExaSection,
+    ExaStep,
+    OlostepEvent,
+    OlostepMonitor,
+    OlostepRun,
+    OlostepSection,
+    Scenario,
+    default_scenario,
+    dump_scenario,
+    generate_scenario,
+    load_scenario,
+)
+from runwatch.fakes.server import PROVIDERS, RunningFake, fake_server, make_fake, run_fake
+
+__all__ = [
+    "PROVIDERS",
+    "ExaMonitor",
+    "ExaRun",
+    "ExaSection",
+    "ExaStep",
+    "FakeBase",
+    "FakeExa",
+    "FakeOlostep",
+    "Fault",
+    "FaultKind",
+    "Faults",
+    "OlostepEvent",
+    "OlostepMonitor",
+    "OlostepRun",
+    "OlostepSection",
+    "RequestLog",
+    "RunningFake",
+    "Scenario",
+    "default_scenario",
+    "dump_scenario",
+    "fake_server",
+    "generate_scenario",
+    "load_scenario",
+    "make_fake",
+    "run_fake",
+]

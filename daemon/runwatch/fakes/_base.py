@@ -1,0 +1,183 @@
+"""The plumbing both fakes share: auth, faults, request log and error bodies around each handler.
+
+Each route is wrapped by one plain function (no BaseHTTPMiddleware: it costs more than the handlers),
+so a request is: auth check -> fault check -> handler -> record.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+import anyio
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, QueryParams
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from runwatch.clock import Clock, SystemClock
+from runwatch.fakes._common import RequestLog
+from runwatch.fakes.faults import Fault, Faults
+from runwatch.fakes.scenario import Scenario, default_scenario
+
+#: A route's handler gets the request and the scenario time (seconds since t0) it should answer for.
+Handler = Callable[[Request, float], Awaitable[Response]]
+
+#: What a ``garbage`` fault sends with status 200 and ``application/json``: cut off mid-string.
+GARBAGE = b'{"data": [{"id": "monitor_tru'
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(obj, separators=(",", ":")).encode(),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def encode_cursor(kind: str, position: int) -> str:
+    """An opaque cursor; clients must pass it back as is, never build one."""
+    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str) -> int | None:
+    """The position a cursor names, or None if it is not one this fake (and this list) handed out."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    prefix, _, pos = text.partition(":")
+    if prefix != kind or not pos.isdecimal():
+        return None
+    return int(pos)
+
+
+class BadRequest(Exception):
+    """A query parameter a handler refuses; the wrapper answers 400 with the provider's error body."""
+
+
+def int_param(params: QueryParams, name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer between {low} and {high}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+class FakeBase:
+    """A fake provider: a scenario played against a clock, served as a Starlette app (``.app``)."""
+
+    provider: ClassVar[str]
+    #: Path prefix every route is served under (``/websets`` for Exa): part of the base URL.
+    prefix: ClassVar[str] = ""
+
+    def __init__(self, scenario: Scenario | None = None, clock: Clock | None = None) -> None:
+        self.scenario = scenario if scenario is not None else default_scenario()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        #: Unix seconds the scenario's offsets count from.
+        self.t0 = self.clock.now()
+        self._compile()
+        self.faults = Faults(self._scenario_faults())
+        self.requests = RequestLog()
+        self.app = Starlette(
+            routes=[
+                Route(self.prefix + path, self._endpoint(name, handler), methods=["GET"], name=name)
+                for path, name, handler in self._routes()
+            ],
+            exception_handlers={HTTPException: self._http_exception},
+        )
+
+    # -- what a provider fills in -------------------------------------------------------------------
+
+    def _compile(self) -> None:
+        """Precompute every state the scenario can be in, so handlers only look up and bisect."""
+        raise NotImplementedError
+
+    def _scenario_faults(self) -> Sequence[Fault]:
+        raise NotImplementedError
+
+    def _routes(self) -> list[tuple[str, str, Handler]]:
+        raise NotImplementedError
+
+    def _authorized(self, headers: Headers) -> bool:
+        raise NotImplementedError
+
+    def _error(self, status: int, message: str, route: str) -> Response:
+        """The provider's JSON error body for ``status`` (the shape may depend on the route)."""
+        raise NotImplementedError
+
+    def _finish(self, response: Response) -> None:
+        """Last touch on every response (Exa adds ``X-Request-Id``)."""
+
+    # -- shared ---------------------------------------------------------------------------------------
+
+    def scenario_time(self) -> float:
+        """Seconds since t0 by the fake's clock: what every state is computed for."""
+        return self.clock.now() - self.t0
+
+    def _endpoint(self, route: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        skip = len(self.prefix)
+
+        async def endpoint(request: Request) -> Response:
+            path = request.scope["path"][skip:]
+            now = self.scenario_time()
+            if not self._authorized(request.headers):
+                response = self._error(401, "missing or invalid API key", route)
+            else:
+                fault = self.faults.hit(path, now) if len(self.faults) else None
+                if fault is None:
+                    response = await self._call(handler, request, now, route)
+                else:
+                    response = await self._fault_response(fault, handler, request, route)
+            self._finish(response)
+            self.requests.record(route, request.method, path, response.status_code)
+            return response
+
+        return endpoint
+
+    async def _call(self, handler: Handler, request: Request, now: float, route: str) -> Response:
+        try:
+            return await handler(request, now)
+        except BadRequest as exc:
+            return self._error(400, str(exc), route)
+
+    async def _fault_response(self, fault: Fault, handler: Handler, request: Request, route: str) -> Response:
+        if fault.kind == "slow":
+            await anyio.sleep(fault.delay)
+            return await self._call(handler, request, self.scenario_time(), route)
+        if fault.kind == "garbage":
+            return Response(GARBAGE, media_type="application/json")
+        if fault.kind == "auth":
+            return self._error(401, "invalid API key (injected fault)", route)
+        if fault.kind == "rate_limit":
+            response = self._error(429, "rate limit exceeded (injected fault)", route)
+            if fault.retry_after is not None:
+                response.headers["Retry-After"] = f"{fault.retry_after:g}"
+            return response
+        return self._error(fault.status, f"injected fault: {fault.status}", route)
+
+    async def _http_exception(self, request: Request, exc: Exception) -> Response:
+        """Unknown paths (404) and wrong methods (405) get the provider's error body too."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        response = self._error(
+            status, "no such route" if status == 404 else "method not allowed", "not_found"
+        )
+        if isinstance(exc, HTTPException) and exc.headers:
+            response.headers.update(exc.headers)
+        self._finish(response)
+        path: str = request.scope["path"]
+        if self.prefix and path.startswith(self.prefix):
+            path = path[len(self.prefix) :]
+        self.requests.record("not_found", request.method, path, status)
+        return response

@@ -1,0 +1,86 @@
+"""Small pieces both fakes share: scenario offsets, timestamps, the request log."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+#: Slack when comparing scenario times: a ManualClock at ~1.78e9 s has float steps of ~2.4e-7 s, so
+#: ``now - t0`` after many ``advance(0.1)`` may land a hair below the sum; an entry due then is still
+#: visible. Well below the 1 ms resolution scenarios are written in.
+EPS = 5e-4
+
+_OFFSET = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_offset(value: Any) -> float:
+    """``2s``, ``1.5s``, ``500ms``, ``-2h``, ``5m`` or a plain number -> seconds (any sign)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time offset (use e.g. 0s, 1.5s, 500ms, -2h)")
+    if isinstance(value, int | float):
+        return float(value)
+    m = _OFFSET.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a time offset (use e.g. 0s, 1.5s, 500ms, -2h)")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def parse_non_negative(value: Any) -> float:
+    seconds = parse_offset(value)
+    if seconds < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return seconds
+
+
+#: Seconds relative to the fake's start; negative means before it started.
+Offset = Annotated[float, BeforeValidator(parse_offset)]
+#: Seconds, zero or more (delays, Retry-After).
+Seconds = Annotated[float, BeforeValidator(parse_non_negative)]
+
+
+def iso(ts: float) -> str:
+    """Unix seconds -> ``2026-11-23T12:00:00.000Z``, the shape Exa and Olostep send."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class RequestLog:
+    """What a fake was asked, cheap enough for a benchmark's tens of thousands of requests.
+
+    ``by_route`` counts per route name (``list_monitors``, ``get_monitor``, ``list_runs``,
+    ``list_events``, ``get_run``, ``not_found``); ``by_path`` per ``(method, path)`` with the path as
+    the fake saw it after its prefix (so tests can ask how often one run was fetched);
+    ``by_status`` per HTTP status sent.
+    """
+
+    __slots__ = ("by_path", "by_route", "by_status", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_route: Counter[str] = Counter()
+        self.by_path: Counter[tuple[str, str]] = Counter()
+        self.by_status: Counter[int] = Counter()
+
+    def record(self, route: str, method: str, path: str, status: int) -> None:
+        self.total += 1
+        self.by_route[route] += 1
+        self.by_path[(method, path)] += 1
+        self.by_status[status] += 1
+
+    def count(self, route: str | None = None, *, path: str | None = None, method: str = "GET") -> int:
+        """Requests to one route, or to one exact path, or all of them."""
+        if path is not None:
+            return self.by_path[(method, path)]
+        if route is not None:
+            return self.by_route[route]
+        return self.total
+
+    def reset(self) -> None:
+        self.total = 0
+        self.by_route.clear()
+        self.by_path.clear()
+        self.by_status.clear()

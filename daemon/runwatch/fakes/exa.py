@@ -1,0 +1,261 @@
+"""A fake Exa Websets API (monitors and monitor runs), faithful to ``shared/api/exa.md``.
+
+Served under ``/websets`` so that a client (or the exa-py SDK) configured with the fake's base URL
+builds the same paths as against ``https://api.exa.ai/websets``. Every run's states are computed once
+at construction; a request is a dict lookup and a bisect on the run's timeline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+
+from runwatch.fakes._base import (
+    BadRequest,
+    FakeBase,
+    Handler,
+    decode_cursor,
+    encode_cursor,
+    int_param,
+    json_response,
+)
+from runwatch.fakes._common import EPS, iso
+from runwatch.fakes.faults import Fault
+from runwatch.fakes.scenario import ExaMonitor, ExaRun
+
+__all__ = ["FakeExa"]
+
+_DAY = 86400.0
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run with its MonitorRun object at each step of its timeline."""
+
+    id: str
+    times: list[float]
+    states: list[dict[str, Any]]
+    bodies: list[bytes]
+
+    @property
+    def start(self) -> float:
+        return self.times[0]
+
+    def index_at(self, now: float) -> int:
+        """Which timeline step is current at scenario time ``now`` (-1: not visible yet)."""
+        return bisect_right(self.times, now + EPS) - 1
+
+
+@dataclass(slots=True)
+class _Monitor:
+    id: str
+    position: int
+    static: dict[str, Any]
+    #: Runs in the order they become visible (by first step), and their first-step times.
+    runs_by_start: list[_Run] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+    runs: dict[str, _Run] = field(default_factory=dict)
+
+    def visible(self, now: float) -> int:
+        return bisect_right(self.starts, now + EPS)
+
+
+def _compile_run(run: ExaRun, monitor_id: str, t0: float) -> _Run:
+    times = [step.at for step in run.timeline]
+    created = iso(t0 + times[0])
+    states: list[dict[str, Any]] = []
+    done: dict[str, str | None] = {"completed": None, "failed": None, "canceled": None}
+    failed_reason: str | None = None
+    for step in run.timeline:
+        when = iso(t0 + step.at)
+        if step.status in done:
+            done[step.status] = when
+        if step.failed_reason is not None:
+            failed_reason = step.failed_reason
+        states.append(
+            {
+                "id": run.id,
+                "object": "monitor_run",
+                "status": step.status,
+                "monitorId": monitor_id,
+                "type": run.type,
+                "completedAt": done["completed"],
+                "failedAt": done["failed"],
+                "failedReason": failed_reason,
+                "canceledAt": done["canceled"],
+                "createdAt": created,
+                "updatedAt": when,
+            }
+        )
+    bodies = [json.dumps(s, separators=(",", ":")).encode() for s in states]
+    return _Run(run.id, times, states, bodies)
+
+
+def _compile_monitor(mon: ExaMonitor, position: int, t0: float) -> _Monitor:
+    runs = sorted((_compile_run(r, mon.id, t0) for r in mon.runs), key=lambda r: r.start)
+    # Created a day before anything happened, so no run predates its monitor.
+    created = iso(t0 + min([0.0, *(r.start for r in runs)]) - _DAY)
+    config = mon.behavior_config
+    if config is None:
+        config = {"count": 10, "behavior": "append"} if mon.behavior == "search" else {"target": "contents"}
+    static: dict[str, Any] = {
+        "id": mon.id,
+        "object": "monitor",
+        "status": mon.status,
+        "websetId": mon.webset_id,
+        "cadence": {"cron": mon.cron, "timezone": mon.timezone},
+        "behavior": {"type": mon.behavior, "config": config},
+        "lastRun": None,
+        "nextRunAt": None,
+        "metadata": dict(mon.metadata),
+        "createdAt": created,
+        "updatedAt": created,
+    }
+    return _Monitor(
+        id=mon.id,
+        position=position,
+        static=static,
+        runs_by_start=runs,
+        starts=[r.start for r in runs],
+        runs={r.id: r for r in runs},
+    )
+
+
+class FakeExa(FakeBase):
+    """Exa's monitor endpoints over a scenario: ``/websets/v0/monitors[/{id}[/runs[/{id}]]]``.
+
+    Route names in :attr:`requests`: ``list_monitors``, ``get_monitor``, ``list_runs``, ``get_run``,
+    ``not_found``.
+    """
+
+    provider = "exa"
+    prefix = "/websets"
+
+    def _compile(self) -> None:
+        self._request_ids = itertools.count(1)
+        self._request_id_prefix = secrets.token_hex(4)
+        monitors = [_compile_monitor(m, i, self.t0) for i, m in enumerate(self.scenario.exa.monitors)]
+        self._monitors = monitors
+        self._by_id = {m.id: m for m in monitors}
+        self._all_positions = list(range(len(monitors)))
+        self._by_webset: dict[str, list[int]] = {}
+        for m in monitors:
+            self._by_webset.setdefault(m.static["websetId"], []).append(m.position)
+
+    def _scenario_faults(self) -> Sequence[Fault]:
+        return self.scenario.exa.faults
+
+    def _routes(self) -> list[tuple[str, str, Handler]]:
+        return [
+            ("/v0/monitors", "list_monitors", self._list_monitors),
+            ("/v0/monitors/{monitor}", "get_monitor", self._get_monitor),
+            ("/v0/monitors/{monitor}/runs", "list_runs", self._list_runs),
+            ("/v0/monitors/{monitor}/runs/{run}", "get_run", self._get_run),
+        ]
+
+    # -- protocol details -----------------------------------------------------------------------------
+
+    def _authorized(self, headers: Headers) -> bool:
+        if headers.get("x-api-key", "").strip():
+            return True
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and bool(token.strip())
+
+    def _new_request_id(self) -> str:
+        return f"req_{self._request_id_prefix}{next(self._request_ids):08x}"
+
+    def _error(self, status: int, message: str, route: str) -> Response:
+        request_id = self._new_request_id()
+        body = {"requestId": request_id, "error": HTTPStatus(status).phrase, "message": message}
+        return json_response(body, status, {"X-Request-Id": request_id})
+
+    def _finish(self, response: Response) -> None:
+        if "x-request-id" not in response.headers:
+            response.headers["X-Request-Id"] = self._new_request_id()
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    def _monitor_object(self, mon: _Monitor, now: float) -> dict[str, Any]:
+        n = mon.visible(now)
+        obj = dict(mon.static)
+        if n:
+            last = mon.runs_by_start[n - 1]
+            obj["lastRun"] = last.states[last.index_at(now)]
+        if n < len(mon.starts):
+            # The next scenario run stands in for the cron's next fire time.
+            obj["nextRunAt"] = iso(self.t0 + mon.starts[n])
+        return obj
+
+    def _monitor(self, request: Request) -> _Monitor | None:
+        return self._by_id.get(request.path_params["monitor"])
+
+    # -- handlers -------------------------------------------------------------------------------------
+
+    async def _list_monitors(self, request: Request, now: float) -> Response:
+        params = request.query_params
+        limit = int_param(params, "limit", 25, 1, 200)
+        start = 0
+        if cursor := params.get("cursor"):
+            pos = decode_cursor("monitors", cursor)
+            if pos is None:
+                raise BadRequest("invalid cursor")
+            start = pos
+        webset = params.get("websetId")
+        positions = self._by_webset.get(webset, []) if webset else self._all_positions
+        first = bisect_left(positions, start)
+        page = positions[first : first + limit]
+        has_more = first + limit < len(positions)
+        return json_response(
+            {
+                "data": [self._monitor_object(self._monitors[p], now) for p in page],
+                "hasMore": has_more,
+                "nextCursor": encode_cursor("monitors", page[-1] + 1) if has_more else None,
+            }
+        )
+
+    async def _get_monitor(self, request: Request, now: float) -> Response:
+        mon = self._monitor(request)
+        if mon is None:
+            return self._error(404, f"Monitor {request.path_params['monitor']} not found", "get_monitor")
+        return json_response(self._monitor_object(mon, now))
+
+    async def _list_runs(self, request: Request, now: float) -> Response:
+        mon = self._monitor(request)
+        if mon is None:
+            return self._error(404, f"Monitor {request.path_params['monitor']} not found", "list_runs")
+        params = request.query_params
+        limit = int_param(params, "limit", 25, 1, 200)
+        # Newest first; a cursor is the (exclusive) start position in visibility order, so runs that
+        # appear while a client pages do not shift the pages it has not read yet.
+        end = mon.visible(now)
+        if cursor := params.get("cursor"):
+            pos = decode_cursor("runs", cursor)
+            if pos is None:
+                raise BadRequest("invalid cursor")
+            end = min(pos, end)
+        low = max(end - limit, 0)
+        data = []
+        for run in reversed(mon.runs_by_start[low:end]):
+            data.append(run.states[run.index_at(now)])
+        return json_response(
+            {"data": data, "hasMore": low > 0, "nextCursor": encode_cursor("runs", low) if low > 0 else None}
+        )
+
+    async def _get_run(self, request: Request, now: float) -> Response:
+        mon = self._monitor(request)
+        run = mon.runs.get(request.path_params["run"]) if mon is not None else None
+        index = run.index_at(now) if run is not None else -1
+        if run is None or index < 0:
+            what = "Monitor" if mon is None else "Monitor run"
+            return self._error(404, f"{what} not found", "get_run")
+        return Response(run.bodies[index], media_type="application/json")

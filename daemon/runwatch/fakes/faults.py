@@ -1,0 +1,98 @@
+"""Fault injection shared by both fakes: the failures a poller must survive, on demand.
+
+A fault matches requests by an ``fnmatch`` glob on the path after the fake's prefix (``*`` also
+crosses ``/``), optionally only inside a scenario-time window, and fires ``count`` times (or forever).
+Scenario files list faults per provider; tests add them at runtime with ``fake.faults.add(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from fnmatch import fnmatchcase
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from runwatch.fakes._common import EPS, Offset, Seconds
+
+__all__ = ["Fault", "FaultKind", "Faults"]
+
+#: status: answer ``status`` with the provider's JSON error body; rate_limit: 429 with
+#: ``Retry-After``; slow: sleep ``delay`` for real, then answer normally; garbage: 200 with a broken
+#: JSON body; auth: 401 as if the key were wrong.
+FaultKind = Literal["status", "rate_limit", "slow", "garbage", "auth"]
+
+
+class Fault(BaseModel):
+    """One injected failure; ``hits`` says how many requests it has answered so far."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = "*"
+    kind: FaultKind
+    status: int = Field(default=500, ge=400, le=599)
+    #: Seconds for the ``Retry-After`` header of ``rate_limit`` (None: send no header, as Exa may).
+    #: Fractions are sent as such (``0.5``): not HTTP-standard, but lets tests retry fast.
+    retry_after: Seconds | None = 1.0
+    #: Seconds a ``slow`` fault waits (real time) before answering.
+    delay: Seconds = 1.0
+    #: How many matching requests it answers; None means every one.
+    count: int | None = Field(default=None, ge=1)
+    #: Scenario-time window (offsets from t0) in which it is active: ``after <= t < until``.
+    after: Offset | None = None
+    until: Offset | None = None
+
+    _hits: int = PrivateAttr(default=0)
+
+    @property
+    def hits(self) -> int:
+        return self._hits
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count is not None and self._hits >= self.count
+
+    def matches(self, path: str, scenario_time: float) -> bool:
+        if self.exhausted:
+            return False
+        if self.after is not None and scenario_time + EPS < self.after:
+            return False
+        if self.until is not None and scenario_time + EPS >= self.until:
+            return False
+        return fnmatchcase(path, self.path)
+
+
+class Faults:
+    """The active faults of one fake, checked in the order they were added."""
+
+    def __init__(self, initial: Iterable[Fault] = ()) -> None:
+        self._faults: list[Fault] = []
+        for fault in initial:
+            # A scenario's faults are copied so that two fakes from one scenario count hits apart.
+            self.add(fault.model_copy())
+
+    def add(self, fault: Fault) -> Fault:
+        """Activate ``fault`` (its hit count starts at zero) and return it, to read ``hits`` later."""
+        fault._hits = 0
+        self._faults.append(fault)
+        return fault
+
+    def remove(self, fault: Fault) -> None:
+        self._faults = [f for f in self._faults if f is not fault]
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def __iter__(self) -> Iterator[Fault]:
+        return iter(list(self._faults))
+
+    def __len__(self) -> int:
+        return len(self._faults)
+
+    def hit(self, path: str, scenario_time: float) -> Fault | None:
+        """The first fault that answers this request (counting the hit), or None."""
+        for fault in self._faults:
+            if fault.matches(path, scenario_time):
+                fault._hits += 1
+                return fault
+        return None

@@ -1,0 +1,89 @@
+"""Structured logs: one line per event, ``key=value`` (logfmt) or JSON, secrets redacted last.
+
+Call sites say what happened and attach fields: ``log.warning("poll.failed", provider="exa",
+status=503, request_id="req_1")``. The formatter redacts the finished line, so no field, message or
+traceback can carry a secret out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from runwatch.redact import redact
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+def _fmt_value(v: Any) -> str:
+    s = str(v)
+    if s == "" or any(c in s for c in ' ="\n\t'):
+        return json.dumps(s)
+    return s
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.json = style == "json"
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        head: dict[str, Any] = {"ts": ts, "level": record.levelname.lower(), "event": record.getMessage()}
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info).replace("\n", " | ")
+        if self.json:
+            line = json.dumps({**head, **fields}, default=str)
+        else:
+            line = " ".join(f"{k}={_fmt_value(v)}" for k, v in {**head, **fields}.items())
+        return redact(line)
+
+
+class Log:
+    """A thin logger that takes fields as keyword arguments."""
+
+    def __init__(self, name: str) -> None:
+        self._log = logging.getLogger(name)
+
+    def _emit(self, level: int, event: str, fields: dict[str, Any], exc: bool = False) -> None:
+        if self._log.isEnabledFor(level):
+            self._log.log(level, event, extra=fields, exc_info=exc, stacklevel=3)
+
+    def debug(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.DEBUG, event, fields)
+
+    def info(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.INFO, event, fields)
+
+    def warning(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.WARNING, event, fields)
+
+    def error(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.ERROR, event, fields)
+
+    def exception(self, event: str, /, **fields: Any) -> None:
+        self._emit(logging.ERROR, event, fields, exc=True)
+
+
+def get_logger(name: str) -> Log:
+    return Log(name)
+
+
+def setup(level: str = "info", style: str = "logfmt", stream: Any = None) -> None:
+    """Route runwatch's logs (and the libraries' warnings) to one stream, one line per event."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_Formatter(style))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_runwatch", False):
+            root.removeHandler(h)
+    handler._runwatch = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("runwatch").setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "uvicorn", "apprise"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,278 @@
+"""What a rule file may say, as strict pydantic models (unknown keys are errors).
+
+The models only validate: they keep regexes, globs and templates as the strings the user wrote, so
+the JSON Schema generated from them (``rules/schema.json``) describes the file as written. Compiling
+them for fast matching is :mod:`runwatch.rules.matcher`'s and :mod:`runwatch.rules.templates`' job.
+
+Values are checked here, inside pydantic, so that every problem comes back in one ValidationError with
+the location pydantic knows (``match.to[1]``), which :mod:`runwatch.yamlfile` turns into a file line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
+
+from runwatch.model import RUN_STATUSES, SEVERITIES, ChangeKind, Provider
+from runwatch.rules.templates import check_template
+
+PROVIDERS: tuple[str, ...] = tuple(p.value for p in Provider)
+KINDS: tuple[str, ...] = tuple(k.value for k in ChangeKind)
+
+#: Key of the validation context that holds the configured channel names (a frozenset), if known.
+CHANNELS_CONTEXT = "channels"
+
+
+def _describe(value: Any) -> str:
+    """How a YAML value looks to a user (not Python's type names)."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return type(value).__name__
+
+
+# --- value checks (each returns the value or raises ValueError with the message a user reads) ---------
+
+
+def _status(value: str, info: ValidationInfo) -> str:
+    if value not in RUN_STATUSES:
+        raise ValueError(f"{value!r} is not a run status")
+    return value
+
+
+def _provider(value: str, info: ValidationInfo) -> str:
+    if value not in PROVIDERS:
+        raise ValueError(f"{value!r} is not a provider")
+    return value
+
+
+def _kind(value: str, info: ValidationInfo) -> str:
+    if value not in KINDS:
+        raise ValueError(f"{value!r} is not a change kind")
+    return value
+
+
+def _glob(value: str, info: ValidationInfo) -> str:
+    if not value:
+        raise ValueError("empty glob (use '*' to match anything, or remove the key)")
+    return value
+
+
+def _channel(value: str, info: ValidationInfo) -> str:
+    if not value.strip():
+        raise ValueError("empty channel name")
+    known = info.context.get(CHANNELS_CONTEXT) if isinstance(info.context, dict) else None
+    if known is not None and value not in known:
+        configured = ", ".join(sorted(known)) if known else "none"
+        raise ValueError(f"{value!r} is not a configured channel (configured: {configured})")
+    return value
+
+
+def _severity(value: str) -> str:
+    if value not in SEVERITIES:
+        raise ValueError(f"{value!r} is not a severity")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise ValueError(f"invalid regex {value!r}: {exc.msg}{where}") from None
+    return value
+
+
+def _name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("rule name must not be empty")
+    if value != value.strip():
+        raise ValueError(f"rule name {value!r} has leading or trailing spaces")
+    return value
+
+
+def _field_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not all(key.split(".")):
+                raise ValueError(f"{key!r} is not a dotted path into the run (e.g. metadata.team)")
+    return value
+
+
+def _not_null(value: Any) -> Any:
+    # ``to:`` with the value forgotten would otherwise widen the rule to "any status".
+    if value is None:
+        raise ValueError("no value given (give one, or remove the key to match anything)")
+    return value
+
+
+def _one_or_many(
+    check: Callable[[str, ValidationInfo], str], what: str, *, optional: bool = True
+) -> BeforeValidator:
+    """Accept ``key: value`` as ``key: [value]``; a lone value is checked here so its error has no index."""
+    empty = "empty list: give at least one value" + (", or remove the key" if optional else "")
+
+    def before(value: Any, info: ValidationInfo) -> Any:
+        if optional:
+            _not_null(value)
+        elif value is None:
+            raise ValueError("no value given")
+        if isinstance(value, str):
+            return (check(value, info),)
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError(empty)
+            return value
+        raise ValueError(f"expected {what} or a list of them, got {_describe(value)}")
+
+    return BeforeValidator(before)
+
+
+def _one_or_many_schema(item: dict[str, Any]) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]})
+
+
+_GLOB_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1}
+
+Status = Annotated[str, AfterValidator(_status)]
+Statuses = Annotated[
+    tuple[Status, ...] | None,
+    _one_or_many(_status, "a run status"),
+    _one_or_many_schema({"enum": list(RUN_STATUSES)}),
+]
+Providers = Annotated[
+    tuple[Annotated[str, AfterValidator(_provider)], ...] | None,
+    _one_or_many(_provider, "a provider"),
+    _one_or_many_schema({"enum": list(PROVIDERS)}),
+]
+Kinds = Annotated[
+    tuple[Annotated[str, AfterValidator(_kind)], ...] | None,
+    _one_or_many(_kind, "a change kind"),
+    _one_or_many_schema({"enum": list(KINDS)}),
+]
+Globs = Annotated[
+    tuple[Annotated[str, AfterValidator(_glob)], ...] | None,
+    _one_or_many(_glob, "a glob"),
+    _one_or_many_schema(_GLOB_SCHEMA),
+]
+Channels = Annotated[
+    tuple[Annotated[str, AfterValidator(_channel)], ...],
+    _one_or_many(_channel, "a channel name", optional=False),
+    _one_or_many_schema({"type": "string", "minLength": 1}),
+]
+_REGEX_SCHEMA: dict[str, Any] = {"type": "string", "format": "regex"}
+Regex = Annotated[str, AfterValidator(_regex), WithJsonSchema(_REGEX_SCHEMA)]
+OptionalRegex = Annotated[Regex | None, BeforeValidator(_not_null), WithJsonSchema(_REGEX_SCHEMA)]
+FieldRegexes = Annotated[
+    dict[str, Regex] | None,
+    BeforeValidator(_field_paths),
+    BeforeValidator(_not_null),
+    WithJsonSchema({"type": "object", "additionalProperties": _REGEX_SCHEMA}),
+]
+Template = Annotated[str, AfterValidator(check_template)]
+
+
+class _Spec(BaseModel):
+    """Strict base: unknown keys are errors, and a non-mapping says so in words."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping (key: value), got {_describe(data)}")
+        return data
+
+
+class MatchSpec(_Spec):
+    """Which changes a rule selects; every key given must match, an absent key matches anything."""
+
+    provider: Providers = Field(None, description="Provider name(s): exa, olostep.")
+    monitor: Globs = Field(None, description="Glob(s) on the monitor id (fnmatch, case-sensitive).")
+    kind: Kinds = Field(None, description="Change kind(s): run.status, run.event.")
+    from_: Statuses = Field(
+        None,
+        alias="from",
+        description="Previous run status(es); a run first seen (no previous status) never matches.",
+    )
+    to: Statuses = Field(None, description="New run status(es).")
+    event: Globs = Field(None, description="Glob(s) on the event (step) name of a run.event change.")
+    failed_reason: OptionalRegex = Field(
+        None, description="Regex searched in the failure reason; no match when there is none."
+    )
+    message: OptionalRegex = Field(
+        None, description="Regex searched in the event message; no match when there is none."
+    )
+    fields: FieldRegexes = Field(
+        None,
+        description="Dotted path into the raw run object -> regex searched in its value as a string; "
+        "a missing or null value never matches.",
+    )
+
+
+class RuleSpec(_Spec):
+    """One rule as written in a rule file."""
+
+    name: Annotated[str, AfterValidator(_name)] = Field(
+        description="Unique name across all rule files; appears in alerts, logs and metrics."
+    )
+    match: MatchSpec = Field(
+        default_factory=lambda: MatchSpec.model_validate({}),
+        description="Conditions; all must hold. Absent = every change.",
+    )
+    severity: Annotated[str, AfterValidator(_severity), WithJsonSchema({"enum": list(SEVERITIES)})] = Field(
+        "warning", description="critical, warning or info."
+    )
+    notify: Channels = Field(description="Channel name(s) to send to.")
+    stop: StrictBool = Field(False, description="When this rule matches, later rules do not see the change.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra key/value pairs passed along with the alert."
+    )
+    title: Template | None = Field(None, description="Jinja2 template for the title (one line).")
+    body: Template | None = Field(None, description="Jinja2 template for the body.")
+
+
+class RuleFileSpec(_Spec):
+    """A whole rule file: a mapping with one key, ``rules``."""
+
+    model_config = ConfigDict(title="runwatch rule file")
+
+    rules: list[RuleSpec] = Field(description="Rules, evaluated in order.")
+
+
+def rule_file_json_schema() -> dict[str, Any]:
+    """The JSON Schema for rule files that editors use (committed as ``rules/schema.json``)."""
+    schema = _drop_null_defaults(RuleFileSpec.model_json_schema(by_alias=True))
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def _drop_null_defaults(node: Any) -> Any:
+    # ``default: null`` would invite editors to complete ``to: null``, which the loader refuses.
+    if isinstance(node, dict):
+        return {k: _drop_null_defaults(v) for k, v in node.items() if not (k == "default" and v is None)}
+    if isinstance(node, list):
+        return [_drop_null_defaults(v) for v in node]
+    return node

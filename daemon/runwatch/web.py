@@ -1,0 +1,61 @@
+"""The operations endpoint: ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (polling)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from runwatch.clock import Clock
+from runwatch.metrics import Metrics
+
+#: A provider is ready while its last good poll is younger than this many poll intervals.
+READY_INTERVALS = 3
+
+
+class Health:
+    """Readiness: every enabled provider has polled successfully within the last few intervals."""
+
+    def __init__(self, clock: Clock, intervals: Mapping[str, float]) -> None:
+        self.clock = clock
+        self.intervals = dict(intervals)
+        self.last_ok: dict[str, float] = {}
+
+    def polled(self, provider: str) -> None:
+        self.last_ok[provider] = self.clock.now()
+
+    def readiness(self) -> dict[str, str]:
+        now = self.clock.now()
+        out: dict[str, str] = {}
+        for provider, interval in self.intervals.items():
+            last = self.last_ok.get(provider)
+            if last is None:
+                out[provider] = "no successful poll yet"
+            elif now - last > READY_INTERVALS * interval + 5:
+                out[provider] = f"last successful poll {now - last:.0f}s ago"
+            else:
+                out[provider] = "ok"
+        return out
+
+
+def make_app(metrics: Metrics, health: Health) -> Starlette:
+    async def healthz(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> JSONResponse:
+        state = health.readiness()
+        ready = all(v == "ok" for v in state.values())
+        return JSONResponse({"ready": ready, "providers": state}, status_code=200 if ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+    ])

@@ -1,0 +1,66 @@
+"""Config: strict keys, env overrides, credentials, errors with file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runwatch.config import load_config
+from runwatch.yamlfile import FileProblems
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "runwatch.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_durations(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "providers:\n  exa:\n    api_key: k\n    poll_interval: 5m\n"))
+    s = cfg.settings
+    assert s.providers.exa.poll_interval == 300
+    assert s.providers.exa.base_url == "https://api.exa.ai/websets"
+    assert cfg.state_dir == tmp_path / "runwatch-state"
+    assert list(cfg.enabled_providers()) == ["exa"]
+
+
+def test_unknown_key_and_bad_duration_name_file_line_field(tmp_path: Path) -> None:
+    p = write(tmp_path, "providers:\n  exa:\n    api_key: k\n    poll_intervall: 5m\n  olostep:\n    poll_interval: soon\n")
+    with pytest.raises(FileProblems) as exc:
+        load_config(p)
+    lines = sorted(str(x) for x in exc.value.problems)
+    assert lines == [
+        f"{p}:4: providers.exa.poll_intervall: unknown key",
+        f"{p}:6: providers.olostep.poll_interval: 'soon' is not a duration (use e.g. 500ms, 30s, 5m, 1h)",
+    ]
+
+
+def test_broken_yaml_names_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "providers:\n  exa: [\n")
+    with pytest.raises(FileProblems) as exc:
+        load_config(p)
+    assert str(exc.value.problems[0]).startswith(f"{p}:3: invalid YAML")
+
+
+def test_env_overrides_file_and_key_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path, "providers:\n  exa:\n    poll_interval: 5m\n")
+    monkeypatch.setenv("RUNWATCH_PROVIDERS__EXA__POLL_INTERVAL", "10s")
+    monkeypatch.setenv("EXA_API_KEY", "from-env")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "olostep_api_key").write_text("from-credentials\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    cfg = load_config(p)
+    exa = cfg.settings.providers.exa
+    assert exa.poll_interval == 10
+    assert exa.api_key is not None and exa.api_key.get_secret_value() == "from-env"
+    olo = cfg.settings.providers.olostep.api_key
+    assert olo is not None and olo.get_secret_value() == "from-credentials"
+    assert "from-env" not in repr(cfg.settings)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileProblems) as exc:
+        load_config(tmp_path / "nope.yaml")
+    assert str(exc.value) == f"{tmp_path / 'nope.yaml'}: file not found"
