@@ -45,7 +45,7 @@ class Receiver:
     def on(self, path: str) -> list[dict[str, Any]]:
         return [body for p, body in self.messages if p == path]
 
-    async def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> None:
+    async def wait_for(self, count: int, path: str | None = None, timeout: float = 10.0) -> None:
         """Until ``count`` messages (on ``path``, if given) have arrived; TimeoutError after ``timeout``."""
         with anyio.fail_after(timeout):
             while len(self.on(path) if path else self.messages) < count:
