@@ -42,11 +42,11 @@ def _fresh_secrets() -> Iterator[None]:
 
 
 @pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
+def log_lines() -> io.StringIO:
     """Every log line runwatch writes during the test (debug level), to check for leaks."""
     buf = io.StringIO()
     logsetup.setup("debug", "logfmt", buf)
-    yield buf
+    return buf
 
 
 @dataclass
@@ -85,7 +85,8 @@ async def smtp() -> AsyncIterator[SmtpSink]:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(sink, hostname="smtp.test", authenticator=authenticate, auth_require_tls=False),
-        "127.0.0.1", port,
+        "127.0.0.1",
+        port,
     )
     try:
         yield sink

@@ -26,7 +26,10 @@ def test_defaults_and_durations(tmp_path: Path) -> None:
 
 
 def test_unknown_key_and_bad_duration_name_file_line_field(tmp_path: Path) -> None:
-    p = write(tmp_path, "providers:\n  exa:\n    api_key: k\n    poll_intervall: 5m\n  olostep:\n    poll_interval: soon\n")
+    p = write(
+        tmp_path,
+        "providers:\n  exa:\n    api_key: k\n    poll_intervall: 5m\n  olostep:\n    poll_interval: soon\n",
+    )
     with pytest.raises(FileProblems) as exc:
         load_config(p)
     lines = sorted(str(x) for x in exc.value.problems)

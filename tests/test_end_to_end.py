@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
-from runwatch.fakes import Fault, FakeExa, FakeOlostep, RunningFake, Scenario, fake_server
+from runwatch.fakes import FakeExa, FakeOlostep, Fault, RunningFake, Scenario, fake_server
 
 from .conftest import SMTP_PASSWORD, ReceiverServer, SmtpSink, mailto_url, write_config
 
@@ -30,29 +30,63 @@ EXA_KEY = "exa-test-key-0123456789"
 OLOSTEP_KEY = "olostep-test-key-9876543210"
 FAST = {"backoff_initial": 0.01, "backoff_max": 0.05}
 
-STORY = Scenario.model_validate({
-    "exa": {"monitors": [
-        {"id": "monitor_prod_news", "runs": [
-            {"id": "mrun_old", "timeline": [{"at": "-2h", "status": "created"},
-                                            {"at": "-1h", "status": "failed", "failed_reason": "old news"}]},
-            {"id": "mrun_1", "timeline": [{"at": 0, "status": "created"}, {"at": 10, "status": "running"},
-                                          {"at": 20, "status": "failed", "failed_reason": "Quota exceeded"}]},
-        ]},
-        {"id": "monitor_staging", "runs": [
-            {"id": "mrun_s1", "timeline": [{"at": 0, "status": "created"},
-                                           {"at": 20, "status": "failed", "failed_reason": "timeout"}]},
-        ]},
-    ]},
-    "olostep": {"monitors": [
-        {"id": "monitor_prices", "runs": [
-            {"id": "run_0001", "events": [
-                {"at": 5, "type": "work_received", "message": "work received"},
-                {"at": 15, "type": "node_start", "message": "node start fetch"},
-                {"at": 25, "type": "run_complete", "message": "run complete: 3 changes"},
-            ]},
-        ]},
-    ]},
-})
+STORY = Scenario.model_validate(
+    {
+        "exa": {
+            "monitors": [
+                {
+                    "id": "monitor_prod_news",
+                    "runs": [
+                        {
+                            "id": "mrun_old",
+                            "timeline": [
+                                {"at": "-2h", "status": "created"},
+                                {"at": "-1h", "status": "failed", "failed_reason": "old news"},
+                            ],
+                        },
+                        {
+                            "id": "mrun_1",
+                            "timeline": [
+                                {"at": 0, "status": "created"},
+                                {"at": 10, "status": "running"},
+                                {"at": 20, "status": "failed", "failed_reason": "Quota exceeded"},
+                            ],
+                        },
+                    ],
+                },
+                {
+                    "id": "monitor_staging",
+                    "runs": [
+                        {
+                            "id": "mrun_s1",
+                            "timeline": [
+                                {"at": 0, "status": "created"},
+                                {"at": 20, "status": "failed", "failed_reason": "timeout"},
+                            ],
+                        },
+                    ],
+                },
+            ]
+        },
+        "olostep": {
+            "monitors": [
+                {
+                    "id": "monitor_prices",
+                    "runs": [
+                        {
+                            "id": "run_0001",
+                            "events": [
+                                {"at": 5, "type": "work_received", "message": "work received"},
+                                {"at": 15, "type": "node_start", "message": "node start fetch"},
+                                {"at": 25, "type": "run_complete", "message": "run complete: 3 changes"},
+                            ],
+                        },
+                    ],
+                },
+            ]
+        },
+    }
+)
 
 RULES = """
 rules:
@@ -74,8 +108,14 @@ rules:
 """
 
 
-def config_text(state: Path, exa: RunningFake[Any], olostep: RunningFake[Any], rec: ReceiverServer,
-                smtp_port: int, interval: str = "100ms") -> str:
+def config_text(
+    state: Path,
+    exa: RunningFake[Any],
+    olostep: RunningFake[Any],
+    rec: ReceiverServer,
+    smtp_port: int,
+    interval: str = "100ms",
+) -> str:
     return f"""
 state_dir: {state}
 metrics_listen: 127.0.0.1:0
@@ -84,8 +124,8 @@ providers:
   exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: {interval}, retries: 2}}
   olostep: {{base_url: "{olostep.base_url}", api_key: {OLOSTEP_KEY}, poll_interval: {interval}, retries: 2}}
 channels:
-  ops-json: {{apprise: "{rec.url('/ops')}"}}
-  olostep-json: {{apprise: "{rec.url('/olostep')}"}}
+  ops-json: {{apprise: "{rec.url("/ops")}"}}
+  olostep-json: {{apprise: "{rec.url("/olostep")}"}}
   ops-mail: {{apprise: "{mailto_url(smtp_port)}"}}
 delivery: {{retry_initial: 50ms, retry_max: 200ms}}
 """
@@ -120,8 +160,9 @@ async def test_failure_and_event_reach_their_channels_exactly_once(
 ) -> None:
     clock = ManualClock(time.time())
     async with fakes(clock) as (exa, olostep):
-        cfg = load_config(write_config(tmp_path, config_text(tmp_path / "state", exa, olostep, receiver,
-                                                              smtp.port), RULES))
+        cfg = load_config(
+            write_config(tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port), RULES)
+        )
         daemon = Daemon(cfg, client_options=FAST)
         async with daemon.running() as http:
             await first_polls(daemon)  # first sight: the baseline, recorded silently
@@ -184,8 +225,9 @@ rules:
 """
     clock = ManualClock(time.time())
     async with fakes(clock) as (exa, olostep):
-        cfg_path = write_config(tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port,
-                                                      interval="1h"), rules)
+        cfg_path = write_config(
+            tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port, interval="1h"), rules
+        )
         first = Daemon(load_config(cfg_path), client_options=FAST)
         async with first.running():
             await first_polls(first)  # baseline at t=0
@@ -222,16 +264,18 @@ rules:
 """
     clock = ManualClock(time.time())
     async with fakes(clock) as (exa, olostep):
-        cfg_path = write_config(tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port,
-                                                      interval="1h"), rules)
+        cfg_path = write_config(
+            tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port, interval="1h"), rules
+        )
         daemon = Daemon(load_config(cfg_path), client_options=FAST)
         async with daemon.running():
             await first_polls(daemon)
             # Every kind of trouble, more of it than the retries absorb:
             exa.fake.faults.add(Fault(path="/v0/monitors/*/runs", kind="status", status=503, count=6))
             exa.fake.faults.add(Fault(path="/v0/monitors", kind="garbage", count=1))
-            olostep.fake.faults.add(Fault(path="/v1/monitors/*/runs/*", kind="rate_limit", retry_after=0.01,
-                                          count=3))
+            olostep.fake.faults.add(
+                Fault(path="/v1/monitors/*/runs/*", kind="rate_limit", retry_after=0.01, count=3)
+            )
             olostep.fake.faults.add(Fault(path="/v1/monitors/*/events", kind="garbage", count=1))
             clock.advance(30)
             assert not await daemon.poll_once("exa")
@@ -246,7 +290,9 @@ rules:
             await poll_all(daemon)
             errors = daemon.metrics.registry.get_sample_value
             assert (errors("runwatch_poll_errors_total", {"provider": "exa", "reason": "http_503"}) or 0) >= 1
-            assert (errors("runwatch_api_retries_total", {"provider": "olostep", "reason": "http_429"}) or 0) >= 2
+            assert (
+                errors("runwatch_api_retries_total", {"provider": "olostep", "reason": "http_429"}) or 0
+            ) >= 2
             assert errors("runwatch_polls_total", {"provider": "exa", "outcome": "error"}) == 1
     titles = sorted(m["title"] for m in receiver.receiver.on("/ops"))
     assert len(titles) == 2 and all("failed" in t for t in titles), titles
@@ -259,8 +305,9 @@ async def test_refused_key_stops_one_provider_not_the_other(
 ) -> None:
     clock = ManualClock(time.time())
     async with fakes(clock) as (exa, olostep):
-        cfg_path = write_config(tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port),
-                                RULES)
+        cfg_path = write_config(
+            tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port), RULES
+        )
         exa.fake.faults.add(Fault(kind="auth"))
         daemon = Daemon(load_config(cfg_path), client_options=FAST)
         async with daemon.running() as http:
@@ -272,8 +319,12 @@ async def test_refused_key_stops_one_provider_not_the_other(
     assert ready.status_code == 503
     assert ready.json()["providers"]["exa"] == "no successful poll yet"
     assert receiver.receiver.on("/ops") == []
-    assert (daemon.metrics.registry.get_sample_value(
-        "runwatch_poll_errors_total", {"provider": "exa", "reason": "auth"}) or 0) >= 1
+    assert (
+        daemon.metrics.registry.get_sample_value(
+            "runwatch_poll_errors_total", {"provider": "exa", "reason": "auth"}
+        )
+        or 0
+    ) >= 1
     logs = log_lines.getvalue()
     assert "event=provider.auth_failed provider=exa" in logs
     assert EXA_KEY not in logs
@@ -284,8 +335,9 @@ async def test_channel_down_retries_then_delivers_without_blocking_polls(
 ) -> None:
     clock = ManualClock(time.time())
     async with fakes(clock) as (exa, olostep):
-        cfg_path = write_config(tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port),
-                                RULES)
+        cfg_path = write_config(
+            tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port), RULES
+        )
         receiver.receiver.fail_with = 503
         daemon = Daemon(load_config(cfg_path), client_options=FAST)
         async with daemon.running():

@@ -8,7 +8,9 @@ from runwatch.model import ChangeKind, RunEvent, RunSnapshot
 from runwatch.state import Notification, RunRecord, Store, diff
 
 
-def snap(status: str, events: tuple[RunEvent, ...] = (), run_id: str = "r1", reason: str | None = None) -> RunSnapshot:
+def snap(
+    status: str, events: tuple[RunEvent, ...] = (), run_id: str = "r1", reason: str | None = None
+) -> RunSnapshot:
     return RunSnapshot("exa", "m1", run_id, status, {"id": run_id, "status": status}, reason, events=events)
 
 
@@ -18,7 +20,12 @@ def ev(eid: str, ts: int, name: str) -> RunEvent:
 
 def test_first_sight_reports_status_with_empty_from() -> None:
     [c] = diff(None, snap("running"), 10.0)
-    assert (c.kind, c.from_status, c.to_status, c.detected_at) == (ChangeKind.RUN_STATUS, None, "running", 10.0)
+    assert (c.kind, c.from_status, c.to_status, c.detected_at) == (
+        ChangeKind.RUN_STATUS,
+        None,
+        "running",
+        10.0,
+    )
 
 
 def test_jumped_transition_is_one_change_from_last_recorded() -> None:

@@ -95,8 +95,9 @@ class Daemon:
             self.store.set_meta("first_start", first)
             log.info("state.created", path=str(self.store.path))
         self.not_before = float(first) - self.config.settings.first_start_lookback
-        self.deliverer = Deliverer(self.store, self.channels, self.config.settings.delivery,
-                                   self.metrics, self.clock)
+        self.deliverer = Deliverer(
+            self.store, self.channels, self.config.settings.delivery, self.metrics, self.clock
+        )
         self.detect = Detect(self.store, self.metrics)
         self.pipeline = Pipeline(
             [self.detect, Match(lambda: self.ruleset, self.metrics), Record(self.store, self.deliverer.wake)],
@@ -120,8 +121,12 @@ class Daemon:
     @staticmethod
     def _warn_interval(name: str, s: ProviderSettings) -> None:
         if s.poll_interval < 30 and any(h in s.base_url for h in REAL_PROVIDER_HOSTS):
-            log.warning("poll_interval.short", provider=name, poll_interval=s.poll_interval,
-                        hint="below 30s against the real API wastes quota and may be rate limited")
+            log.warning(
+                "poll_interval.short",
+                provider=name,
+                poll_interval=s.poll_interval,
+                hint="below 30s against the real API wastes quota and may be rate limited",
+            )
 
     # -- rules --------------------------------------------------------------------------------------
     def reload(self) -> bool:
@@ -151,18 +156,34 @@ class Daemon:
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
         self.metrics.provider_up.labels(name).set(1 if ok else 0)
         for err in report.errors[:5]:
-            log.warning("poll.error", provider=name, reason=err.reason, status=err.status,
-                        request_id=err.request_id, error=str(err))
+            log.warning(
+                "poll.error",
+                provider=name,
+                reason=err.reason,
+                status=err.status,
+                request_id=err.request_id,
+                error=str(err),
+            )
         if any(e.reason == "auth" for e in report.errors):
-            log.error("provider.auth_failed", provider=name,
-                      hint="the API key was refused (401/403); check it, other providers go on")
+            log.error(
+                "provider.auth_failed",
+                provider=name,
+                hint="the API key was refused (401/403); check it, other providers go on",
+            )
         if ok:
             self.detect.provider_settled(name)
             self.metrics.last_success.labels(name).set(self.clock.now())
             self.health.polled(name)
         self._update_run_gauges()
-        log.debug("poll.done", provider=name, ok=ok, monitors=report.monitors, runs=report.snapshots,
-                  errors=len(report.errors), seconds=round(self.clock.now() - started, 3))
+        log.debug(
+            "poll.done",
+            provider=name,
+            ok=ok,
+            monitors=report.monitors,
+            runs=report.snapshots,
+            errors=len(report.errors),
+            seconds=round(self.clock.now() - started, 3),
+        )
         self.polls_done[name] += 1
         self._poll_done.set()
         self._poll_done = anyio.Event()
@@ -195,19 +216,26 @@ class Daemon:
         """Serve metrics, poll and deliver while the block runs; then drain deliveries and stop."""
         listen = self.config.settings.metrics_listen
         try:
-            async with serve(make_app(self.metrics, self.health), listen, name="metrics") as http:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self.deliverer.run)
-                    for name in self.sources:
-                        tg.start_soon(self._poll_loop, name)
-                    log.info("runwatch.started", metrics=f"{http.url}/metrics", providers=",".join(self.sources),
-                             rules=len(self.ruleset), channels=",".join(self.channels))
-                    try:
-                        yield http
-                    finally:
-                        with anyio.CancelScope(shield=True):
-                            await self.deliverer.drain(self.config.settings.delivery.shutdown_timeout)
-                        tg.cancel_scope.cancel()
+            async with (
+                serve(make_app(self.metrics, self.health), listen, name="metrics") as http,
+                anyio.create_task_group() as tg,
+            ):
+                tg.start_soon(self.deliverer.run)
+                for name in self.sources:
+                    tg.start_soon(self._poll_loop, name)
+                log.info(
+                    "runwatch.started",
+                    metrics=f"{http.url}/metrics",
+                    providers=",".join(self.sources),
+                    rules=len(self.ruleset),
+                    channels=",".join(self.channels),
+                )
+                try:
+                    yield http
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.deliverer.drain(self.config.settings.delivery.shutdown_timeout)
+                    tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 for src in self.sources.values():
@@ -215,7 +243,9 @@ class Daemon:
             self.store.close()
             log.info("runwatch.stopped")
 
-    async def serve_until_signalled(self, *, task_status: TaskStatus[Listening] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def serve_until_signalled(
+        self, *, task_status: TaskStatus[Listening] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with self.running() as http:
                 systemd.notify("READY=1", f"STATUS=polling {', '.join(self.sources) or 'nothing'}")

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 
@@ -35,9 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--config", "-c", type=Path, required=True, help="the YAML config file")
 
     demo = sub.add_parser("demo", help="the whole pipeline against local fake APIs, no key, no network")
-    demo.add_argument("--forever", action="store_true", help="keep running after the story ends (Ctrl-C stops)")
-    demo.add_argument("--metrics-listen", default="127.0.0.1:9464",
-                      help="where to serve /metrics (default %(default)s; port 0 picks a free one)")
+    demo.add_argument(
+        "--forever", action="store_true", help="keep running after the story ends (Ctrl-C stops)"
+    )
+    demo.add_argument(
+        "--metrics-listen",
+        default="127.0.0.1:9464",
+        help="where to serve /metrics (default %(default)s; port 0 picks a free one)",
+    )
 
     fake = sub.add_parser("fake", help="serve a fake provider API on loopback, to rehearse rules")
     fake.add_argument("provider", choices=["exa", "olostep"])
@@ -46,10 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_problems(exc: FileProblems, stream: object = None) -> None:
+def _print_problems(exc: FileProblems, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     for problem in exc.problems:
-        print(redact(str(problem)), file=out)  # type: ignore[call-overload]
+        print(redact(str(problem)), file=out)
 
 
 def _load(path: Path) -> Config:

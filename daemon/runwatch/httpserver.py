@@ -80,7 +80,8 @@ async def serve(app: ASGIApp, listen: str, *, name: str = "http") -> AsyncIterat
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(serve_shielded)
-            while not server.started and not server.should_exit:
+            # uvicorn offers no event for 'listening'; its flag flips within a few ms.
+            while not server.started and not server.should_exit:  # noqa: ASYNC110
                 await anyio.sleep(0.005)
             try:
                 yield Listening(host, bound_port)

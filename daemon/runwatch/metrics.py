@@ -19,73 +19,107 @@ class Metrics:
         self.build_info = Info("runwatch_build", "runwatch version and Python it runs on.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         self.polls = Counter(
-            "runwatch_polls_total", "Poll cycles finished, by provider and outcome.",
-            ["provider", "outcome"], registry=r,
+            "runwatch_polls_total",
+            "Poll cycles finished, by provider and outcome.",
+            ["provider", "outcome"],
+            registry=r,
         )
         self.poll_errors = Counter(
             "runwatch_poll_errors_total",
             "Failed API requests by provider and reason (http_5xx, http_429, timeout, bad_json, auth, ...).",
-            ["provider", "reason"], registry=r,
+            ["provider", "reason"],
+            registry=r,
         )
         self.requests = Counter(
-            "runwatch_api_requests_total", "HTTP requests sent to a provider, retries included.",
-            ["provider", "endpoint"], registry=r,
+            "runwatch_api_requests_total",
+            "HTTP requests sent to a provider, retries included.",
+            ["provider", "endpoint"],
+            registry=r,
         )
         self.retries = Counter(
-            "runwatch_api_retries_total", "Requests retried after an error, by provider and reason.",
-            ["provider", "reason"], registry=r,
+            "runwatch_api_retries_total",
+            "Requests retried after an error, by provider and reason.",
+            ["provider", "reason"],
+            registry=r,
         )
         self.poll_duration = Histogram(
-            "runwatch_poll_duration_seconds", "Duration of one poll cycle of a provider.",
-            ["provider"], registry=r,
+            "runwatch_poll_duration_seconds",
+            "Duration of one poll cycle of a provider.",
+            ["provider"],
+            registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.last_success = Gauge(
             "runwatch_last_successful_poll_timestamp_seconds",
             "Unix time of the last poll cycle of a provider that finished without errors.",
-            ["provider"], registry=r,
+            ["provider"],
+            registry=r,
         )
         self.runs_tracked = Gauge(
-            "runwatch_runs_tracked", "Runs in the state, by provider and last status.",
-            ["provider", "status"], registry=r,
+            "runwatch_runs_tracked",
+            "Runs in the state, by provider and last status.",
+            ["provider", "status"],
+            registry=r,
         )
         self.changes = Counter(
-            "runwatch_changes_detected_total", "Changes detected, by provider and kind.",
-            ["provider", "kind"], registry=r,
+            "runwatch_changes_detected_total",
+            "Changes detected, by provider and kind.",
+            ["provider", "kind"],
+            registry=r,
         )
         self.unmatched = Counter(
-            "runwatch_changes_unmatched_total", "Changes no rule matched (counted, not sent).",
-            ["provider", "kind"], registry=r,
+            "runwatch_changes_unmatched_total",
+            "Changes no rule matched (counted, not sent).",
+            ["provider", "kind"],
+            registry=r,
         )
         self.rule_matches = Counter(
-            "runwatch_rule_matches_total", "Changes a rule matched.", ["rule"], registry=r,
+            "runwatch_rule_matches_total",
+            "Changes a rule matched.",
+            ["rule"],
+            registry=r,
         )
         self.sent = Counter(
-            "runwatch_notifications_sent_total", "Notifications delivered, by channel.", ["channel"], registry=r,
+            "runwatch_notifications_sent_total",
+            "Notifications delivered, by channel.",
+            ["channel"],
+            registry=r,
         )
         self.failed = Counter(
             "runwatch_notifications_failed_total",
-            "Send attempts that failed (each will be retried until max_attempts).", ["channel"], registry=r,
+            "Send attempts that failed (each will be retried until max_attempts).",
+            ["channel"],
+            registry=r,
         )
         self.dead = Counter(
             "runwatch_notifications_dead_total",
             "Notifications given up after max_attempts; kept in the state as dead letters.",
-            ["channel"], registry=r,
+            ["channel"],
+            registry=r,
         )
         self.pending = Gauge(
-            "runwatch_notifications_pending", "Notifications waiting to be sent, by channel.",
-            ["channel"], registry=r,
+            "runwatch_notifications_pending",
+            "Notifications waiting to be sent, by channel.",
+            ["channel"],
+            registry=r,
         )
         self.latency = Histogram(
-            "runwatch_delivery_latency_seconds", "From detection of a change to its successful send.",
-            ["channel"], registry=r,
+            "runwatch_delivery_latency_seconds",
+            "From detection of a change to its successful send.",
+            ["channel"],
+            registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
         )
         self.rules_loaded = Gauge("runwatch_rules_loaded", "Rules in force.", registry=r)
         self.reloads = Counter(
-            "runwatch_config_reloads_total", "Rule reloads by outcome (success, failure).", ["outcome"], registry=r,
+            "runwatch_config_reloads_total",
+            "Rule reloads by outcome (success, failure).",
+            ["outcome"],
+            registry=r,
         )
         self.provider_up = Gauge(
-            "runwatch_provider_up", "1 when the provider's last poll cycle succeeded, else 0.",
-            ["provider"], registry=r,
+            "runwatch_provider_up",
+            "1 when the provider's last poll cycle succeeded, else 0.",
+            ["provider"],
+            registry=r,
         )

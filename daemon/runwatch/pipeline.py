@@ -59,14 +59,26 @@ class Detect:
             batch.changes.extend(diff(self.store.run(src.provider, snap.run_id), snap, batch.now))
         if batch.baseline:
             if batch.changes:
-                log.info("baseline.recorded", provider=src.provider, monitor_id=src.monitor_id,
-                         runs=len(src.snapshots), changes_silenced=len(batch.changes))
+                log.info(
+                    "baseline.recorded",
+                    provider=src.provider,
+                    monitor_id=src.monitor_id,
+                    runs=len(src.snapshots),
+                    changes_silenced=len(batch.changes),
+                )
             batch.changes = []
         for ch in batch.changes:
             self.metrics.changes.labels(ch.provider, ch.kind.value).inc()
-            log.info("change.detected", provider=ch.provider, monitor_id=ch.monitor_id, run_id=ch.run_id,
-                     kind=ch.kind.value, from_status=ch.from_status, to_status=ch.to_status,
-                     step=ch.event.name if ch.event else None)
+            log.info(
+                "change.detected",
+                provider=ch.provider,
+                monitor_id=ch.monitor_id,
+                run_id=ch.run_id,
+                kind=ch.kind.value,
+                from_status=ch.from_status,
+                to_status=ch.to_status,
+                step=ch.event.name if ch.event else None,
+            )
 
 
 class Match:
@@ -97,8 +109,15 @@ class Record:
 
     def __call__(self, batch: Batch) -> None:
         notes = [
-            Notification(channel=ch, rule=d.rule, severity=d.severity, title=d.title, body=d.body,
-                         change_key=d.change.key, detected_at=d.change.detected_at)
+            Notification(
+                channel=ch,
+                rule=d.rule,
+                severity=d.severity,
+                title=d.title,
+                body=d.body,
+                change_key=d.change.key,
+                detected_at=d.change.detected_at,
+            )
             for d in batch.decisions
             for ch in d.channels
         ]

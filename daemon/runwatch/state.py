@@ -12,7 +12,6 @@ and costs well under a millisecond; a poll commits once per monitor, not per run
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -210,8 +209,8 @@ class Store:
                     "INSERT OR IGNORE INTO monitors (provider, monitor_id, first_seen) VALUES (?, ?, ?)",
                     (provider, monitor_id, now),
                 )
-            run_rows = []
-            event_rows = []
+            run_rows: list[tuple[str, str, str, str, int, float]] = []
+            event_rows: list[tuple[str, str, str]] = []
             for s in snapshots:
                 prev = self.runs.get((provider, s.run_id))
                 seen = prev.events if prev else set()
@@ -231,8 +230,18 @@ class Store:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO outbox (dedup_key, channel, rule, severity, title, body,"
                     " change_key, detected_at, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (n.dedup_key, n.channel, n.rule, n.severity, n.title, n.body, n.change_key,
-                     n.detected_at, now, now),
+                    (
+                        n.dedup_key,
+                        n.channel,
+                        n.rule,
+                        n.severity,
+                        n.title,
+                        n.body,
+                        n.change_key,
+                        n.detected_at,
+                        now,
+                        now,
+                    ),
                 )
                 new_rows += cur.rowcount
             db.execute("COMMIT")
@@ -313,7 +322,3 @@ class Store:
         cur = self.db.execute("SELECT * FROM outbox ORDER BY id")
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur]
-
-
-def to_json(obj: object) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)

@@ -42,9 +42,14 @@ class Deliverer:
         self._wakeups: dict[str, anyio.Event] = {name: anyio.Event() for name in self.channels}
         self._idle: dict[str, anyio.Event] = {name: anyio.Event() for name in self.channels}
         self._draining = False
+        self._progress = anyio.Event()
         for stray in store.pending_channels() - set(self.channels):
-            log.warning("outbox.unknown_channel", channel=stray, pending=store.pending_count(stray),
-                        hint="kept in the state; configure the channel again to send them")
+            log.warning(
+                "outbox.unknown_channel",
+                channel=stray,
+                pending=store.pending_count(stray),
+                hint="kept in the state; configure the channel again to send them",
+            )
 
     def wake(self) -> None:
         for ev in self._wakeups.values():
@@ -55,6 +60,15 @@ class Deliverer:
         async with anyio.create_task_group() as tg:
             for name in self.channels:
                 tg.start_soon(self._worker, name)
+
+    async def wait_empty(self) -> None:
+        """Until no notification is pending on any channel (sent or given up)."""
+        while any(self.store.pending_count(c) for c in self.channels):
+            await self._progress.wait()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = anyio.Event()
 
     async def drain(self, timeout: float) -> None:
         """Send what is due now (in-flight sends finish), for at most ``timeout`` seconds."""
@@ -69,7 +83,8 @@ class Deliverer:
 
     def _backoff(self, attempts: int) -> float:
         s = self.settings
-        return min(s.retry_max, s.retry_initial * (2 ** max(0, attempts - 1))) * random.uniform(0.75, 1.0)
+        delay: float = min(s.retry_max, s.retry_initial * (2 ** max(0, attempts - 1)))
+        return delay * random.uniform(0.75, 1.0)
 
     async def _worker(self, name: str) -> None:
         channel = self.channels[name]
@@ -104,16 +119,29 @@ class Deliverer:
             if attempts >= self.settings.max_attempts:
                 self.store.mark_failed(row.id, str(exc), None)
                 self.metrics.dead.labels(name).inc()
+                self._progressed()
                 log.error("notify.dead", channel=name, rule=row.rule, attempts=attempts, error=str(exc))
             else:
                 delay = self._backoff(attempts)
                 self.store.mark_failed(row.id, str(exc), self.clock.now() + delay)
-                log.warning("notify.failed", channel=name, rule=row.rule, attempts=attempts,
-                            retry_in=round(delay, 2), error=str(exc))
+                log.warning(
+                    "notify.failed",
+                    channel=name,
+                    rule=row.rule,
+                    attempts=attempts,
+                    retry_in=round(delay, 2),
+                    error=str(exc),
+                )
             return
         now = self.clock.now()
         self.store.mark_sent(row.id, now)
         self.metrics.sent.labels(name).inc()
+        self._progressed()
         self.metrics.latency.labels(name).observe(max(0.0, now - row.detected_at))
-        log.info("notify.sent", channel=name, rule=row.rule, severity=row.severity,
-                 latency=round(now - row.detected_at, 3))
+        log.info(
+            "notify.sent",
+            channel=name,
+            rule=row.rule,
+            severity=row.severity,
+            latency=round(now - row.detected_at, 3),
+        )

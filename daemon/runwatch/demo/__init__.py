@@ -68,23 +68,33 @@ async def _demo(forever: bool, metrics_listen: str) -> int:
             serve(receiver.app, "127.0.0.1:0", name="receiver") as recv,
         ):
             started = clock.now()
-            config = load_config(DEMO_CONFIG, overrides={
-                "state_dir": state_dir,
-                "metrics_listen": metrics_listen,
-                "providers": {"exa": {"base_url": exa.base_url}, "olostep": {"base_url": olostep.base_url}},
-                "channels": {
-                    "ops-slack": {"apprise": f"json://127.0.0.1:{recv.port}/ops-slack"},
-                    "ops-mail": {"apprise": f"json://127.0.0.1:{recv.port}/ops-mail"},
+            config = load_config(
+                DEMO_CONFIG,
+                overrides={
+                    "state_dir": state_dir,
+                    "metrics_listen": metrics_listen,
+                    "providers": {
+                        "exa": {"base_url": exa.base_url},
+                        "olostep": {"base_url": olostep.base_url},
+                    },
+                    "channels": {
+                        "ops-slack": {"apprise": f"json://127.0.0.1:{recv.port}/ops-slack"},
+                        "ops-mail": {"apprise": f"json://127.0.0.1:{recv.port}/ops-mail"},
+                    },
                 },
-            })
+            )
             daemon = Daemon(config, clock=clock)
-            print("runwatch demo: fake Exa and Olostep APIs, a local receiver, and the daemon, all on loopback.")
+            print(
+                "runwatch demo: fake Exa and Olostep APIs, a local receiver, and the daemon, all on loopback."
+            )
             print(f"  exa fake:      {exa.base_url}")
             print(f"  olostep fake:  {olostep.base_url}")
             async with daemon.running() as http:
                 print(f"  metrics:       {http.url}/metrics   (also /healthz, /readyz)")
                 print(f"  config:        {DEMO_CONFIG}")
-                print(f"  story:         {story_length(scenario):.0f} s of monitor runs; notifications follow:")
+                print(
+                    f"  story:         {story_length(scenario):.0f} s of monitor runs; notifications follow:"
+                )
                 sys.stdout.flush()
                 with anyio.move_on_after(DEADLINE):
                     await _until_story_done(daemon, started + story_length(scenario), clock)
@@ -103,8 +113,7 @@ async def _until_story_done(daemon: Any, story_end: float, clock: SystemClock) -
     # One full poll of each provider after the last scripted step, then an empty outbox.
     for name in daemon.sources:
         await daemon.wait_polls(name, daemon.polls_done[name] + 1)
-    while any(daemon.store.pending_count(c) for c in daemon.channels):
-        await anyio.sleep(0.1)
+    await daemon.deliverer.wait_empty()
 
 
 def _value(daemon: Any, name: str, labels: dict[str, str]) -> int:
@@ -131,6 +140,8 @@ def _summary(daemon: Any, receiver: Receiver) -> None:
     for name in daemon.channels:
         sent = _value(daemon, "runwatch_notifications_sent_total", {"channel": name})
         failed = _value(daemon, "runwatch_notifications_failed_total", {"channel": name})
-        print(f"    {name:<10} {sent} sent, {failed} failed attempts, received {len(receiver.on('/' + name))}")
+        print(
+            f"    {name:<10} {sent} sent, {failed} failed attempts, received {len(receiver.on('/' + name))}"
+        )
     print(f"  receiver got {len(receiver.messages)} notifications in all.")
     sys.stdout.flush()

@@ -62,8 +62,13 @@ class ExaSource:
         self.settings = settings
         self.metrics = metrics
         self.api = ApiClient(
-            PROVIDER, settings.base_url, {"x-api-key": settings.api_key.get_secret_value()}, metrics,
-            timeout=settings.timeout, retries=settings.retries, concurrency=settings.concurrency,
+            PROVIDER,
+            settings.base_url,
+            {"x-api-key": settings.api_key.get_secret_value()},
+            metrics,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            concurrency=settings.concurrency,
             **client_kw,
         )
 
@@ -98,8 +103,9 @@ class ExaSource:
 
         async def one(monitor_id: str) -> None:
             try:
-                snaps = await self._poll_monitor(monitor_id, known, unfinished.get(monitor_id, []),
-                                                 not_before, report)
+                snaps = await self._poll_monitor(
+                    monitor_id, known, unfinished.get(monitor_id, []), not_before, report
+                )
             except ApiError as exc:
                 report.errors.append(exc)
                 return
@@ -113,7 +119,11 @@ class ExaSource:
         return report
 
     async def _poll_monitor(
-        self, monitor_id: str, known: KnownRuns, unfinished: list[str], not_before: float | None,
+        self,
+        monitor_id: str,
+        known: KnownRuns,
+        unfinished: list[str],
+        not_before: float | None,
         report: PollReport,
     ) -> list[RunSnapshot]:
         base = f"/v0/monitors/{quote(monitor_id, safe='')}/runs"

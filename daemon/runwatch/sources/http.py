@@ -147,8 +147,14 @@ class ApiClient:
                 attempt += 1
                 self.metrics.retries.labels(self.provider, exc.reason).inc()
                 log.info(
-                    "api.retry", provider=self.provider, path=path, reason=exc.reason, status=exc.status,
-                    request_id=exc.request_id, attempt=attempt, delay=round(delay, 3),
+                    "api.retry",
+                    provider=self.provider,
+                    path=path,
+                    reason=exc.reason,
+                    status=exc.status,
+                    request_id=exc.request_id,
+                    attempt=attempt,
+                    delay=round(delay, 3),
                 )
                 await self._sleep(delay)
 
@@ -160,17 +166,30 @@ class ApiClient:
             except httpx.TimeoutException:
                 raise ApiError(self.provider, "timeout", "timed out", path=path) from None
             except httpx.TransportError as exc:
-                raise ApiError(self.provider, "connect", f"connection failed: {type(exc).__name__}",
-                               path=path) from None
+                raise ApiError(
+                    self.provider, "connect", f"connection failed: {type(exc).__name__}", path=path
+                ) from None
         request_id = resp.headers.get("x-request-id")
         if resp.status_code != 200:
             raise ApiError(
-                self.provider, _reason(resp.status_code), f"HTTP {resp.status_code}",
-                status=resp.status_code, request_id=request_id, body=resp.text, path=path,
+                self.provider,
+                _reason(resp.status_code),
+                f"HTTP {resp.status_code}",
+                status=resp.status_code,
+                request_id=request_id,
+                body=resp.text,
+                path=path,
                 retry_after=parse_retry_after(resp.headers.get("retry-after"), time.time()),
             )
         try:
             return json.loads(resp.content)
         except (ValueError, UnicodeDecodeError):
-            raise ApiError(self.provider, "bad_json", "response is not valid JSON", status=200,
-                           request_id=request_id, body=resp.text, path=path) from None
+            raise ApiError(
+                self.provider,
+                "bad_json",
+                "response is not valid JSON",
+                status=200,
+                request_id=request_id,
+                body=resp.text,
+                path=path,
+            ) from None

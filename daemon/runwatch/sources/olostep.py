@@ -70,18 +70,30 @@ def parse_event(obj: Any) -> RunEvent | None:
     message = obj.get("message") if isinstance(obj.get("message"), str) else ""
     assert isinstance(message, str)
     name = event_name(obj)
-    return RunEvent(id=str(eid), ts_ms=ts_ms, name=name, message=message, raw=obj,
-                    error=_event_error(name, inner, message))
+    return RunEvent(
+        id=str(eid),
+        ts_ms=ts_ms,
+        name=name,
+        message=message,
+        raw=obj,
+        error=_event_error(name, inner, message),
+    )
 
 
 def derive(
-    monitor_id: str, run_id: str, detail: Mapping[str, Any], last_run: Mapping[str, Any] | None,
+    monitor_id: str,
+    run_id: str,
+    detail: Mapping[str, Any],
+    last_run: Mapping[str, Any] | None,
     monitor_error: str | None,
 ) -> RunSnapshot:
     """A run's detail (+ the monitor's last_run, when it names this run) -> snapshot with a status."""
     raw_events = detail.get("events")
-    events = tuple(e for e in (parse_event(o) for o in (raw_events if isinstance(raw_events, list) else []))
-                   if e is not None)
+    events = tuple(
+        e
+        for e in (parse_event(o) for o in (raw_events if isinstance(raw_events, list) else []))
+        if e is not None
+    )
     finished = [e for e in events if e.name == FINISH_EVENT]
     errors = [e.error for e in events if e.error]
     lr_status = last_run.get("status") if last_run and last_run.get("id") == run_id else None
@@ -93,15 +105,26 @@ def derive(
         status = "failed" if failed else "completed"
         if failed:
             failed_reason = (errors[-1] if errors else None) or monitor_error or "run failed"
-        finished_at = (max(e.ts_ms for e in finished) / 1000.0) if finished else parse_time(
-            last_run.get("ran_at") if last_run else None)
+        finished_at = (
+            (max(e.ts_ms for e in finished) / 1000.0)
+            if finished
+            else parse_time(last_run.get("ran_at") if last_run else None)
+        )
     raw = dict(detail)
     raw.setdefault("monitor_id", monitor_id)
     raw.setdefault("run_id", run_id)
     if lr_status:
         raw["last_run"] = dict(last_run or {})
-    return RunSnapshot(provider=PROVIDER, monitor_id=monitor_id, run_id=run_id, status=status, raw=raw,
-                       failed_reason=failed_reason, finished_at=finished_at, events=events)
+    return RunSnapshot(
+        provider=PROVIDER,
+        monitor_id=monitor_id,
+        run_id=run_id,
+        status=status,
+        raw=raw,
+        failed_reason=failed_reason,
+        finished_at=finished_at,
+        events=events,
+    )
 
 
 class OlostepSource:
@@ -112,9 +135,14 @@ class OlostepSource:
         self.settings = settings
         self.metrics = metrics
         self.api = ApiClient(
-            PROVIDER, settings.base_url,
-            {"authorization": f"Bearer {settings.api_key.get_secret_value()}"}, metrics,
-            timeout=settings.timeout, retries=settings.retries, concurrency=settings.concurrency, **client_kw,
+            PROVIDER,
+            settings.base_url,
+            {"authorization": f"Bearer {settings.api_key.get_secret_value()}"},
+            metrics,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            concurrency=settings.concurrency,
+            **client_kw,
         )
 
     async def aclose(self) -> None:
@@ -146,7 +174,9 @@ class OlostepSource:
 
         async def one(monitor_id: str) -> None:
             try:
-                snaps = await self._poll_monitor(monitor_id, known, unfinished.get(monitor_id, []), not_before)
+                snaps = await self._poll_monitor(
+                    monitor_id, known, unfinished.get(monitor_id, []), not_before
+                )
             except ApiError as exc:
                 report.errors.append(exc)
                 return
@@ -170,7 +200,9 @@ class OlostepSource:
             page = await self.api.get_json(f"{mpath}/events", params, endpoint="list_events")
             data = page.get("data") if isinstance(page, Mapping) else None
             if not isinstance(data, list):
-                raise ApiError(PROVIDER, "bad_shape", "events list has no 'data' array", path=f"{mpath}/events")
+                raise ApiError(
+                    PROVIDER, "bad_shape", "events list has no 'data' array", path=f"{mpath}/events"
+                )
             new_here = False
             for ev in data:
                 rid = ev.get("run_id") if isinstance(ev, Mapping) else None
