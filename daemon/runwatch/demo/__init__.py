@@ -121,21 +121,26 @@ def _value(daemon: Any, name: str, labels: dict[str, str]) -> int:
     return int(v or 0)
 
 
+def _counter_samples(registry: Any, name: str) -> list[tuple[dict[str, str], int]]:
+    """(labels, value) of each ``_total`` sample of one counter family."""
+    return [
+        (s.labels, int(s.value))
+        for metric in registry.collect()
+        if metric.name == name
+        for s in metric.samples
+        if s.name.endswith("_total")
+    ]
+
+
 def _summary(daemon: Any, receiver: Receiver) -> None:
     reg = daemon.metrics.registry
     print("\nSummary")
     print("  detected:")
-    for metric in reg.collect():
-        if metric.name == "runwatch_changes_detected":
-            for s in metric.samples:
-                if s.name.endswith("_total"):
-                    print(f"    {s.labels['provider']:<8} {s.labels['kind']:<11} {int(s.value)}")
+    for labels, value in _counter_samples(reg, "runwatch_changes_detected"):
+        print(f"    {labels['provider']:<8} {labels['kind']:<11} {value}")
     print("  rules matched:")
-    for metric in reg.collect():
-        if metric.name == "runwatch_rule_matches":
-            for s in metric.samples:
-                if s.name.endswith("_total"):
-                    print(f"    {s.labels['rule']:<22} {int(s.value)}")
+    for labels, value in _counter_samples(reg, "runwatch_rule_matches"):
+        print(f"    {labels['rule']:<22} {value}")
     print("  sent:")
     for name in daemon.channels:
         sent = _value(daemon, "runwatch_notifications_sent_total", {"channel": name})
