@@ -23,6 +23,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 from runwatch import log as logsetup
 from runwatch import redact
 from runwatch.httpserver import Listening, serve
+from runwatch.model import Alert, notification_id
 from runwatch.receiver import Receiver
 
 SMTP_USER = "alerts"
@@ -125,3 +126,29 @@ def write_config(tmp_path: Path, body: str, rules: str) -> Path:
     cfg = tmp_path / "runwatch.yaml"
     cfg.write_text(body)
     return cfg
+
+
+def make_alert(
+    n: int = 1, *, channel: str = "ch", rule: str = "rule", title: str = "t", body: str = "b", at: float = 1.0
+) -> Alert:
+    """An alert as the pipeline would decide it, for store and channel tests."""
+    key = f"exa:run_{n}:status:failed"
+    return Alert(
+        id=notification_id(key, rule, channel),
+        type="run.status",
+        channel=channel,
+        provider="exa",
+        monitor_id="monitor_1",
+        run_id=f"run_{n}",
+        rule=rule,
+        severity="critical",
+        title=title,
+        body=body,
+        detected_at=at,
+        occurred_at=at - 0.5,
+        from_status="running",
+        to_status="failed",
+        failed_reason="Quota exceeded",
+        labels={"team": "ops"},
+        run={"id": f"run_{n}", "status": "failed", "failedReason": "Quota exceeded"},
+    )

@@ -346,7 +346,13 @@ async def test_channel_down_retries_then_delivers_without_blocking_polls(
             await smtp.wait_for(1)  # the mail channel is not held up by the json one
             await settle(daemon, 2)  # nor is polling
             failed = daemon.metrics.registry.get_sample_value
-            while not (failed("runwatch_notifications_failed_total", {"channel": "ops-json"}) or 0) >= 2:
+            while (
+                not (
+                    failed("runwatch_delivery_attempts_total", {"channel": "ops-json", "outcome": "retry"})
+                    or 0
+                )
+                >= 2
+            ):
                 await daemon.wait_polls("exa", daemon.polls_done["exa"] + 1)
             receiver.receiver.fail_with = None
             await receiver.receiver.wait_for(1, "/ops")

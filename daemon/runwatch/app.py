@@ -17,17 +17,21 @@ from anyio.abc import TaskStatus
 from runwatch import systemd
 from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, ProviderSettings
-from runwatch.delivery import AppriseChannel, Channel, Deliverer
+from runwatch.delivery import Channel, Deliverer
+from runwatch.delivery.channel import ChannelSetupError
+from runwatch.delivery.policy import ChannelPolicy
+from runwatch.delivery.registry import build_channel
 from runwatch.httpserver import Listening, serve
 from runwatch.log import get_logger
-from runwatch.metrics import Metrics
+from runwatch.metrics import Metrics, OutboxCollector
 from runwatch.pipeline import Detect, Match, Pipeline, Record
 from runwatch.redact import register
+from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
 from runwatch.sources.base import Source
 from runwatch.sources.exa import ExaSource
 from runwatch.sources.olostep import OlostepSource
-from runwatch.state import Store
+from runwatch.store import State
 from runwatch.web import Health, make_app
 from runwatch.yamlfile import FileProblems, Problem
 
@@ -38,17 +42,25 @@ REAL_PROVIDER_HOSTS = ("api.exa.ai", "api.olostep.com")
 
 
 def build_channels(config: Config) -> dict[str, Channel]:
-    """Every configured channel, or FileProblems naming each one apprise cannot use."""
+    """Every configured channel, or FileProblems naming file, line and field of each that cannot work."""
     out: dict[str, Channel] = {}
     problems: list[Problem] = []
-    for name, ch in config.settings.channels.items():
+    for name, block in config.settings.channels.items():
         try:
-            out[name] = AppriseChannel(name, ch.apprise.get_secret_value())
-        except ValueError as exc:
-            problems.append(Problem(str(config.path or "<config>"), 0, f"channels.{name}.apprise", str(exc)))
+            out[name] = build_channel(name, block, base_dir=config.base_dir)
+        except ChannelSetupError as exc:
+            loc = ["channels", name, *exc.field.split(".")]
+            problems.append(Problem(config.shown, config.line_of(*loc), ".".join(loc), exc.message))
     if problems:
+        for ch in out.values():
+            ch.close()
         raise FileProblems(problems)
     return out
+
+
+def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
+    d = config.settings.delivery
+    return {name: d.policy(block) for name, block in config.settings.channels.items()}
 
 
 def load_ruleset(config: Config) -> RuleSet:
@@ -88,16 +100,26 @@ class Daemon:
     def __post_init__(self) -> None:
         self.ruleset, self.channels = check(self.config)
         self.metrics.rules_loaded.set(len(self.ruleset))
-        self.store = Store(self.config.state_dir / "runwatch.sqlite3")
+        try:
+            self.store = State(self.config.state_dir)
+        except BaseException:
+            for ch in self.channels.values():
+                ch.close()
+            raise
         first = self.store.get_meta("first_start")
         if first is None:
             first = str(self.clock.now())
             self.store.set_meta("first_start", first)
             log.info("state.created", path=str(self.store.path))
         self.not_before = float(first) - self.config.settings.first_start_lookback
+        horizon = self.store.get_meta("retention_horizon")
+        if horizon is not None:
+            self.not_before = max(self.not_before, float(horizon))
         self.deliverer = Deliverer(
-            self.store, self.channels, self.config.settings.delivery, self.metrics, self.clock
+            self.store.outbox, self.channels, channel_policies(self.config), self.metrics, self.clock
         )
+        self.metrics.registry.register(OutboxCollector(self.store.outbox, self.channels, self.clock))
+        self.retention = Retention(self.store, self.config.settings, self.clock)
         self.detect = Detect(self.store, self.metrics)
         self.pipeline = Pipeline(
             [self.detect, Match(lambda: self.ruleset, self.metrics), Record(self.store, self.deliverer.wake)],
@@ -151,7 +173,7 @@ class Daemon:
         source = self.sources[name]
         started = self.clock.now()
         with self.metrics.poll_duration.labels(name).time():
-            report = await source.poll(self.store, self.pipeline, not_before=self.not_before)
+            report = await source.poll(self.store.runs, self.pipeline, not_before=self.not_before)
         ok = not report.errors
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
         self.metrics.provider_up.labels(name).set(1 if ok else 0)
@@ -196,7 +218,7 @@ class Daemon:
 
     def _update_run_gauges(self) -> None:
         self.metrics.runs_tracked.clear()
-        for (provider, status), n in self.store.status_counts().items():
+        for (provider, status), n in self.store.runs.status_counts().items():
             self.metrics.runs_tracked.labels(provider, status).set(n)
 
     async def _poll_loop(self, name: str) -> None:
@@ -210,6 +232,16 @@ class Daemon:
                 log.exception("poll.crashed", provider=name)
             await anyio.sleep(max(0.0, interval - (anyio.current_time() - began)))
 
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                horizon = self.retention.run_once()
+                if horizon is not None:
+                    self.not_before = max(self.not_before, horizon)
+            except Exception:  # retention is housekeeping: log it, never stop the daemon for it
+                log.exception("retention.failed")
+            await anyio.sleep(self.retention.interval)
+
     # -- lifecycle ----------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Listening]:
@@ -221,6 +253,7 @@ class Daemon:
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self.deliverer.run)
+                tg.start_soon(self._retention_loop)
                 for name in self.sources:
                     tg.start_soon(self._poll_loop, name)
                 log.info(

@@ -12,12 +12,15 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runwatch import yamlfile
+from runwatch.credentials import read_credential
+from runwatch.delivery.policy import ChannelPolicy, Rate
+from runwatch.delivery.registry import channel_fields
 from runwatch.durations import Duration
 from runwatch.httpserver import parse_listen
 from runwatch.yamlfile import FileProblems, Problem
@@ -73,27 +76,62 @@ class Providers(_Strict):
     olostep: OlostepSettings = Field(default_factory=OlostepSettings)
 
 
-class ChannelSettings(_Strict):
-    #: An apprise URL (slack://..., mailto://..., json://...). Secret: it often carries a token.
-    apprise: SecretStr
+class ChannelCommon(_Strict):
+    """Delivery keys every channel kind takes beside its own block (defaults: the ``delivery:`` block)."""
 
-    @field_validator("apprise")
-    @classmethod
-    def _looks_like_url(cls, v: SecretStr) -> SecretStr:
-        if "://" not in v.get_secret_value():
-            raise ValueError("is not an apprise URL (expected scheme://...)")
-        return v
+    rate: Rate | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=64)
+    max_attempts: int | None = Field(default=None, ge=1)
+    retry_initial: Duration | None = None
+    retry_max: Duration | None = None
+    max_age: Duration | None = None
+
+
+if TYPE_CHECKING:
+    ChannelSettings = ChannelCommon
+else:
+    #: A channel block: the common keys plus each registered kind's own (``apprise:``, ``webhook:``).
+    ChannelSettings = create_model("ChannelSettings", __base__=ChannelCommon, **channel_fields())
 
 
 class DeliverySettings(_Strict):
+    """Defaults for every channel, and the daemon-wide delivery keys."""
+
     #: Sends to one channel after which a notification is given up (kept in the state as dead).
     max_attempts: int = Field(default=8, ge=1)
     retry_initial: Duration = 2.0
     retry_max: Duration = 300.0
-    #: Blocking apprise sends in flight at once, across all channels.
-    concurrency: int = Field(default=4, ge=1, le=64)
+    #: Sends in flight per channel (each in a thread of its own).
+    concurrency: int = Field(default=1, ge=1, le=64)
+    #: Sends per period per channel (``2/s``, ``30/m``); none by default.
+    rate: Rate | None = None
+    #: A notification still pending this long after it was decided goes dead (``expired``).
+    max_age: Duration = 86400.0
+    #: Where a channel says 429 without a Retry-After we can see (apprise), wait at least this long.
+    retry_after_default: Duration = 10.0
+    #: Sent and dead notifications older than this are deleted from the state.
+    keep: Duration = 30 * 86400.0
     #: On SIGTERM, how long in-flight and due deliveries may still take before the daemon exits.
     shutdown_timeout: Duration = 10.0
+
+    def policy(self, channel: ChannelCommon) -> ChannelPolicy:
+        """The effective settings of one channel: its own keys, else these defaults."""
+        return ChannelPolicy(
+            max_attempts=channel.max_attempts or self.max_attempts,
+            retry_initial=channel.retry_initial or self.retry_initial,
+            retry_max=channel.retry_max or self.retry_max,
+            max_age=channel.max_age or self.max_age,
+            concurrency=channel.concurrency or self.concurrency,
+            rate=channel.rate or self.rate,
+            retry_after_default=self.retry_after_default,
+        )
+
+
+class StateSettings(_Strict):
+    """Retention of the run state."""
+
+    #: Runs that finished longer ago than this are forgotten (with their events).
+    keep_finished: Duration = 30 * 86400.0
 
 
 class Settings(BaseSettings):
@@ -107,6 +145,7 @@ class Settings(BaseSettings):
     providers: Providers = Field(default_factory=Providers)
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     #: On the very first start only runs that finished within this look-back are fetched in detail;
     #: everything already finished is recorded without alerting.
     first_start_lookback: Duration = 3600.0
@@ -144,6 +183,15 @@ class Config:
     settings: Settings
     path: Path | None
     base_dir: Path
+    #: The file as parsed (line-aware), so later checks can name the line of a key.
+    root: Any = None
+
+    @property
+    def shown(self) -> str:
+        return str(self.path) if self.path else "<config>"
+
+    def line_of(self, *loc: str | int) -> int:
+        return yamlfile.line_of(self.root, loc) if self.root is not None else 0
 
     @property
     def state_dir(self) -> Path:
@@ -168,12 +216,8 @@ class Config:
 def _credential(name: str, env: str) -> SecretStr | None:
     if value := os.environ.get(env):
         return SecretStr(value.strip())
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        f = Path(cred_dir) / name
-        if f.is_file():
-            return SecretStr(f.read_text(encoding="utf-8").strip())
-    return None
+    found = read_credential(name)
+    return SecretStr(found) if found else None
 
 
 def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -> Config:
@@ -202,7 +246,7 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -
         if settings_p.api_key is None:
             settings_p.api_key = _credential(f"{name}_api_key", env)
     base = path.resolve().parent if path else Path.cwd()
-    return Config(settings=settings, path=path, base_dir=base)
+    return Config(settings=settings, path=path, base_dir=base, root=root)
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

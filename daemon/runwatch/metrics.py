@@ -6,10 +6,15 @@ Labels are bounded: provider, reason, kind, rule, channel, status; never a run o
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from runwatch import __version__
+from runwatch.clock import Clock
 
 
 class Metrics:
@@ -85,27 +90,33 @@ class Metrics:
             ["channel"],
             registry=r,
         )
-        self.failed = Counter(
-            "runwatch_notifications_failed_total",
-            "Send attempts that failed (each will be retried until max_attempts).",
-            ["channel"],
-            registry=r,
-        )
         self.dead = Counter(
             "runwatch_notifications_dead_total",
-            "Notifications given up after max_attempts; kept in the state as dead letters.",
+            "Notifications given up (max_attempts, a permanent error, or max_age); kept as dead letters.",
             ["channel"],
             registry=r,
         )
-        self.pending = Gauge(
-            "runwatch_notifications_pending",
-            "Notifications waiting to be sent, by channel.",
+        self.attempts = Counter(
+            "runwatch_delivery_attempts_total",
+            "Send attempts by channel and outcome (delivered, retry, permanent, expired).",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "runwatch_delivery_failures_total",
+            "Failed send attempts by channel and reason (http_5xx, http_429, timeout, connect, ...).",
+            ["channel", "reason"],
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "runwatch_channel_circuit_open",
+            "1 while a channel keeps failing and is probed with one notification at a time.",
             ["channel"],
             registry=r,
         )
         self.latency = Histogram(
             "runwatch_delivery_latency_seconds",
-            "From detection of a change to its successful send.",
+            "From detection of a change to its channel's acknowledgement.",
             ["channel"],
             registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
@@ -123,3 +134,42 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+
+
+class OutboxCollector(Collector):
+    """Outbox depth by channel and state, and the oldest pending age, read from the state at scrape."""
+
+    def __init__(self, outbox: OutboxView, channels: Iterable[str], clock: Clock) -> None:
+        self.outbox = outbox
+        self.channels = list(channels)
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "runwatch_outbox_notifications",
+            "Notifications in the outbox by channel and state (pending, sent, dead).",
+            labels=["channel", "state"],
+        )
+        age = GaugeMetricFamily(
+            "runwatch_outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending notification per channel (0 when none is pending).",
+            labels=["channel"],
+        )
+        try:
+            counts = self.outbox.counts()
+            oldest = self.outbox.oldest_pending()
+        except Exception:  # a busy or closed state must not break /metrics
+            return
+        now = self.clock.now()
+        for channel in sorted(set(self.channels) | {c for c, _ in counts}):
+            for state in ("pending", "sent", "dead"):
+                depth.add_metric([channel, state], counts.get((channel, state), 0))
+            age.add_metric([channel], max(0.0, now - oldest[channel]) if channel in oldest else 0.0)
+        yield depth
+        yield age
+
+
+class OutboxView(Protocol):
+    def counts(self) -> dict[tuple[str, str], int]: ...
+
+    def oldest_pending(self) -> dict[str, float]: ...

@@ -7,8 +7,10 @@ downstream of a source knows an API's field names, except through ``raw`` (for t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -56,6 +58,8 @@ class RunSnapshot:
     finished_at: float | None = None
     #: Olostep only: every event the run has logged so far, in any order.
     events: tuple[RunEvent, ...] = ()
+    #: Unix seconds when the run reached ``status``, by the provider's own clock, if it says.
+    changed_at: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -82,6 +86,8 @@ class Change:
     failed_reason: str | None = None
     #: Unix seconds when runwatch detected the change (for detection-to-send latency).
     detected_at: float = 0.0
+    #: Unix seconds when it happened by the provider's own timestamps, if it gives them.
+    occurred_at: float | None = None
 
     def template_vars(self) -> dict[str, Any]:
         """The variables a rule's title and body templates see (see rules/README.md)."""
@@ -99,3 +105,116 @@ class Change:
             "failed_reason": self.failed_reason or "",
             "run": dict(self.run),
         }
+
+
+#: The version of :class:`Alert`'s serialised form (the outbox row and the webhook body).
+ALERT_VERSION = 1
+
+
+def notification_id(change_key: str, rule: str, channel: str) -> str:
+    """The stable id of one (change, rule, channel) decision: the outbox key and the ``webhook-id``.
+
+    A hash, so it is the same across restarts and replays and carries no provider text of unknown
+    length or alphabet into HTTP headers.
+    """
+    digest = hashlib.sha256(f"{change_key}|{rule}|{channel}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """Unix seconds -> ``2026-11-30T10:46:41.123Z`` (UTC, milliseconds)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One decided notification for one channel, kept as data in the outbox.
+
+    Every channel kind renders from this (apprise sends ``title``/``body``; the webhook kind sends
+    :meth:`payload`), and a later grouping stage can merge several. Its serialised form is versioned
+    (:data:`ALERT_VERSION`) and is the webhook body of ``schemas/webhook-v1.json``.
+    """
+
+    id: str
+    type: str
+    channel: str
+    provider: str
+    monitor_id: str
+    run_id: str
+    rule: str
+    severity: str
+    title: str
+    body: str
+    detected_at: float
+    occurred_at: float
+    from_status: str | None = None
+    to_status: str | None = None
+    event: str | None = None
+    message: str | None = None
+    failed_reason: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    run: Mapping[str, Any] = field(default_factory=dict)
+    #: How ``body`` is written: text, markdown or html (the rule's ``format``).
+    format: str = "text"
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object a webhook receives (schema version 1; later versions only add fields)."""
+        return {
+            "type": self.type,
+            "id": self.id,
+            "version": ALERT_VERSION,
+            "provider": self.provider,
+            "monitor_id": self.monitor_id,
+            "run_id": self.run_id,
+            "from": self.from_status,
+            "to": self.to_status,
+            "event": self.event,
+            "message": self.message,
+            "failed_reason": self.failed_reason,
+            "occurred_at": rfc3339(self.occurred_at),
+            "detected_at": rfc3339(self.detected_at),
+            "rule": self.rule,
+            "severity": self.severity,
+            "labels": dict(self.labels),
+            "title": self.title,
+            "body": self.body,
+            "format": self.format,
+            "channel": self.channel,
+            "run": dict(self.run),
+        }
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> Alert:
+        """The inverse of :meth:`payload` (what the outbox stores), for this and older versions."""
+        return cls(
+            id=str(data["id"]),
+            type=str(data.get("type") or ""),
+            channel=str(data.get("channel") or ""),
+            provider=str(data.get("provider") or ""),
+            monitor_id=str(data.get("monitor_id") or ""),
+            run_id=str(data.get("run_id") or ""),
+            rule=str(data.get("rule") or ""),
+            severity=str(data.get("severity") or "warning"),
+            title=str(data.get("title") or ""),
+            body=str(data.get("body") or ""),
+            detected_at=_unix(data.get("detected_at")),
+            occurred_at=_unix(data.get("occurred_at")),
+            from_status=data.get("from"),
+            to_status=data.get("to"),
+            event=data.get("event"),
+            message=data.get("message"),
+            failed_reason=data.get("failed_reason"),
+            labels=dict(data.get("labels") or {}),
+            run=dict(data.get("run") or {}),
+            format=str(data.get("format") or "text"),
+        )
+
+
+def _unix(value: Any) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return 0.0

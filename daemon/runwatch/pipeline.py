@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from runwatch.clock import Clock
+from runwatch.diff import diff
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
-from runwatch.model import Change
+from runwatch.model import Alert, Change, notification_id
 from runwatch.rules import Decision, RuleSet
 from runwatch.sources.base import MonitorBatch
-from runwatch.state import Notification, Store, diff
+from runwatch.store import State
+from runwatch.store.interfaces import Notification, Recorder
 
 log = get_logger(__name__)
 
@@ -37,7 +39,7 @@ class Batch:
 class Detect:
     """Diff each snapshot against the state; a monitor read for the first time is a silent baseline."""
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(self, store: State, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
         self.baselined: set[str] = {
@@ -52,11 +54,11 @@ class Detect:
 
     def __call__(self, batch: Batch) -> None:
         src = batch.source
-        batch.baseline = src.provider not in self.baselined and not self.store.knows_monitor(
+        batch.baseline = src.provider not in self.baselined and not self.store.runs.knows_monitor(
             src.provider, src.monitor_id
         )
         for snap in src.snapshots:
-            batch.changes.extend(diff(self.store.run(src.provider, snap.run_id), snap, batch.now))
+            batch.changes.extend(diff(self.store.runs.run(src.provider, snap.run_id), snap, batch.now))
         if batch.baseline:
             if batch.changes:
                 log.info(
@@ -100,31 +102,52 @@ class Match:
             batch.decisions.extend(decisions)
 
 
+def alerts_for(decision: Decision) -> list[Alert]:
+    """One alert per channel of a decision: the change and the decision, as data."""
+    ch = decision.change
+    ev = ch.event
+    return [
+        Alert(
+            id=notification_id(ch.key, decision.rule, channel),
+            type=ch.kind.value,
+            channel=channel,
+            provider=ch.provider,
+            monitor_id=ch.monitor_id,
+            run_id=ch.run_id,
+            rule=decision.rule,
+            severity=decision.severity,
+            title=decision.title,
+            body=decision.body,
+            detected_at=ch.detected_at,
+            occurred_at=ch.occurred_at if ch.occurred_at is not None else ch.detected_at,
+            from_status=ch.from_status,
+            to_status=ch.to_status,
+            event=ev.name if ev else None,
+            message=ev.message if ev else None,
+            failed_reason=ch.failed_reason,
+            labels=dict(decision.labels),
+            run=ch.run,
+            format=decision.format,
+        )
+        for channel in decision.channels
+    ]
+
+
 class Record:
     """Mark everything seen and queue what was decided, atomically; then wake the senders."""
 
-    def __init__(self, store: Store, wake: Callable[[], None]) -> None:
-        self.store = store
+    def __init__(self, recorder: Recorder, wake: Callable[[set[str]], None]) -> None:
+        self.recorder = recorder
         self.wake = wake
 
     def __call__(self, batch: Batch) -> None:
-        notes = [
-            Notification(
-                channel=ch,
-                rule=d.rule,
-                severity=d.severity,
-                title=d.title,
-                body=d.body,
-                change_key=d.change.key,
-                detected_at=d.change.detected_at,
-            )
-            for d in batch.decisions
-            for ch in d.channels
-        ]
+        notes = [Notification(alert) for d in batch.decisions for alert in alerts_for(d)]
         src = batch.source
-        queued = self.store.record(src.provider, src.snapshots, notes, batch.now, monitor_id=src.monitor_id)
+        queued = self.recorder.record(
+            src.provider, src.snapshots, notes, batch.now, monitor_id=src.monitor_id
+        )
         if queued:
-            self.wake()
+            self.wake({n.channel for n in notes})
 
 
 Stage = Callable[[Batch], None]

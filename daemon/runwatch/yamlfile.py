@@ -15,6 +15,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from runwatch.errors import ConfigError
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -30,12 +32,13 @@ class Problem:
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
-class FileProblems(Exception):
-    """Raised with every problem found in one or more files."""
+class FileProblems(ConfigError):
+    """Raised with every problem found in one or more files (``problems``: a list of :class:`Problem`)."""
+
+    problems: list[Problem]  # type: ignore[assignment]
 
     def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        super().__init__(problems)
 
 
 def load(path: Path, display: str | None = None) -> Any:

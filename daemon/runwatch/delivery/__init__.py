@@ -1,6 +1,11 @@
-"""Delivery: the outbox's senders, one worker per channel, each send in a bounded worker thread."""
+"""Delivery: the outbox's senders, one worker per channel, behind one channel seam.
 
-from runwatch.delivery.apprise_channel import AppriseChannel, Channel, SendFailed
-from runwatch.delivery.sender import Deliverer
+``channel.py`` is the seam (``send(alert) -> Delivered | Retry | Permanent``), ``registry.py`` lists the
+kinds (``apprise.py``, ``webhook.py``), ``worker.py`` sends one channel's queue, ``deliverer.py`` runs
+them all, ``policy.py`` holds per-channel rate, retries and TTL.
+"""
 
-__all__ = ["AppriseChannel", "Channel", "Deliverer", "SendFailed"]
+from runwatch.delivery.channel import Channel, Delivered, Outcome, Permanent, Retry
+from runwatch.delivery.deliverer import Deliverer
+
+__all__ = ["Channel", "Delivered", "Deliverer", "Outcome", "Permanent", "Retry"]

@@ -144,7 +144,7 @@ def _summary(daemon: Any, receiver: Receiver) -> None:
     print("  sent:")
     for name in daemon.channels:
         sent = _value(daemon, "runwatch_notifications_sent_total", {"channel": name})
-        failed = _value(daemon, "runwatch_notifications_failed_total", {"channel": name})
+        failed = _value(daemon, "runwatch_delivery_attempts_total", {"channel": name, "outcome": "retry"})
         print(
             f"    {name:<10} {sent} sent, {failed} failed attempts, received {len(receiver.on('/' + name))}"
         )

@@ -32,6 +32,8 @@ class Decision:
     body: str
     change: Change
     template_errors: tuple[str, ...] = ()
+    #: How ``body`` is written (text, markdown, html): channels that can format use it.
+    format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class Rule:
     labels: Mapping[str, str] = field(default_factory=dict)
     title: RuleTemplate | None = None
     body: RuleTemplate | None = None
+    format: str = "text"
     #: ``file:line`` of the rule, for messages (``rules/prod.yaml:12``).
     source: str = ""
 
@@ -60,6 +63,7 @@ class Rule:
             labels=dict(spec.labels),
             title=compile_template(spec.title) if spec.title is not None else None,
             body=compile_template(spec.body) if spec.body is not None else None,
+            format=spec.format,
             source=source,
         )
 
@@ -85,6 +89,7 @@ class Rule:
             body=body,
             change=change,
             template_errors=errors,
+            format=self.format,
         )
 
 

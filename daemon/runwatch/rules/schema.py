@@ -31,6 +31,7 @@ from runwatch.rules.templates import check_template
 
 PROVIDERS: tuple[str, ...] = tuple(p.value for p in Provider)
 KINDS: tuple[str, ...] = tuple(k.value for k in ChangeKind)
+BODY_FORMATS: tuple[str, ...] = ("text", "markdown", "html")
 
 #: Key of the validation context that holds the configured channel names (a frozenset), if known.
 CHANNELS_CONTEXT = "channels"
@@ -71,6 +72,12 @@ def _provider(value: str, info: ValidationInfo) -> str:
 def _kind(value: str, info: ValidationInfo) -> str:
     if value not in KINDS:
         raise ValueError(f"{value!r} is not a change kind")
+    return value
+
+
+def _body_format(value: str, info: ValidationInfo) -> str:
+    if value not in BODY_FORMATS:
+        raise ValueError(f"{value!r} is not a body format (text, markdown or html)")
     return value
 
 
@@ -233,6 +240,9 @@ class MatchSpec(_Spec):
     )
 
 
+BodyFormat = Annotated[str, AfterValidator(_body_format), WithJsonSchema({"enum": list(BODY_FORMATS)})]
+
+
 class RuleSpec(_Spec):
     """One rule as written in a rule file."""
 
@@ -253,6 +263,9 @@ class RuleSpec(_Spec):
     )
     title: Template | None = Field(None, description="Jinja2 template for the title (one line).")
     body: Template | None = Field(None, description="Jinja2 template for the body.")
+    format: BodyFormat = Field(
+        "text", description="How the body is written: text (line breaks kept), markdown or html."
+    )
 
 
 class RuleFileSpec(_Spec):

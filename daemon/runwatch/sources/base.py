@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from runwatch.model import RunSnapshot
 from runwatch.sources.http import ApiError
-from runwatch.state import RunRecord
+from runwatch.store.interfaces import RunRecord
 
 
 @dataclass(frozen=True, slots=True)

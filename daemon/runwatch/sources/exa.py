@@ -51,6 +51,7 @@ def parse_run(obj: Any, monitor_id: str) -> RunSnapshot | None:
         raw=obj,
         failed_reason=reason if isinstance(reason, str) and reason else None,
         finished_at=finished,
+        changed_at=finished or parse_time(obj.get("updatedAt")) or parse_time(obj.get("createdAt")),
     )
 
 

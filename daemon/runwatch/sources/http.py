@@ -1,7 +1,8 @@
 """The one HTTP layer both providers use: a pooled httpx client, timeouts, retries, clear errors.
 
-Retries are ours (neither SDK retries usefully): exponential backoff with full jitter, at least what a
-429's ``Retry-After`` asks (capped), on 408/429/5xx, timeouts, dropped connections and broken JSON.
+Retries are ours (neither SDK retries usefully): :class:`runwatch.retry.RetryPolicy`, the same policy
+delivery uses, waiting at least what a 429's ``Retry-After`` asks (capped), on 408/429/5xx, timeouts,
+dropped connections and broken JSON.
 A 4xx other than 408/429 is not retried: asking again will not help. Errors carry the status, the
 provider's request id and a truncated body, and never the API key (it lives only in the client's
 default headers, which no error message prints).
@@ -9,19 +10,20 @@ default headers, which no error message prints).
 
 from __future__ import annotations
 
-import email.utils
 import json
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 import httpx
+import tenacity
 
+from runwatch.errors import ProviderError
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.redact import redact
+from runwatch.retry import RetryPolicy, parse_retry_after
 
 log = get_logger(__name__)
 
@@ -29,7 +31,7 @@ BODY_LIMIT = 300
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class ApiError(Exception):
+class ApiError(ProviderError):
     """A request to a provider that failed for good (after retries, or not retryable).
 
     ``reason`` is a short, bounded label (``http_500``, ``http_429``, ``auth``, ``not_found``,
@@ -77,21 +79,6 @@ def _reason(status: int) -> str:
     return f"http_{status}"
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
 class ApiClient:
     """One provider's connection pool and retry policy."""
 
@@ -114,9 +101,7 @@ class ApiClient:
         self.provider = provider
         self.metrics = metrics
         self.retries = retries
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.retry_after_max = retry_after_max
+        self.policy = RetryPolicy(backoff_initial, backoff_max, retry_after_cap=retry_after_max)
         self._sleep = sleep
         self._limit = anyio.Semaphore(concurrency)
         self.client = httpx.AsyncClient(
@@ -133,30 +118,34 @@ class ApiClient:
 
     async def get_json(self, path: str, params: Mapping[str, Any] | None = None, *, endpoint: str) -> Any:
         """GET and decode JSON, retrying what is worth retrying; raise ApiError otherwise."""
-        attempt = 0
-        while True:
-            try:
-                return await self._once(path, params, endpoint)
-            except ApiError as exc:
-                if not exc.retryable or attempt >= self.retries:
-                    self.metrics.poll_errors.labels(self.provider, exc.reason).inc()
-                    raise
-                delay = min(self.backoff_max, self.backoff_initial * (2**attempt)) * random.uniform(0.5, 1.0)
-                if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, self.retry_after_max))
-                attempt += 1
-                self.metrics.retries.labels(self.provider, exc.reason).inc()
-                log.info(
-                    "api.retry",
-                    provider=self.provider,
-                    path=path,
-                    reason=exc.reason,
-                    status=exc.status,
-                    request_id=exc.request_id,
-                    attempt=attempt,
-                    delay=round(delay, 3),
-                )
-                await self._sleep(delay)
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=self.policy.wait,
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
+            sleep=self._sleep,
+            before_sleep=lambda state: self._retrying(path, state),
+            reraise=True,
+        )
+        try:
+            return await retrying(self._once, path, params, endpoint)
+        except ApiError as exc:
+            self.metrics.poll_errors.labels(self.provider, exc.reason).inc()
+            raise
+
+    def _retrying(self, path: str, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        assert isinstance(exc, ApiError)
+        self.metrics.retries.labels(self.provider, exc.reason).inc()
+        log.info(
+            "api.retry",
+            provider=self.provider,
+            path=path,
+            reason=exc.reason,
+            status=exc.status,
+            request_id=exc.request_id,
+            attempt=state.attempt_number,
+            delay=round(state.upcoming_sleep, 3),
+        )
 
     async def _once(self, path: str, params: Mapping[str, Any] | None, endpoint: str) -> Any:
         self.metrics.requests.labels(self.provider, endpoint).inc()

@@ -1,11 +1,10 @@
-"""The pure diff and the SQLite store: each change once, across restarts."""
+"""The pure diff: each change once, in the order it happened, with the provider's own time."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from runwatch.model import ChangeKind, RunEvent, RunSnapshot
-from runwatch.state import Notification, RunRecord, Store, diff
+from runwatch.diff import diff
+from runwatch.store import RunRecord
 
 
 def snap(
@@ -55,35 +54,9 @@ def test_new_run_status_comes_before_its_first_events() -> None:
     assert [c.kind for c in changes] == [ChangeKind.RUN_STATUS, ChangeKind.RUN_EVENT]
 
 
-def test_store_survives_reopen_and_outbox_dedups(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
-    store = Store(path)
-    s1 = snap("running", (ev("e1", 1, "work_received"),))
-    note = Notification("ch", "rule", "critical", "t", "b", "exa:r1:status:running", 1.0)
-    assert store.record("exa", [s1], [note], 5.0, monitor_id="m1") == 1
-    store.close()
-
-    again = Store(path)
-    rec = again.run("exa", "r1")
-    assert rec is not None and (rec.status, rec.done, rec.events) == ("running", False, {"e1"})
-    assert again.knows_monitor("exa", "m1")
-    # The same decision recorded again (say, after a crash before the cursor moved) is not queued twice.
-    assert again.record("exa", [s1], [note], 6.0, monitor_id="m1") == 0
-    rows = again.due("ch", 10.0)
-    assert [r.title for r in rows] == ["t"]
-    again.mark_failed(rows[0].id, "boom", 20.0)
-    assert again.due("ch", 10.0) == [] and again.next_due_at("ch") == 20.0
-    again.mark_sent(rows[0].id, 21.0)
-    assert again.pending_count("ch") == 0
-    assert again.outbox_summary() == [("ch", "sent", 1)]
-
-
-def test_terminal_status_not_overwritten(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite3")
-    store.record("exa", [snap("failed")], [], 1.0)
-    store.record("exa", [snap("running")], [], 2.0)
-    rec = store.run("exa", "r1")
-    assert rec is not None and (rec.status, rec.done) == ("failed", True)
-    store.close()
-    rec2 = Store(tmp_path / "s.sqlite3").run("exa", "r1")
-    assert rec2 is not None and rec2.status == "failed"
+def test_occurred_at_comes_from_the_provider_when_it_says() -> None:
+    s = RunSnapshot("exa", "m1", "r1", "failed", {}, "quota", finished_at=90.0, changed_at=90.0)
+    [c] = diff(RunRecord("m1", "running", False), s, 100.0)
+    assert (c.occurred_at, c.detected_at) == (90.0, 100.0)
+    [e] = diff(RunRecord("m1", "running", False), snap("running", (ev("e1", 5_000, "node_start"),)), 100.0)
+    assert e.occurred_at == 5.0

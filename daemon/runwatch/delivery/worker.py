@@ -1,0 +1,220 @@
+"""One channel's sender: claims due notifications from the outbox, sends them, records each outcome.
+
+Per channel, independent of every other channel: a channel that is down, slow or rate limited delays
+only itself. The hot path runs in a thread: a batch of claimed rows is sent and each outcome recorded
+right after its send (one short statement), so the event loop is not involved per notification.
+
+While a channel keeps failing, its circuit is open: nothing is sent until the retry time of the
+failed notification, then that one alone is sent as a probe; once one goes through, the backlog
+drains oldest first. Retries use :class:`runwatch.retry.RetryPolicy` (a channel's Retry-After wins
+over ``retry_max``); a channel's ``rate`` is a token bucket that no retry can jump.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import anyio
+import anyio.to_thread
+
+from runwatch.clock import Clock
+from runwatch.delivery.channel import Channel, Delivered, Outcome, Permanent, Retry
+from runwatch.delivery.policy import ChannelPolicy, TokenBucket
+from runwatch.log import get_logger
+from runwatch.metrics import Metrics
+from runwatch.redact import redact
+from runwatch.retry import RetryPolicy
+from runwatch.store.interfaces import Claimed, Outbox
+
+log = get_logger(__name__)
+
+#: Rows claimed at once while the channel is healthy.
+BATCH = 64
+#: A claim is void after this long (only matters if a claimant vanished without releasing it).
+LEASE = 600.0
+#: An idle worker looks at the outbox this often (real seconds), so rows replayed by the CLI go out
+#: within a few seconds even though nothing in this process woke it.
+IDLE_RECHECK = 2.0
+
+
+class ChannelWorker:
+    """Sends one channel's notifications, in order, with retries, a circuit breaker and a rate."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        policy: ChannelPolicy,
+        outbox: Outbox,
+        metrics: Metrics,
+        clock: Clock,
+        owner: str,
+    ) -> None:
+        self.channel = channel
+        self.name = channel.name
+        self.policy = policy
+        self.outbox = outbox
+        self.metrics = metrics
+        self.clock = clock
+        self.owner = owner
+        self.retry = RetryPolicy(policy.retry_initial, policy.retry_max)
+        self.bucket = TokenBucket(policy.rate, clock.now()) if policy.rate else None
+        #: Circuit breaker: consecutive failed sends, and until when nothing is sent.
+        self.failures = 0
+        self.open_until = 0.0
+        self.draining = False
+        self._stop_at = math.inf
+        self._wake = anyio.Event()
+        self._progress = anyio.Event()
+        self._idle_loops = 0
+        self._all_idle = anyio.Event()
+
+    # -- control from the daemon ----------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def drain(self, deadline: float) -> None:
+        """Send what is due now, stop taking new batches, and cut a batch short at ``deadline``."""
+        self.draining = True
+        self._stop_at = deadline
+        self.wake()
+
+    async def wait_idle(self) -> None:
+        await self._all_idle.wait()
+
+    async def wait_progress(self) -> None:
+        await self._progress.wait()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.policy.concurrency):
+                tg.start_soon(self._loop)
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        limiter = anyio.CapacityLimiter(1)
+        while True:
+            if self._wake.is_set():
+                self._wake = anyio.Event()
+            wake = self._wake
+            try:
+                wait = await self._step(limiter)
+            except Exception:  # a state or channel failure must never end the worker
+                log.exception("delivery.worker_error", channel=self.name)
+                wait = IDLE_RECHECK
+            if wait is None:
+                continue
+            if self.draining:
+                self._idle_loops += 1
+                if self._idle_loops >= self.policy.concurrency:
+                    self._all_idle.set()
+                await anyio.sleep_forever()
+            with anyio.move_on_after(wait):
+                await wake.wait()
+
+    async def _step(self, limiter: anyio.CapacityLimiter) -> float | None:
+        """Send one batch if one is due (returns None: go on), else how long to wait (real seconds)."""
+        now = self.clock.now()
+        self._expire(now)
+        held = self._held_until(now)
+        if held > now:
+            return min(held - now, IDLE_RECHECK) if not self.draining else 0.0
+        limit = 1 if self.failures else BATCH
+        if self.bucket is not None:
+            limit = min(limit, self.bucket.available(now))
+        claimed = self.outbox.claim(self.name, now, limit, self.owner, LEASE)
+        if not claimed:
+            nxt = self.outbox.next_due(self.name)
+            return IDLE_RECHECK if nxt is None else min(IDLE_RECHECK, max(0.0, nxt - now))
+        if self.bucket is not None:
+            self.bucket.take(len(claimed), now)
+        # Shielded: a batch that has started is finished (or cut short at the drain deadline) and
+        # recorded, even during shutdown.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._send_all, claimed, limiter=limiter)
+        self._progress.set()
+        self._progress = anyio.Event()
+        return None
+
+    def _held_until(self, now: float) -> float:
+        held = self.open_until
+        if self.bucket is not None and self.bucket.available(now) < 1:
+            held = max(held, self.bucket.next_at(now))
+        return held
+
+    def _expire(self, now: float) -> None:
+        n = self.outbox.expire(self.name, now - self.policy.max_age, now)
+        if n:
+            self.metrics.attempts.labels(self.name, "expired").inc(n)
+            self.metrics.dead.labels(self.name).inc(n)
+            log.warning("notify.expired", channel=self.name, count=n, max_age=self.policy.max_age)
+
+    # -- in the sending thread ------------------------------------------------------------------------------
+    def _send_all(self, claimed: Sequence[Claimed]) -> None:
+        for i, item in enumerate(claimed):
+            if time.monotonic() >= self._stop_at:
+                self.outbox.release([c.seq for c in claimed[i:]])
+                return
+            try:
+                outcome: Outcome = self.channel.send(item.alert)
+            except Exception as exc:  # a channel plugin's bug is a failed attempt, not a dead worker
+                outcome = Retry("error", redact(f"{type(exc).__name__}: {exc}")[:500])
+            try:
+                self._settle(item, outcome, self.clock.now())
+            except Exception:
+                # The state could not record it: give the rest back; the lease voids this one's claim.
+                self.outbox.release([c.seq for c in claimed[i + 1 :]])
+                raise
+            if isinstance(outcome, Retry):
+                self.outbox.release([c.seq for c in claimed[i + 1 :]])
+                return
+
+    def _settle(self, item: Claimed, outcome: Outcome, now: float) -> None:
+        name, alert = self.name, item.alert
+        attempts = item.attempts + 1
+        if isinstance(outcome, Delivered):
+            self.outbox.delivered(item.seq, now)
+            if self.failures:
+                log.info("channel.recovered", channel=name, after_failures=self.failures)
+                self.metrics.circuit_open.labels(name).set(0)
+            self.failures = 0
+            self.open_until = 0.0
+            self.metrics.attempts.labels(name, "delivered").inc()
+            self.metrics.sent.labels(name).inc()
+            self.metrics.latency.labels(name).observe(max(0.0, now - alert.detected_at))
+            log.debug("notify.sent", channel=name, id=alert.id, rule=alert.rule, attempts=attempts)
+            return
+        self.metrics.failures.labels(name, outcome.reason).inc()
+        if isinstance(outcome, Permanent):
+            self.outbox.dead(item.seq, f"{outcome.reason}: {outcome.detail}", now)
+            self.metrics.attempts.labels(name, "permanent").inc()
+            self.metrics.dead.labels(name).inc()
+            log.error(
+                "notify.dead", channel=name, id=alert.id, rule=alert.rule, attempts=attempts,
+                reason=outcome.reason, error=outcome.detail,
+            )  # fmt: skip
+            return
+        self.metrics.attempts.labels(name, "retry").inc()
+        self.failures += 1
+        self.metrics.circuit_open.labels(name).set(1)
+        if attempts >= self.policy.max_attempts:
+            self.outbox.dead(item.seq, f"{outcome.reason}: {outcome.detail}", now)
+            self.metrics.dead.labels(name).inc()
+            log.error(
+                "notify.dead", channel=name, id=alert.id, rule=alert.rule, attempts=attempts,
+                reason=outcome.reason, error=outcome.detail, why="max_attempts reached",
+            )  # fmt: skip
+            return
+        after = outcome.after
+        if after is None and outcome.status == 429:
+            after = self.policy.retry_after_default
+        at = now + self.retry.delay(attempts, after)
+        if self.bucket is not None:
+            at = max(at, self.bucket.next_at(now))
+        self.outbox.retry(item.seq, f"{outcome.reason}: {outcome.detail}", at)
+        self.open_until = at
+        log.warning(
+            "notify.retry", channel=name, id=alert.id, rule=alert.rule, attempts=attempts,
+            reason=outcome.reason, status=outcome.status, retry_in=round(at - now, 3), error=outcome.detail,
+        )  # fmt: skip

@@ -1,0 +1,61 @@
+"""Every error runwatch raises on purpose, in one tree, so a caller knows what to catch.
+
+::
+
+    RunwatchError                  base: str() is one line a user can act on, with no secret in it
+    ├── ConfigError                a config or rule file is wrong (``problems``: file:line: field: what)
+    ├── ProviderError              a provider API request failed for good (sources.http.ApiError)
+    ├── DeliveryError              a channel could not be built or used (send-test, channel setup)
+    └── StateError                 the state directory or file cannot be used
+        ├── StateLockedError       another runwatch holds the state directory (names its pid)
+        ├── StateCorruptError      the state file is not a runwatch SQLite database
+        └── StateTooNewError       the state file was written by a newer runwatch
+
+The CLI turns each into its message and exit status 1; nothing else escapes as a traceback. A delivery
+worker never lets any exception (ours or a channel plugin's) end it: it becomes a retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from runwatch.redact import redact
+
+
+class RunwatchError(Exception):
+    """Base of every error runwatch raises on purpose; its message is redacted and fit to print."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+
+class ConfigError(RunwatchError):
+    """A config or rule file is wrong; ``problems`` holds one ``file:line: field: what`` item each."""
+
+    def __init__(self, problems: Sequence[object]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ProviderError(RunwatchError):
+    """A provider API could not be used (after retries, or not retryable)."""
+
+
+class DeliveryError(RunwatchError):
+    """A channel could not be built or could not send (outside the outbox's own retry loop)."""
+
+
+class StateError(RunwatchError):
+    """The state directory or its SQLite file cannot be used; the message says what to do."""
+
+
+class StateLockedError(StateError):
+    """Another runwatch process holds the state directory's lock."""
+
+
+class StateCorruptError(StateError):
+    """The state file exists but is not a runwatch SQLite database."""
+
+
+class StateTooNewError(StateError):
+    """The state file's schema is newer than this runwatch understands."""

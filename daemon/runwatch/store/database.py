@@ -1,0 +1,188 @@
+"""Opening the SQLite state file: schema, migrations, and every way it can fail as one clear error.
+
+WAL mode with ``synchronous=NORMAL``: a commit does not fsync, so a power cut may lose the last
+moments (never corrupt the file); a process crash (``kill -9``) loses nothing committed. Readers
+(``runwatch outbox list``) never block the daemon and the daemon never blocks them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from runwatch.errors import StateCorruptError, StateError, StateTooNewError
+from runwatch.model import ALERT_VERSION
+
+SCHEMA_VERSION = 2
+STATE_FILE = "runwatch.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS monitors (
+    provider TEXT NOT NULL, monitor_id TEXT NOT NULL, first_seen REAL NOT NULL,
+    PRIMARY KEY (provider, monitor_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    provider TEXT NOT NULL, run_id TEXT NOT NULL, monitor_id TEXT NOT NULL,
+    status TEXT NOT NULL, done INTEGER NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (provider, run_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_events (
+    provider TEXT NOT NULL, run_id TEXT NOT NULL, event_id TEXT NOT NULL,
+    PRIMARY KEY (provider, run_id, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS notifications (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL, title TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    detected_at REAL NOT NULL, created_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL, last_error TEXT, finished_at REAL,
+    claimed_by TEXT, claimed_until REAL
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (channel, state, next_attempt_at, seq);
+CREATE INDEX IF NOT EXISTS notifications_finished ON notifications (state, finished_at);
+CREATE INDEX IF NOT EXISTS runs_done ON runs (done, updated_at);
+"""
+
+
+def connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    """A configured connection to the state file, or StateError saying what is wrong and what to do."""
+    if not create and not path.exists():
+        raise StateError(f"no state at {path}: has the daemon run with this config (state_dir)?")
+    if path.exists() and path.is_dir():
+        raise StateError(f"state file {path} is a directory; move it away or set another state_dir")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.DatabaseError as exc:
+        raise _explain(path, exc) from None
+    except OSError as exc:
+        raise StateError(f"cannot use state directory {path.parent}: {exc.strerror}") from None
+    return db
+
+
+def open_state(path: Path) -> sqlite3.Connection:
+    """Open (creating or migrating) the state file for the daemon."""
+    db = connect(path, create=True)
+    try:
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else None
+        if version is not None and version > SCHEMA_VERSION:
+            raise StateTooNewError(
+                f"state {path} was written by a newer runwatch (schema {version} > {SCHEMA_VERSION}); "
+                "upgrade runwatch, or point state_dir at a new directory"
+            )
+        if version is None or version < SCHEMA_VERSION:
+            _migrate(db, version)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise _explain(path, exc) from None
+    except StateError:
+        db.close()
+        raise
+    return db
+
+
+def check_readable(db: sqlite3.Connection, path: Path) -> None:
+    """For commands that only read: the file is a runwatch state this version understands."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise _explain(path, exc) from None
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StateTooNewError(f"state {path} was written by a newer runwatch (schema {version})")
+    if version < SCHEMA_VERSION:
+        raise StateError(f"state {path} is from an older runwatch; start the daemon once to upgrade it")
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> StateError:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return StateCorruptError(
+            f"state file {path} is not a runwatch state (SQLite) file: {text}; "
+            "move it away (runwatch then starts afresh) or restore a backup"
+        )
+    if "readonly" in text or "read-only" in text:
+        return StateError(f"state file {path} is read-only ({text}); runwatch needs to write its state_dir")
+    if "unable to open" in text:
+        return StateError(f"cannot open state file {path} ({text}); check state_dir and its permissions")
+    return StateError(f"state file {path}: {text}")
+
+
+def _migrate(db: sqlite3.Connection, version: int | None) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 1:
+            _v1_outbox_to_notifications(db)
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _v1_outbox_to_notifications(db: sqlite3.Connection) -> None:
+    """0.1.0 kept rendered text only; its rows become alerts with what they had."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchone():
+        return
+    import hashlib
+
+    rows = db.execute(
+        "SELECT dedup_key, channel, rule, severity, title, body, change_key, detected_at, created_at,"
+        " state, attempts, next_attempt_at, last_error, sent_at FROM outbox ORDER BY id"
+    ).fetchall()
+    for (
+        dedup,
+        channel,
+        rule,
+        sev,
+        title,
+        body,
+        change_key,
+        detected,
+        created,
+        state,
+        att,
+        nxt,
+        err,
+        sent,
+    ) in rows:
+        nid = "msg_" + hashlib.sha256(str(dedup).encode()).hexdigest()[:32]
+        provider, _, rest = str(change_key).partition(":")
+        run_id, _, kind = rest.partition(":")
+        alert = {
+            "id": nid, "version": ALERT_VERSION, "type": f"run.{kind.split(':')[0]}" if kind else "",
+            "channel": channel, "provider": provider, "run_id": run_id, "rule": rule, "severity": sev,
+            "title": title, "body": body, "detected_at": detected, "occurred_at": detected,
+        }  # fmt: skip
+        db.execute(
+            "INSERT OR IGNORE INTO notifications (id, channel, rule, severity, title, alert, detected_at,"
+            " created_at, state, attempts, next_attempt_at, last_error, finished_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                nid,
+                channel,
+                rule,
+                sev,
+                title,
+                json.dumps(alert),
+                detected,
+                created,
+                state,
+                att,
+                nxt,
+                err,
+                sent,
+            ),
+        )
+    db.execute("DROP TABLE outbox")

@@ -1,0 +1,134 @@
+"""The state's parts, each with one job, as small interfaces a second store (PostgreSQL) can implement.
+
+- :class:`RunState`: what runwatch has seen of each run (read by sources and the Detect stage).
+- :class:`Recorder`: records what a poll saw *and* the notifications decided about it, atomically.
+- :class:`Meta`: a few keys about the state itself (first start, baselines).
+- :class:`Outbox`: the notification log: queue, claims, outcomes, and the operator's view of it.
+
+The calls are synchronous: SQLite answers in microseconds, and the delivery workers call the outbox
+from their sending threads. A networked store implements them with a blocking driver in those same
+threads (the event loop side only records and reads, in short transactions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from runwatch.model import Alert, RunSnapshot
+
+#: The states of a notification: waiting (or retrying), acknowledged by its channel, given up.
+OUTBOX_STATES: tuple[str, ...] = ("pending", "sent", "dead")
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """The state of one run, as last recorded."""
+
+    monitor_id: str
+    status: str
+    done: bool
+    events: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One decided notification for one channel, before it is queued: the alert and its channel."""
+
+    alert: Alert
+
+    @property
+    def channel(self) -> str:
+        return self.alert.channel
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A notification a delivery worker has claimed and is about to send."""
+
+    seq: int
+    alert: Alert
+    attempts: int
+    created_at: float
+
+    @property
+    def id(self) -> str:
+        return self.alert.id
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One row of the notification log as an operator sees it (``runwatch outbox list``)."""
+
+    id: str
+    channel: str
+    rule: str
+    severity: str
+    state: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    finished_at: float | None
+    last_error: str | None
+    title: str
+
+
+class RunState(Protocol):
+    """What runwatch has recorded about runs and monitors (read-only)."""
+
+    def run(self, provider: str, run_id: str) -> RunRecord | None: ...
+
+    def knows_monitor(self, provider: str, monitor_id: str) -> bool: ...
+
+    def status_counts(self) -> dict[tuple[str, str], int]: ...
+
+
+class Meta(Protocol):
+    """Small facts about the state itself."""
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+
+class Recorder(Protocol):
+    """Marks a poll's snapshots seen and queues its notifications in one transaction."""
+
+    def record(
+        self,
+        provider: str,
+        snapshots: Sequence[RunSnapshot],
+        notifications: Iterable[Notification],
+        now: float,
+        *,
+        monitor_id: str | None = None,
+    ) -> int: ...
+
+
+class Outbox(Protocol):
+    """The notification log: what is queued, claimed, sent or dead, per channel."""
+
+    def claim(self, channel: str, now: float, limit: int, owner: str, lease: float) -> list[Claimed]: ...
+
+    def release(self, seqs: Sequence[int]) -> None: ...
+
+    def delivered(self, seq: int, now: float) -> None: ...
+
+    def retry(self, seq: int, error: str, at: float) -> None: ...
+
+    def dead(self, seq: int, error: str, now: float) -> None: ...
+
+    def expire(self, channel: str, created_before: float, now: float) -> int: ...
+
+    def next_due(self, channel: str) -> float | None: ...
+
+    def counts(self) -> dict[tuple[str, str], int]: ...
+
+    def oldest_pending(self) -> dict[str, float]: ...
+
+    def items(self, *, state: str | None, channel: str | None, limit: int | None) -> list[OutboxItem]: ...
+
+    def replay(self, ids: Sequence[str], *, dead: bool, channel: str | None, now: float) -> int: ...
+
+    def purge(self, finished_before: float, states: Sequence[str]) -> int: ...
