@@ -46,3 +46,40 @@ def test_log_lines_are_redacted_including_tracebacks() -> None:
     lines = out.strip().splitlines()
     assert len(lines) == 2
     assert 'event=thing.happened key=<secret> note="with space"' in lines[0]
+
+
+def test_ordinary_names_in_a_channel_url_survive() -> None:
+    """Only what apprise calls private is masked: paths, hosts and words stay readable."""
+    redact.register_url("json://127.0.0.1:18003/runwatch")
+    redact.register_url(
+        "mailto://alerts:Sup3rS3cretPw@smtp.example.com?to=oncall@example.com&from=a@example.com"
+    )
+    text = redact.redact(
+        "event=runwatch.started path=/var/lib/runwatch/runwatch.sqlite3 rules/production.yaml "
+        "channel=json://127.0.0.1:18003/runwatch password Sup3rS3cretPw"
+    )
+    assert "event=runwatch.started" in text
+    assert "/var/lib/runwatch/runwatch.sqlite3" in text
+    assert "rules/production.yaml" in text
+    assert "json://127.0.0.1:18003/runwatch" in text
+    assert "Sup3rS3cretPw" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#general", ["TIiajkdnlazkcOXrIdevi7FQ"]),
+        ("discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js", ["JHMHI8qBe7bk2ZwO5U711o3dV_js"]),
+        ("tgram://123456789:AAHabcdefghijkLMNOP/12345", ["123456789:AAHabcdefghijkLMNOP"]),
+        (
+            "https://hooks.example.com/services/q8Vd2kX9LmN3pR7tW1yZ?token=abc123tok",
+            ["abc123tok", "q8Vd2kX9LmN3pR7tW1yZ"],
+        ),
+    ],
+)
+def test_service_tokens_are_masked(url: str, secrets: list[str]) -> None:
+    redact.register_url(url)
+    text = redact.redact(f"sending via {url} failed; token {' '.join(secrets)}")
+    for s in secrets:
+        assert s not in text
+    assert "sending via" in text and "failed" in text

@@ -35,22 +35,65 @@ def register(secret: str | None) -> None:
 
 
 def register_url(url: str) -> None:
-    """Register an apprise/webhook URL and the parts of it that are credentials."""
-    register(url)
+    """Register a channel URL and the parts of it that are credentials, and only those.
+
+    apprise knows which parts of each service's URL are secret: its ``url(privacy=True)`` masks them.
+    The parts where the private and the plain rendering differ are what we register, so a host, a
+    port or a path like ``/runwatch`` stays readable in logs. A URL apprise does not know (a webhook
+    URL) keeps only its password and secret-looking query values, plus long random-looking path parts.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
+        register(url)
         return
+    found = _apprise_private_parts(url)
+    if found is None:
+        found = [seg for seg in parts.path.split("/") if _looks_random(seg)]
     if parts.password:
-        register(parts.password)
-        register(unquote(parts.password))
-    # Tokens of services like Slack, Discord, Telegram live in the host and path.
-    for seg in [parts.hostname or "", *parts.path.split("/")]:
-        if len(seg) >= 8 and not seg.startswith("#") and "." not in seg:
-            register(seg)
-    for key, value in parse_qsl(parts.query):
-        if key.lower() in _SECRET_QUERY_KEYS:
-            register(value)
+        found.append(parts.password)
+    found.extend(v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_QUERY_KEYS)
+    if found:
+        register(url)  # whole first, so a URL in a line is masked as one piece
+    for secret in found:
+        register(secret)
+        register(unquote(secret))
+
+
+_SPLIT = re.compile(r"[/@?&=:#]+")
+
+
+def _apprise_private_parts(url: str) -> list[str] | None:
+    """The tokens apprise masks in its private rendering of ``url``; None if apprise does not know it."""
+    if url.startswith(("http://", "https://")):
+        return None  # a webhook URL: apprise has no plugin for it
+    try:
+        import apprise
+
+        plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    except Exception:
+        return None
+    if not plugin:
+        return None
+    plain = _SPLIT.split(plugin.url(privacy=False))
+    private = _SPLIT.split(plugin.url(privacy=True))
+    if len(plain) != len(private):
+        return [seg for seg in plain if _looks_random(seg)]
+    return [a for a, b in zip(plain, private, strict=True) if a != b and a]
+
+
+def _looks_random(segment: str) -> bool:
+    """A token rather than a word: long, and mixing digits with letters (or cases) like a key does."""
+    if len(segment) < 16 or "." in segment:
+        return False
+    kinds = sum(
+        (
+            any(c.isdigit() for c in segment),
+            any(c.islower() for c in segment),
+            any(c.isupper() for c in segment),
+        )
+    )
+    return kinds >= 2
 
 
 def redact(text: str) -> str:

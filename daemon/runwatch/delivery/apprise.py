@@ -112,6 +112,7 @@ class AppriseChannel:
                 return Retry("error", redact(f"{type(exc).__name__}: {exc}")[:500])
         if ok:
             return outcome_for_status(200, "")
+        why = _result_logs(ok) or why
         detail = redact("; ".join(why) if why else "apprise reported failure")[:500]
         m = _STATUS.search(detail)
         if m:
@@ -127,6 +128,21 @@ class AppriseChannel:
 
     def close(self) -> None:
         pass
+
+
+def _result_logs(result: object) -> list[str]:
+    """The warnings apprise kept in its result (apprise 2.3+: it may send from a pool thread of its
+    own, where a per-thread log capture does not see them)."""
+    logs = getattr(result, "logs", None)
+    if not callable(logs):
+        return []
+    try:
+        return [e.message for e in logs() if str(getattr(e, "level", "")).upper() in _LOUD]
+    except Exception:  # an apprise internals change must not cost us the outcome
+        return []
+
+
+_LOUD = {"WARNING", "ERROR", "CRITICAL"}
 
 
 class AppriseKind:
