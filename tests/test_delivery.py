@@ -172,16 +172,18 @@ async def test_a_failing_channel_is_probed_one_at_a_time_then_drains_in_order(tm
 
 
 async def test_rate_limits_sends_on_the_clock(tmp_path: Path) -> None:
-    async with webhook_server(SECRET) as rx:
-        async with rig(tmp_path, hook(rx), ChannelPolicy(rate=RateSpec(2, 1.0))) as r:
-            r.queue(1, 2, 3, 4, 5)
-            await r.until(lambda: len(rx.delivered()) == 2)
-            await r.advance(0.1)
-            assert len(rx.requests) == 2  # the bucket is empty until the clock moves
-            await r.advance(0.45)
-            await r.until(lambda: len(rx.delivered()) == 3)
-            await r.advance(10)
-            await r.until(lambda: len(rx.delivered()) == 5)
+    async with (
+        webhook_server(SECRET) as rx,
+        rig(tmp_path, hook(rx), ChannelPolicy(rate=RateSpec(2, 1.0))) as r,
+    ):
+        r.queue(1, 2, 3, 4, 5)
+        await r.until(lambda: len(rx.delivered()) == 2)
+        await r.advance(0.1)
+        assert len(rx.requests) == 2  # the bucket is empty until the clock moves
+        await r.advance(0.45)
+        await r.until(lambda: len(rx.delivered()) == 3)
+        await r.advance(10)
+        await r.until(lambda: len(rx.delivered()) == 5)
 
 
 async def test_one_dead_channel_does_not_delay_another(tmp_path: Path) -> None:

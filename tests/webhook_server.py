@@ -93,7 +93,8 @@ class WebhookServer:
                 status, extra = (answer, {}) if isinstance(answer, int) else answer
                 assert isinstance(status, int) and isinstance(extra, dict)
                 text = json.dumps({"status": status}).encode()
-                head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(text)}\r\ncontent-type: application/json\r\n"
+                head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(text)}\r\n"
+                head += "content-type: application/json\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(head.encode() + b"\r\n" + text)
                 await writer.drain()

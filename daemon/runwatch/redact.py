@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "<secret>"
@@ -75,8 +76,9 @@ def _apprise_private_parts(url: str) -> list[str] | None:
         return None
     if not plugin:
         return None
-    plain = _SPLIT.split(plugin.url(privacy=False))
-    private = _SPLIT.split(plugin.url(privacy=True))
+    render: Any = plugin.url
+    plain = _SPLIT.split(str(render(privacy=False)))
+    private = _SPLIT.split(str(render(privacy=True)))
     if len(plain) != len(private):
         return [seg for seg in plain if _looks_random(seg)]
     return [a for a, b in zip(plain, private, strict=True) if a != b and a]
