@@ -56,8 +56,16 @@ class SmtpSink:
     messages: list[Message] = field(default_factory=list)
     logins: list[tuple[str, str]] = field(default_factory=list)
     _changed: anyio.Event = field(default_factory=anyio.Event)
+    #: Answer DATA with this instead of accepting (e.g. "554 5.7.1 rejected").
+    refuse: str | None = None
+    refused: int = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse is not None:
+            self.refused += 1
+            self._changed.set()
+            self._changed = anyio.Event()
+            return self.refuse
         self.messages.append(message_from_bytes(envelope.content))
         self._changed.set()
         self._changed = anyio.Event()

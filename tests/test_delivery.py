@@ -21,7 +21,7 @@ from runwatch.delivery.webhook import WebhookChannel
 from runwatch.metrics import Metrics
 from runwatch.store import Notification, State
 
-from .conftest import make_alert
+from .conftest import SMTP_PASSWORD, SmtpSink, mailto_url, make_alert
 from .webhook_server import WebhookServer, webhook_server
 
 pytestmark = pytest.mark.anyio
@@ -203,3 +203,19 @@ async def test_one_dead_channel_does_not_delay_another(tmp_path: Path) -> None:
             await up.wait_for(10)
             tg.cancel_scope.cancel()
         state.close()
+
+
+async def test_smtp_refusing_at_data_is_retried_then_delivered(tmp_path: Path, smtp: SmtpSink) -> None:
+    smtp.refuse = "554 5.7.1 message rejected for now"
+    channel = AppriseChannel("hook", mailto_url(smtp.port))
+    async with rig(tmp_path, channel, ChannelPolicy(retry_initial=30, retry_max=30)) as r:
+        [nid] = r.queue(1)
+        await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="retry") == 1)
+        item = r.item(nid)
+        assert item.state == "pending" and item.last_error  # type: ignore[attr-defined]
+        assert SMTP_PASSWORD not in item.last_error  # type: ignore[attr-defined]
+        smtp.refuse = None
+        await r.advance(31)
+        await smtp.wait_for(1)
+        await r.until(lambda: r.metric("runwatch_notifications_sent_total") == 1)
+    assert smtp.refused == 1
