@@ -24,7 +24,8 @@ def test_sent_and_dead_rows_and_finished_runs_age_out(tmp_path: Path) -> None:
     cfg = load_config(
         write_config(
             tmp_path,
-            f"state_dir: {tmp_path / 'state'}\nrule_files: []\ndelivery: {{keep: 30s}}\nstate: {{keep_finished: 60s}}\n",
+            f"state_dir: {tmp_path / 'state'}\nrule_files: []\n"
+            "delivery: {keep: 30s}\nstate: {keep_finished: 60s}\n",
             "rules: []\n",
         )
     )
