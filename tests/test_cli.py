@@ -116,3 +116,17 @@ def test_demo_runs_the_whole_pipeline_and_ends_by_itself() -> None:
     assert "run_complete" in out.stdout
     assert "Summary" in out.stdout
     assert "ops-mail   2 sent" in out.stdout
+
+
+def test_help_lists_the_operator_commands_with_one_line_each() -> None:
+    helped = runwatch_cli("--help")
+    assert helped.returncode == 0
+    listed = " ".join(helped.stdout.split())
+    assert "outbox list, replay or purge notifications in the state" in listed
+    assert "send-test send a sample notification through one channel now" in listed
+    outbox = runwatch_cli("outbox", "--help")
+    assert outbox.returncode == 0
+    for action in ("list", "replay", "purge"):
+        assert f"    {action} " in outbox.stdout
+    replay = runwatch_cli("outbox", "replay", "--help")
+    assert "--dead" in replay.stdout and "--channel" in replay.stdout and "--config" in replay.stdout

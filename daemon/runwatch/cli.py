@@ -1,14 +1,20 @@
-"""Command line: ``runwatch run | check | demo | fake``.
+"""Command line: ``runwatch run | check | outbox | send-test | demo | fake``.
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
-the daemon runs. Every message goes through the redactor before it is printed.
+the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
+:mod:`runwatch.operator_commands` and take the same ``--config`` as ``run``.
+
+One error path: any :class:`~runwatch.errors.RunwatchError` a command raises (a config problem, a state
+that is locked, corrupt or too new, a channel that cannot be built) ends here as its message on stderr
+and exit status 1, never a traceback. Every message goes through the redactor before it is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -17,8 +23,71 @@ import anyio
 from runwatch import __version__
 from runwatch import log as logsetup
 from runwatch.config import Config, load_config
+from runwatch.durations import parse_duration
+from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
+from runwatch.store.interfaces import OUTBOX_STATES
 from runwatch.yamlfile import FileProblems
+
+#: Exit status when a command was given wrong arguments (argparse's own).
+USAGE = 2
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, required=True, help="the YAML config file (as for run)")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    outbox = sub.add_parser(
+        "outbox",
+        help="list, replay or purge notifications in the state (works while the daemon runs)",
+        description="The notification log in the state. Every action works beside a running daemon.",
+    )
+    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    ls = actions.add_parser("list", help="one line per notification, newest first (--json for scripts)")
+    ls.add_argument("--state", choices=OUTBOX_STATES, help="only notifications in this state")
+    ls.add_argument("--channel", help="only notifications for this channel")
+    ls.add_argument("--json", action="store_true", help="a JSON array of objects instead of a table")
+    ls.add_argument(
+        "--limit",
+        type=_count,
+        metavar="N",
+        help="at most N, newest first (default: 100 for the table, all with --json; 0 = all)",
+    )
+    _config_arg(ls)
+
+    rp = actions.add_parser(
+        "replay", help="put notifications back to pending (same id); a running daemon sends them in seconds"
+    )
+    rp.add_argument("ids", nargs="*", metavar="ID", help="notification ids (msg_..., as outbox list shows)")
+    rp.add_argument("--dead", action="store_true", help="every dead notification instead of given ids")
+    rp.add_argument("--channel", help="only notifications for this channel")
+    _config_arg(rp)
+
+    pg = actions.add_parser("purge", help="delete sent and dead notifications that finished long ago")
+    pg.add_argument(
+        "--older-than",
+        type=_duration,
+        required=True,
+        metavar="DURATION",
+        help="finished before now minus this (e.g. 30d, 12h)",
+    )
+    pg.add_argument("--state", choices=("sent", "dead"), help="only this state (default: sent and dead)")
+    _config_arg(pg)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,10 +99,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT (SIGHUP reloads rule files)")
-    run.add_argument("--config", "-c", type=Path, required=True, help="the YAML config file")
+    _config_arg(run)
 
     chk = sub.add_parser("check", help="validate the config and every rule file; exit 1 listing each problem")
-    chk.add_argument("--config", "-c", type=Path, required=True, help="the YAML config file")
+    _config_arg(chk)
+
+    _outbox_parser(sub)
+
+    st = sub.add_parser(
+        "send-test", help="send a sample notification through one channel now and print the outcome"
+    )
+    st.add_argument("channel", metavar="CHANNEL", help="a channel name from the config")
+    _config_arg(st)
 
     demo = sub.add_parser("demo", help="the whole pipeline against local fake APIs, no key, no network")
     demo.add_argument(
@@ -52,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_problems(exc: FileProblems, stream: TextIO | None = None) -> None:
+def _print_problems(exc: ConfigError, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     for problem in exc.problems:
         print(redact(str(problem)), file=out)
@@ -82,23 +159,12 @@ def cmd_check(path: Path) -> int:
 def cmd_run(path: Path) -> int:
     from runwatch.app import Daemon
 
-    try:
-        config = _load(path)
-    except FileProblems as exc:
-        _print_problems(exc, sys.stderr)
-        return 1
+    config = _load(path)
     logsetup.setup(config.settings.log_level, config.settings.log_format)
     try:
         daemon = Daemon(config)
-    except FileProblems as exc:
-        _print_problems(exc, sys.stderr)
-        return 1
-    except OSError as exc:
-        print(redact(f"runwatch: {exc}"), file=sys.stderr)
-        return 1
-    try:
         anyio.run(daemon.serve_until_signalled)
-    except OSError as exc:
+    except OSError as exc:  # the metrics port is taken, or the like: the OS says what
         print(redact(f"runwatch: {exc}"), file=sys.stderr)
         return 1
     return 0
@@ -107,32 +173,105 @@ def cmd_run(path: Path) -> int:
 def cmd_fake(provider: str, listen: str, scenario_path: Path | None) -> int:
     from runwatch.fakes import load_scenario, run_fake
 
-    try:
-        scenario = load_scenario(scenario_path) if scenario_path else None
-    except FileProblems as exc:
-        _print_problems(exc, sys.stderr)
-        return 1
+    scenario = load_scenario(scenario_path) if scenario_path else None
     logsetup.setup("info")
     try:
         anyio.run(run_fake, provider, listen, scenario)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        print(f"runwatch fake: {exc}", file=sys.stderr)
+        print(redact(f"runwatch fake: {exc}"), file=sys.stderr)
         return 1
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "check":
-        return cmd_check(args.config)
-    if args.command == "run":
-        return cmd_run(args.config)
-    if args.command == "fake":
-        return cmd_fake(args.provider, args.listen, args.scenario)
-    if args.command == "demo":
-        from runwatch.demo import run_demo
+def cmd_demo(forever: bool, metrics_listen: str) -> int:
+    """``runwatch demo``: the shipped story, end to end, on loopback."""
+    from runwatch.demo import run_demo
 
-        return run_demo(forever=args.forever, metrics_listen=args.metrics_listen)
-    raise AssertionError(args.command)
+    return run_demo(forever=forever, metrics_listen=metrics_listen)
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """``runwatch outbox list | replay | purge``, beside a running daemon or not."""
+    from runwatch import operator_commands as ops
+
+    if args.action == "list":
+        return ops.outbox_list(
+            args.config, state=args.state, channel=args.channel, as_json=args.json, limit=args.limit,
+            out=sys.stdout,
+        )  # fmt: skip
+    if args.action == "replay":
+        return ops.outbox_replay(
+            args.config, args.ids, dead=args.dead, channel=args.channel, out=sys.stdout, err=sys.stderr
+        )
+    if args.action == "purge":
+        return ops.outbox_purge(args.config, older_than=args.older_than, state=args.state, out=sys.stdout)
+    raise AssertionError(args.action)
+
+
+def cmd_send_test(path: Path, channel: str) -> int:
+    """``runwatch send-test CHANNEL``: exit 0 only if the channel acknowledged the sample."""
+    from runwatch.operator_commands import send_test
+
+    return send_test(path, channel, out=sys.stdout)
+
+
+def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
+    return {
+        "check": lambda: cmd_check(args.config),
+        "run": lambda: cmd_run(args.config),
+        "outbox": lambda: cmd_outbox(args),
+        "send-test": lambda: cmd_send_test(args.config, args.channel),
+        "fake": lambda: cmd_fake(args.provider, args.listen, args.scenario),
+        "demo": lambda: cmd_demo(args.forever, args.metrics_listen),
+    }
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, as a task group raises them."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def report(exc: RunwatchError) -> None:
+    """A RunwatchError as the user reads it: a config's problems one per line, else one line."""
+    if isinstance(exc, ConfigError):
+        _print_problems(exc, sys.stderr)
+    else:
+        print(redact(f"runwatch: {exc}"), file=sys.stderr)
+
+
+def _usage_errors(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command == "outbox" and args.action == "replay" and bool(args.ids) == bool(args.dead):
+        parser.error("outbox replay: give notification ids or --dead (one of them)")
+
+
+def _quiet_broken_pipe() -> int:
+    """``runwatch outbox list | head``: the reader left; exit like a shell tool, without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _usage_errors(parser, args)
+    try:
+        return _commands(args)[args.command]()
+    except RunwatchError as exc:
+        report(exc)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if not all(isinstance(e, RunwatchError) for e in leaves):
+            raise
+        for leaf in leaves:
+            assert isinstance(leaf, RunwatchError)
+            report(leaf)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        return 130
+    return 1
