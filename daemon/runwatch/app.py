@@ -115,6 +115,7 @@ class Daemon:
             self._warn_interval(name, settings)
             self.sources[name] = SOURCES[name](settings, self.metrics, **self.client_options)
         self.health = Health(self.clock, {n: s.poll_interval for n, s in enabled.items()})
+        self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
         self._poll_done = anyio.Event()
 
@@ -140,6 +141,7 @@ class Daemon:
             log.error("reload.failed", kept_rules=len(self.ruleset))
             return False
         self.ruleset = ruleset
+        self.metrics.prime_rules(r.name for r in ruleset)
         self.metrics.reloads.labels("success").inc()
         self.metrics.rules_loaded.set(len(ruleset))
         log.info("reload.ok", rules=len(ruleset), files=len(ruleset.files))
@@ -221,6 +223,8 @@ class Daemon:
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self.deliverer.run)
+                if (beat := systemd.watchdog_interval()) is not None:
+                    tg.start_soon(systemd.keep_watchdog, beat)
                 for name in self.sources:
                     tg.start_soon(self._poll_loop, name)
                 log.info(

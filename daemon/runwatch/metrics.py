@@ -1,19 +1,50 @@
 """runwatch's own metrics, on a registry of its own (tests build a fresh one each).
 
 Labels are bounded: provider, reason, kind, rule, channel, status; never a run or monitor id.
+Counters whose label values are known up front are created at 0 by :meth:`Metrics.prime`, so an
+``increase()`` alert sees the very first error, and no ``_created`` series are exported.
 """
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
 from runwatch import __version__
 
+#: ``reason`` labels of poll errors that exist at 0 from the start (others, e.g. ``http_418``, appear
+#: when they happen; HTTP statuses keep the label bounded).
+POLL_ERROR_REASONS = (
+    "auth",
+    "not_found",
+    "timeout",
+    "connect",
+    "bad_json",
+    "http_408",
+    "http_429",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+)
+#: Outcomes of one poll cycle (``crash`` is a bug in runwatch, caught so the loop goes on).
+POLL_OUTCOMES = ("ok", "error", "crash")
+CHANGE_KINDS = ("run.status", "run.event")
+#: Outcomes of one delivery attempt.
+DELIVERY_OUTCOMES = ("delivered", "retry", "permanent", "expired")
+#: Why a delivery attempt failed (apprise reports a bool, so the apprise channel knows one reason).
+DELIVERY_FAILURE_REASONS = ("send_failed",)
+OUTBOX_STATES = ("pending", "sent", "dead")
+
 
 class Metrics:
+    """Every metric runwatch exports, on one injected registry."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # ``_created`` series double the series count and nobody graphs them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.build_info = Info("runwatch_build", "runwatch version and Python it runs on.", registry=r)
@@ -123,3 +154,73 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.delivery_attempts = Counter(
+            "runwatch_delivery_attempts_total",
+            "Delivery attempts by channel and outcome (delivered, retry, permanent, expired).",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.delivery_failures = Counter(
+            "runwatch_delivery_failures_total",
+            "Failed delivery attempts by channel and reason.",
+            ["channel", "reason"],
+            registry=r,
+        )
+        self.outbox = Gauge(
+            "runwatch_outbox_notifications",
+            "Notifications in the outbox by channel and state (pending, sent, dead).",
+            ["channel", "state"],
+            registry=r,
+        )
+        self.outbox_oldest_pending = Gauge(
+            "runwatch_outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending notification of a channel (0 when none is pending).",
+            ["channel"],
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "runwatch_channel_circuit_open",
+            "1 while a channel's circuit breaker is open (sends paused), else 0.",
+            ["channel"],
+            registry=r,
+        )
+
+    def prime(self, providers: Iterable[str], channels: Iterable[str], rules: Iterable[str]) -> None:
+        """Create every series whose labels are known now, at 0, so dashboards and alerts see them.
+
+        Called once at start (and for the rules again after a reload). Values already counted stay.
+        """
+        for p in providers:
+            for outcome in POLL_OUTCOMES:
+                self.polls.labels(p, outcome)
+            for reason in POLL_ERROR_REASONS:
+                self.poll_errors.labels(p, reason)
+                if reason not in ("auth", "not_found"):  # never retried
+                    self.retries.labels(p, reason)
+            for kind in CHANGE_KINDS:
+                self.changes.labels(p, kind)
+                self.unmatched.labels(p, kind)
+            self.poll_duration.labels(p)
+            self.provider_up.labels(p)
+        for c in channels:
+            self.sent.labels(c)
+            self.failed.labels(c)
+            self.dead.labels(c)
+            self.pending.labels(c)
+            self.latency.labels(c)
+            for outcome in DELIVERY_OUTCOMES:
+                self.delivery_attempts.labels(c, outcome)
+            for reason in DELIVERY_FAILURE_REASONS:
+                self.delivery_failures.labels(c, reason)
+            for state in OUTBOX_STATES:
+                self.outbox.labels(c, state)
+            self.outbox_oldest_pending.labels(c)
+            self.circuit_open.labels(c)
+        for outcome in ("success", "failure"):
+            self.reloads.labels(outcome)
+        self.prime_rules(rules)
+
+    def prime_rules(self, rules: Iterable[str]) -> None:
+        """A series at 0 for each rule in force (after a reload too)."""
+        for rule in rules:
+            self.rule_matches.labels(rule)

@@ -288,6 +288,13 @@ class Store:
         ).fetchone()
         return int(row[0])
 
+    def oldest_pending_at(self, channel: str) -> float | None:
+        """When the oldest pending notification of ``channel`` was decided (for its age gauge)."""
+        row = self.db.execute(
+            "SELECT MIN(created_at) FROM outbox WHERE state = 'pending' AND channel = ?", (channel,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def pending_channels(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT DISTINCT channel FROM outbox WHERE state = 'pending'")}
 

@@ -18,7 +18,7 @@ from runwatch.clock import Clock
 from runwatch.config import DeliverySettings
 from runwatch.delivery.apprise_channel import Channel, SendFailed
 from runwatch.log import get_logger
-from runwatch.metrics import Metrics
+from runwatch.metrics import OUTBOX_STATES, Metrics
 from runwatch.state import OutboxRow, Store
 
 log = get_logger(__name__)
@@ -93,6 +93,7 @@ class Deliverer:
             now = self.clock.now()
             rows = self.store.due(name, now)
             self.metrics.pending.labels(name).set(self.store.pending_count(name))
+            self._outbox_gauges(name, now)
             if not rows:
                 nxt = self.store.next_due_at(name)
                 if self._draining and (nxt is None or nxt > now):
@@ -105,6 +106,13 @@ class Deliverer:
             for row in rows:
                 await self._send(channel, row)
 
+    def _outbox_gauges(self, name: str, now: float) -> None:
+        counts = {(c, s): n for c, s, n in self.store.outbox_summary() if c == name}
+        for state in OUTBOX_STATES:
+            self.metrics.outbox.labels(name, state).set(counts.get((name, state), 0))
+        oldest = self.store.oldest_pending_at(name)
+        self.metrics.outbox_oldest_pending.labels(name).set(0 if oldest is None else max(0.0, now - oldest))
+
     async def _send(self, channel: Channel, row: OutboxRow) -> None:
         name = channel.name
         try:
@@ -116,13 +124,16 @@ class Deliverer:
         except SendFailed as exc:
             attempts = row.attempts + 1
             self.metrics.failed.labels(name).inc()
+            self.metrics.delivery_failures.labels(name, "send_failed").inc()
             if attempts >= self.settings.max_attempts:
                 self.store.mark_failed(row.id, str(exc), None)
                 self.metrics.dead.labels(name).inc()
+                self.metrics.delivery_attempts.labels(name, "permanent").inc()
                 self._progressed()
                 log.error("notify.dead", channel=name, rule=row.rule, attempts=attempts, error=str(exc))
             else:
                 delay = self._backoff(attempts)
+                self.metrics.delivery_attempts.labels(name, "retry").inc()
                 self.store.mark_failed(row.id, str(exc), self.clock.now() + delay)
                 log.warning(
                     "notify.failed",
@@ -136,6 +147,7 @@ class Deliverer:
         now = self.clock.now()
         self.store.mark_sent(row.id, now)
         self.metrics.sent.labels(name).inc()
+        self.metrics.delivery_attempts.labels(name, "delivered").inc()
         self._progressed()
         self.metrics.latency.labels(name).observe(max(0.0, now - row.detected_at))
         log.info(
