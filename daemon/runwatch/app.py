@@ -136,6 +136,7 @@ class Daemon:
             ruleset = load_ruleset(self.config)
         except FileProblems as exc:
             self.metrics.reloads.labels("failure").inc()
+            self.metrics.last_reload_ok.set(0)
             for p in exc.problems:
                 log.error("reload.rejected", problem=str(p))
             log.error("reload.failed", kept_rules=len(self.ruleset))
@@ -143,6 +144,7 @@ class Daemon:
         self.ruleset = ruleset
         self.metrics.prime_rules(r.name for r in ruleset)
         self.metrics.reloads.labels("success").inc()
+        self.metrics.last_reload_ok.set(1)
         self.metrics.rules_loaded.set(len(ruleset))
         log.info("reload.ok", rules=len(ruleset), files=len(ruleset.files))
         return True

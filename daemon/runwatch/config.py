@@ -165,15 +165,32 @@ class Config:
         return {name: s for name, s in all_.items() if s.api_key is not None}
 
 
-def _credential(name: str, env: str) -> SecretStr | None:
-    if value := os.environ.get(env):
-        return SecretStr(value.strip())
+def _credential(name: str, env: str | None) -> SecretStr | None:
+    """``$env``, else the file ``name`` in ``$CREDENTIALS_DIRECTORY``; an empty value counts as absent."""
+    if env and (value := os.environ.get(env, "").strip()):
+        return SecretStr(value)
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
         f = Path(cred_dir) / name
-        if f.is_file():
-            return SecretStr(f.read_text(encoding="utf-8").strip())
+        if f.is_file() and (text := f.read_text(encoding="utf-8").strip()):
+            return SecretStr(text)
     return None
+
+
+def _channel_urls_from_credentials(data: dict[str, Any]) -> None:
+    """A channel without ``apprise:`` takes its URL from the credential ``<channel>_apprise_url``.
+
+    So the config file holds no token and can be world-readable (systemd's ``DynamicUser=``).
+    """
+    channels = data.get("channels")
+    if not isinstance(channels, dict):
+        return
+    for name, block in list(channels.items()):
+        block = {} if block is None else block
+        if isinstance(block, dict) and "apprise" not in block:
+            url = _credential(f"{name}_apprise_url", None)
+            if url is not None:
+                channels[name] = {**block, "apprise": url.get_secret_value()}
 
 
 def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -> Config:
@@ -189,6 +206,7 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -
     data = yamlfile.plain(root)
     if overrides:
         data = _deep_merge(data, overrides)
+    _channel_urls_from_credentials(data)
     try:
         settings = Settings(**data)
     except ValidationError as exc:

@@ -185,6 +185,18 @@ class Metrics:
             registry=r,
         )
 
+        self.ready = Gauge(
+            "runwatch_ready",
+            "1 while /readyz answers 200 (every enabled provider polled successfully of late), else 0.",
+            registry=r,
+        )
+        self.last_reload_ok = Gauge(
+            "runwatch_config_last_reload_successful",
+            "1 when the last rule reload (or the start) succeeded, 0 after a reload that failed.",
+            registry=r,
+        )
+        self.last_reload_ok.set(1)
+
     def prime(self, providers: Iterable[str], channels: Iterable[str], rules: Iterable[str]) -> None:
         """Create every series whose labels are known now, at 0, so dashboards and alerts see them.
 
