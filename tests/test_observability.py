@@ -13,7 +13,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,7 +139,7 @@ def test_metrics_pass_promtool_check_metrics_silently(stack: Stack) -> None:
     )
     assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
     assert "_created" not in text
-    assert f'runwatch_build_info{{python="' in text and f'version="{runwatch.__version__}"' in text
+    assert 'runwatch_build_info{python="' in text and f'version="{runwatch.__version__}"' in text
 
 
 def test_known_series_exist_at_zero_from_the_start(stack: Stack) -> None:
