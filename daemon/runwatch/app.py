@@ -137,6 +137,7 @@ class Daemon:
             self._warn_interval(name, settings)
             self.sources[name] = SOURCES[name](settings, self.metrics, **self.client_options)
         self.health = Health(self.clock, {n: s.poll_interval for n, s in enabled.items()})
+        self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
         self._poll_done = anyio.Event()
 
@@ -157,12 +158,15 @@ class Daemon:
             ruleset = load_ruleset(self.config)
         except FileProblems as exc:
             self.metrics.reloads.labels("failure").inc()
+            self.metrics.last_reload_ok.set(0)
             for p in exc.problems:
                 log.error("reload.rejected", problem=str(p))
             log.error("reload.failed", kept_rules=len(self.ruleset))
             return False
         self.ruleset = ruleset
+        self.metrics.prime_rules(r.name for r in ruleset)
         self.metrics.reloads.labels("success").inc()
+        self.metrics.last_reload_ok.set(1)
         self.metrics.rules_loaded.set(len(ruleset))
         log.info("reload.ok", rules=len(ruleset), files=len(ruleset.files))
         return True
@@ -254,6 +258,8 @@ class Daemon:
             ):
                 tg.start_soon(self.deliverer.run)
                 tg.start_soon(self._retention_loop)
+                if (beat := systemd.watchdog_interval()) is not None:
+                    tg.start_soon(systemd.keep_watchdog, beat)
                 for name in self.sources:
                     tg.start_soon(self._poll_loop, name)
                 log.info(

@@ -1,4 +1,4 @@
-"""Command line: ``runwatch run | check | outbox | send-test | demo | fake``.
+"""Command line: ``runwatch run | check | outbox | send-test | demo | fake | init``.
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
 the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
@@ -118,9 +118,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--metrics-listen",
-        default="127.0.0.1:9464",
-        help="where to serve /metrics (default %(default)s; port 0 picks a free one)",
+        default=None,
+        help="where to serve /metrics (default 127.0.0.1:9464, or a free port when that one is taken;"
+        " port 0 picks a free one)",
     )
+
+    init = sub.add_parser(
+        "init",
+        help="write a starter config and rules (and, on request, the systemd unit, Grafana dashboard,"
+        " Prometheus alert rules)",
+    )
+    init.add_argument("--dir", type=Path, help="write runwatch.yaml and rules/starter.yaml here")
+    init.add_argument("--systemd", type=Path, metavar="DIR", help="write runwatch.service here")
+    init.add_argument("--grafana", type=Path, metavar="DIR", help="write runwatch-dashboard.json here")
+    init.add_argument(
+        "--prometheus", type=Path, metavar="DIR", help="write runwatch-alerts.yaml (and its tests) here"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
 
     fake = sub.add_parser("fake", help="serve a fake provider API on loopback, to rehearse rules")
     fake.add_argument("provider", choices=["exa", "olostep"])
@@ -185,7 +199,26 @@ def cmd_fake(provider: str, listen: str, scenario_path: Path | None) -> int:
     return 0
 
 
-def cmd_demo(forever: bool, metrics_listen: str) -> int:
+def cmd_init(args: argparse.Namespace) -> int:
+    from runwatch import starter
+
+    targets = {b: getattr(args, "dir" if b == "config" else b) for b in starter.BUNDLES}
+    targets = {b: d for b, d in targets.items() if d is not None} or {"config": Path(".")}
+    try:
+        written = starter.write(targets, force=args.force)
+    except starter.TargetExists as exc:
+        print(f"runwatch init: already there: {exc}; nothing written (--force overwrites)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"runwatch init: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(starter.describe(written)))
+    if "config" in targets:
+        print(f"next: runwatch check --config {targets['config'] / 'runwatch.yaml'}")
+    return 0
+
+
+def cmd_demo(forever: bool, metrics_listen: str | None) -> int:
     """``runwatch demo``: the shipped story, end to end, on loopback."""
     from runwatch.demo import run_demo
 
@@ -225,6 +258,7 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "send-test": lambda: cmd_send_test(args.config, args.channel),
         "fake": lambda: cmd_fake(args.provider, args.listen, args.scenario),
         "demo": lambda: cmd_demo(args.forever, args.metrics_listen),
+        "init": lambda: cmd_init(args),
     }
 
 

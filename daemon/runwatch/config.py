@@ -214,8 +214,9 @@ class Config:
 
 
 def _credential(name: str, env: str) -> SecretStr | None:
-    if value := os.environ.get(env):
-        return SecretStr(value.strip())
+    """``$env``, else the file ``name`` in ``$CREDENTIALS_DIRECTORY``; an empty value counts as absent."""
+    if value := os.environ.get(env, "").strip():
+        return SecretStr(value)
     found = read_credential(name)
     return SecretStr(found) if found else None
 
@@ -233,6 +234,9 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -
     data = yamlfile.plain(root)
     if overrides:
         data = _deep_merge(data, overrides)
+    if isinstance(channels := data.get("channels"), dict):
+        # ``ops:`` with nothing under it: a channel whose secret is a credential file (``ops_apprise_url``).
+        data["channels"] = {k: ({} if v is None else v) for k, v in channels.items()}
     try:
         settings = Settings(**data)
     except ValidationError as exc:

@@ -32,6 +32,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def can_listen(listen: str) -> bool:
+    """Whether ``HOST:PORT`` is free to listen on now (as :func:`serve` would bind it)."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Listening:
     host: str

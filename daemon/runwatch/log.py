@@ -3,12 +3,17 @@
 Call sites say what happened and attach fields: ``log.warning("poll.failed", provider="exa",
 status=503, request_id="req_1")``. The formatter redacts the finished line, so no field, message or
 traceback can carry a secret out.
+
+Under systemd, stderr goes to journald: each line then starts with its syslog priority (``<3>``,
+``<4>``, ...; sd-daemon(3)), so ``journalctl -p warning`` filters on runwatch's own levels. Lines carry
+no colour codes, on a TTY or not.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -25,10 +30,33 @@ def _fmt_value(v: Any) -> str:
     return s
 
 
+#: Python level -> syslog priority, the prefix journald reads (sd-daemon(3)).
+_SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+def is_journal_stream(stream: Any) -> bool:
+    """True when ``stream`` is the journald stream systemd connected (``$JOURNAL_STREAM`` dev:inode)."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
 class _Formatter(logging.Formatter):
-    def __init__(self, style: str) -> None:
+    def __init__(self, style: str, journal: bool = False) -> None:
         super().__init__()
         self.json = style == "json"
+        self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
@@ -40,6 +68,9 @@ class _Formatter(logging.Formatter):
             line = json.dumps({**head, **fields}, default=str)
         else:
             line = " ".join(f"{k}={_fmt_value(v)}" for k, v in {**head, **fields}.items())
+        if self.journal:
+            level = max((lv for lv in _SYSLOG_PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+            line = f"<{_SYSLOG_PRIORITY[level]}>{line}"
         return redact(line)
 
 
@@ -75,8 +106,9 @@ def get_logger(name: str) -> Log:
 
 def setup(level: str = "info", style: str = "logfmt", stream: Any = None) -> None:
     """Route runwatch's logs (and the libraries' warnings) to one stream, one line per event."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_Formatter(style))
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(_Formatter(style, journal=is_journal_stream(out)))
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_runwatch", False):

@@ -1,6 +1,8 @@
 """runwatch's own metrics, on a registry of its own (tests build a fresh one each).
 
 Labels are bounded: provider, reason, kind, rule, channel, status; never a run or monitor id.
+Counters whose label values are known up front are created at 0 by :meth:`Metrics.prime`, so an
+``increase()`` alert sees the very first error, and no ``_created`` series are exported.
 """
 
 from __future__ import annotations
@@ -9,16 +11,44 @@ import platform
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runwatch import __version__
 from runwatch.clock import Clock
 
+#: ``reason`` labels of poll errors that exist at 0 from the start (others, e.g. ``http_418``, appear
+#: when they happen; HTTP statuses keep the label bounded).
+POLL_ERROR_REASONS = (
+    "auth",
+    "not_found",
+    "timeout",
+    "connect",
+    "bad_json",
+    "http_408",
+    "http_429",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+)
+#: Outcomes of one poll cycle (``crash`` is a bug in runwatch, caught so the loop goes on).
+POLL_OUTCOMES = ("ok", "error", "crash")
+CHANGE_KINDS = ("run.status", "run.event")
+#: Outcomes of one delivery attempt.
+DELIVERY_OUTCOMES = ("delivered", "retry", "permanent", "expired")
+#: Why a delivery attempt failed: the reasons every channel kind can meet (others appear when they
+#: happen: http_408, http_409, http_425, redirect, tls, smtp; the set is bounded).
+DELIVERY_FAILURE_REASONS = ("http_5xx", "http_429", "http_4xx", "timeout", "connect", "error")
+
 
 class Metrics:
+    """Every metric runwatch exports, on one injected registry."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # ``_created`` series double the series count and nobody graphs them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.build_info = Info("runwatch_build", "runwatch version and Python it runs on.", registry=r)
@@ -134,6 +164,52 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.ready = Gauge(
+            "runwatch_ready",
+            "1 while /readyz answers 200 (every enabled provider polled successfully of late), else 0.",
+            registry=r,
+        )
+        self.last_reload_ok = Gauge(
+            "runwatch_config_last_reload_successful",
+            "1 when the last rule reload (or the start) succeeded, 0 after a reload that failed.",
+            registry=r,
+        )
+        self.last_reload_ok.set(1)
+
+    def prime(self, providers: Iterable[str], channels: Iterable[str], rules: Iterable[str]) -> None:
+        """Create every series whose labels are known now, at 0, so dashboards and alerts see them.
+
+        Called once at start (and for the rules again after a reload). Values already counted stay.
+        """
+        for p in providers:
+            for outcome in POLL_OUTCOMES:
+                self.polls.labels(p, outcome)
+            for reason in POLL_ERROR_REASONS:
+                self.poll_errors.labels(p, reason)
+                if reason not in ("auth", "not_found"):  # never retried
+                    self.retries.labels(p, reason)
+            for kind in CHANGE_KINDS:
+                self.changes.labels(p, kind)
+                self.unmatched.labels(p, kind)
+            self.poll_duration.labels(p)
+            self.provider_up.labels(p)
+        for c in channels:
+            self.sent.labels(c)
+            self.dead.labels(c)
+            self.latency.labels(c)
+            for outcome in DELIVERY_OUTCOMES:
+                self.attempts.labels(c, outcome)
+            for reason in DELIVERY_FAILURE_REASONS:
+                self.failures.labels(c, reason)
+            self.circuit_open.labels(c)
+        for outcome in ("success", "failure"):
+            self.reloads.labels(outcome)
+        self.prime_rules(rules)
+
+    def prime_rules(self, rules: Iterable[str]) -> None:
+        """A series at 0 for each rule in force (after a reload too)."""
+        for rule in rules:
+            self.rule_matches.labels(rule)
 
 
 class OutboxCollector(Collector):

@@ -1,13 +1,24 @@
-"""sd_notify without a dependency: a datagram to $NOTIFY_SOCKET, a no-op when not under systemd."""
+"""sd_notify without a dependency: a datagram to $NOTIFY_SOCKET, a no-op when not under systemd.
+
+The unit is ``Type=notify`` with ``WatchdogSec=``: systemd waits for ``READY=1``, shows ``STATUS=``,
+tracks reloads (``RELOADING=1`` + ``MONOTONIC_USEC``, then ``READY=1``) and shutdown (``STOPPING=1``),
+and restarts the service when ``WATCHDOG=1`` stops arriving. The beat is sent by a task on the event
+loop (:func:`keep_watchdog`), so it stops exactly when the loop is wedged; a provider outage keeps the
+loop turning, so it keeps beating.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+from collections.abc import Mapping
+
+import anyio
 
 
 def notify(*states: str) -> bool:
+    """Send ``states`` (``KEY=value`` lines) to systemd; False when not under systemd or on error."""
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
         return False
@@ -23,3 +34,25 @@ def notify(*states: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def watchdog_interval(env: Mapping[str, str] | None = None, pid: int | None = None) -> float | None:
+    """Seconds between two ``WATCHDOG=1``: half of ``$WATCHDOG_USEC``, as sd_watchdog_enabled(3) says.
+
+    None when systemd asked for no watchdog, or asked another process (``$WATCHDOG_PID``).
+    """
+    env = os.environ if env is None else env
+    usec = env.get("WATCHDOG_USEC", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return None
+    owner = env.get("WATCHDOG_PID", "")
+    if owner and owner != str(os.getpid() if pid is None else pid):
+        return None
+    return int(usec) / 1e6 / 2
+
+
+async def keep_watchdog(interval: float) -> None:
+    """Send ``WATCHDOG=1`` every ``interval`` seconds while the event loop runs (until cancelled)."""
+    while True:
+        notify("WATCHDOG=1")
+        await anyio.sleep(interval)

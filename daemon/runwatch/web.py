@@ -52,6 +52,7 @@ def make_app(metrics: Metrics, health: Health) -> Starlette:
         return JSONResponse({"ready": ready, "providers": state}, status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
+        metrics.ready.set(1 if all(v == "ok" for v in health.readiness().values()) else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(

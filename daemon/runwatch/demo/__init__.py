@@ -20,12 +20,13 @@ from runwatch import log as logsetup
 from runwatch.clock import SystemClock
 from runwatch.config import load_config
 from runwatch.fakes import Scenario, default_scenario, fake_server
-from runwatch.httpserver import serve
+from runwatch.httpserver import can_listen, serve
 from runwatch.receiver import Receiver
 from runwatch.redact import redact
 
 HERE = Path(__file__).resolve().parent
 DEMO_CONFIG = HERE / "runwatch.yaml"
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 #: The demo must end by itself within this long, whatever happens.
 DEADLINE = 55.0
 
@@ -46,12 +47,30 @@ def _print_notification(path: str, body: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def run_demo(*, forever: bool = False, metrics_listen: str = "127.0.0.1:9464") -> int:
+def run_demo(*, forever: bool = False, metrics_listen: str | None = None) -> int:
+    """``metrics_listen`` None: the default port, or a free one (said in one line) when it is taken."""
     logsetup.setup("warning")
+    if metrics_listen is None:
+        metrics_listen = DEFAULT_METRICS_LISTEN
+        if not can_listen(metrics_listen):
+            print(
+                f"runwatch demo: {metrics_listen} is taken, serving /metrics on a free port instead"
+                " (--metrics-listen HOST:PORT picks one)"
+            )
+            metrics_listen = "127.0.0.1:0"
     try:
         return anyio.run(_demo, forever, metrics_listen)
     except OSError as exc:
         print(redact(f"runwatch demo: {exc}"), file=sys.stderr)
+        return 1
+    except ExceptionGroup as group:  # raised inside the fakes' task groups
+        match, _ = group.split(OSError)
+        if match is None:
+            raise
+        first: BaseException = match
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        print(redact(f"runwatch demo: {first}"), file=sys.stderr)
         return 1
 
 
