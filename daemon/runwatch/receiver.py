@@ -1,4 +1,5 @@
-"""A local HTTP receiver for apprise's ``json://`` notifications: the demo prints what it gets.
+"""A local HTTP receiver for apprise's ``json://`` notifications and signed webhooks: the demo prints
+what it gets.
 
 Tests use it too, as the real endpoint a ``json://`` channel posts to; waiting on it is waiting on an
 event (``wait_for``), never on the clock.
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,9 +20,17 @@ from starlette.routing import Route
 
 
 class Receiver:
-    def __init__(self, on_message: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+    """Keeps every POST it gets; a path given a Standard Webhooks secret has its signature verified
+    (the result is in the message as ``_signature``: ``ok`` or why not), as a webhook receiver would."""
+
+    def __init__(
+        self,
+        on_message: Callable[[str, dict[str, Any]], None] | None = None,
+        secrets: dict[str, str] | None = None,
+    ) -> None:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self.on_message = on_message
+        self.secrets = dict(secrets or {})
         #: Answer with this status instead of 200 (tests of a channel that is down).
         self.fail_with: int | None = None
         self._changed = anyio.Event()
@@ -35,6 +45,12 @@ class Receiver:
         except ValueError:
             body = {"raw": raw.decode("utf-8", "replace")}
         path = request.url.path
+        if path in self.secrets and isinstance(body, dict):
+            try:
+                Webhook(self.secrets[path]).verify(raw, dict(request.headers))
+                body["_signature"] = "ok"
+            except WebhookVerificationError as exc:
+                body["_signature"] = f"invalid: {exc}"
         self.messages.append((path, body))
         if self.on_message:
             self.on_message(path, body)

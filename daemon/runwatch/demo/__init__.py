@@ -27,6 +27,8 @@ from runwatch.redact import redact
 HERE = Path(__file__).resolve().parent
 DEMO_CONFIG = HERE / "runwatch.yaml"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+#: The demo's webhook secret (also in demo/runwatch.yaml): a demo value, not a secret of anyone's.
+DEMO_WEBHOOK_SECRET = "whsec_ZGVtby1vbmx5LXJ1bndhdGNoLXdlYmhvb2stc2VjcmV0"
 #: The demo must end by itself within this long, whatever happens.
 DEADLINE = 55.0
 
@@ -40,6 +42,11 @@ def story_length(scenario: Scenario) -> float:
 
 def _print_notification(path: str, body: dict[str, Any]) -> None:
     channel = path.strip("/")
+    if "_signature" in body:  # a webhook: the signed v1 payload
+        kind = "webhook, signature " + str(body["_signature"])
+        print(f"  [receiver] {channel:<10} {body.get('title', '')}  ({kind}, id {body.get('id')})")
+        sys.stdout.flush()
+        return
     kind = body.get("type", "")
     print(f"  [receiver] {channel:<10} {kind:<8} {body.get('title', '')}")
     for line in str(body.get("message", "")).splitlines():
@@ -79,7 +86,7 @@ async def _demo(forever: bool, metrics_listen: str) -> int:
 
     scenario = default_scenario()
     clock = SystemClock()
-    receiver = Receiver(on_message=_print_notification)
+    receiver = Receiver(on_message=_print_notification, secrets={"/tickets": DEMO_WEBHOOK_SECRET})
     with tempfile.TemporaryDirectory(prefix="runwatch-demo-") as state_dir:
         async with (
             fake_server("exa", scenario, clock) as exa,
@@ -99,6 +106,7 @@ async def _demo(forever: bool, metrics_listen: str) -> int:
                     "channels": {
                         "ops-slack": {"apprise": f"json://127.0.0.1:{recv.port}/ops-slack"},
                         "ops-mail": {"apprise": f"json://127.0.0.1:{recv.port}/ops-mail"},
+                        "tickets": {"webhook": {"url": f"http://127.0.0.1:{recv.port}/tickets"}},
                     },
                 },
             )
