@@ -219,3 +219,30 @@ async def test_smtp_refusing_at_data_is_retried_then_delivered(tmp_path: Path, s
         await smtp.wait_for(1)
         await r.until(lambda: r.metric("runwatch_notifications_sent_total") == 1)
     assert smtp.refused == 1
+
+
+class BrokenPlugin:
+    """A channel kind with a bug: every send raises (a real object, standing in for a buggy plugin)."""
+
+    kind = "broken"
+    name = "hook"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, alert: object) -> object:
+        self.calls += 1
+        raise RuntimeError("plugin bug while sending")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_channel_that_raises_is_a_failed_attempt_not_a_dead_worker(tmp_path: Path) -> None:
+    plugin = BrokenPlugin()
+    async with rig(tmp_path, plugin, ChannelPolicy(retry_initial=1, retry_max=1)) as r:  # type: ignore[arg-type]
+        [nid] = r.queue(1)
+        await r.until(lambda: r.metric("runwatch_delivery_failures_total", reason="error") == 1)
+        assert "plugin bug" in r.item(nid).last_error  # type: ignore[attr-defined]
+        await r.advance(2)  # the worker is alive and tries again
+        await r.until(lambda: plugin.calls == 2)
