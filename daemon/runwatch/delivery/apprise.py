@@ -51,7 +51,11 @@ class _ThreadCapture(logging.Handler):
 
 
 _capture = _ThreadCapture(level=logging.WARNING)
-logging.getLogger("apprise").addHandler(_capture)
+_apprise_log = logging.getLogger("apprise")
+_apprise_log.addHandler(_capture)
+# apprise's lines become the reason in our own (redacted) log line and in the outbox; printed as
+# well they would say it twice, and ``check`` would print raw library errors beside its problems.
+_apprise_log.propagate = False
 
 
 @contextmanager

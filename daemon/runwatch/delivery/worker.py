@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import anyio
 import anyio.to_thread
+from prometheus_client import Counter, Histogram
 
 from runwatch.clock import Clock
 from runwatch.delivery.channel import Channel, Delivered, Outcome, Permanent, Retry
@@ -37,6 +38,9 @@ LEASE = 600.0
 #: An idle worker looks at the outbox this often (real seconds), so rows replayed by the CLI go out
 #: within a few seconds even though nothing in this process woke it.
 IDLE_RECHECK = 2.0
+#: ``max_age`` is enforced this often (clock seconds), not before every batch: the query reads every
+#: pending row of the channel, so per batch it cost O(backlog) and a long drain O(backlog squared).
+EXPIRE_EVERY = 1.0
 
 
 class ChannelWorker:
@@ -69,6 +73,9 @@ class ChannelWorker:
         self._progress = anyio.Event()
         self._idle_loops = 0
         self._all_idle = anyio.Event()
+        self._expired_at: float | None = None
+        #: The delivered path's metric children, looked up once (``labels()`` takes a lock per call).
+        self._on_delivered: tuple[Counter, Counter, Histogram] | None = None
 
     # -- control from the daemon ----------------------------------------------------------------------
     def wake(self) -> None:
@@ -144,6 +151,10 @@ class ChannelWorker:
         return held
 
     def _expire(self, now: float) -> None:
+        last = self._expired_at
+        if last is not None and last <= now < last + EXPIRE_EVERY:
+            return
+        self._expired_at = now
         n = self.outbox.expire(self.name, now - self.policy.max_age, now)
         if n:
             self.metrics.attempts.labels(self.name, "expired").inc(n)
@@ -180,9 +191,17 @@ class ChannelWorker:
                 self.metrics.circuit_open.labels(name).set(0)
             self.failures = 0
             self.open_until = 0.0
-            self.metrics.attempts.labels(name, "delivered").inc()
-            self.metrics.sent.labels(name).inc()
-            self.metrics.latency.labels(name).observe(max(0.0, now - alert.detected_at))
+            metrics = self._on_delivered
+            if metrics is None:
+                metrics = self._on_delivered = (
+                    self.metrics.attempts.labels(name, "delivered"),
+                    self.metrics.sent.labels(name),
+                    self.metrics.latency.labels(name),
+                )
+            attempts_delivered, sent, latency = metrics
+            attempts_delivered.inc()
+            sent.inc()
+            latency.observe(max(0.0, now - alert.detected_at))
             log.debug("notify.sent", channel=name, id=alert.id, rule=alert.rule, attempts=attempts)
             return
         self.metrics.failures.labels(name, outcome.reason).inc()

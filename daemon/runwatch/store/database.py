@@ -42,8 +42,11 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_attempt_at REAL NOT NULL, last_error TEXT, finished_at REAL,
     claimed_by TEXT, claimed_until REAL
 );
-CREATE INDEX IF NOT EXISTS notifications_due ON notifications (channel, state, next_attempt_at, seq);
-CREATE INDEX IF NOT EXISTS notifications_finished ON notifications (state, finished_at);
+-- Partial indexes: a row leaves the pending one when it is sent, so the claim reads only what is queued
+-- and recording an outcome touches few pages.
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (channel, seq) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS notifications_finished ON notifications (finished_at)
+    WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_done ON runs (done, updated_at);
 """
 
