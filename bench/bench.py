@@ -88,7 +88,7 @@ def write_config(workdir: Path, base_url: str, receiver_port: int | None, interv
     cfg.write_text(
         f"state_dir: state-{time.monotonic_ns()}\nmetrics_listen: 127.0.0.1:0\n"
         f"providers:\n  exa: {{base_url: '{base_url}', api_key: {KEY}, poll_interval: {interval},"
-        " concurrency: 8}\n"
+        f" idle_poll_interval: {interval}, max_requests_per_second: 100000, concurrency: 8}}\n"
         f"channels:\n  bench: {{apprise: '{channel}'}}\n"
         "delivery: {concurrency: 4, retry_initial: 100ms}\n"
     )
@@ -138,7 +138,7 @@ async def runwatch_polls(cfg: Path, cycles: int) -> tuple[float, int, int]:
         req("runwatch_api_requests_total", {"provider": "exa", "endpoint": e}) or 0
         for e in ("list_monitors", "list_runs", "get_run")
     )
-    tracked = len(daemon.store.runs)
+    tracked = len(daemon.store.runs.runs)
     daemon.store.close()
     await daemon.sources["exa"].aclose()
     return spent, int(after - before), tracked
@@ -152,7 +152,7 @@ async def memory_per_run(cfg: Path) -> tuple[float, int]:
     await daemon.poll_once("exa")
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    n = len(daemon.store.runs)
+    n = len(daemon.store.runs.runs)
     daemon.store.close()
     await daemon.sources["exa"].aclose()
     return (after - before) / max(n, 1), n
@@ -178,10 +178,12 @@ async def latency(workdir: Path, monitors: int, runs: int, story: float) -> list
                     await daemon.wait_polls("exa", daemon.polls_done["exa"] + 1)
                 with anyio.move_on_after(60):
                     await daemon.deliverer.wait_empty()
-                rows = daemon.store.dump_outbox()
+                rows = daemon.store.db.execute(
+                    "SELECT finished_at, detected_at FROM notifications WHERE state = 'sent'"
+                ).fetchall()
     finally:
         fake.stop()
-    return [float(r["sent_at"]) - float(r["detected_at"]) for r in rows if r["sent_at"] is not None]
+    return [float(sent) - float(detected) for sent, detected in rows]
 
 
 def pct(values: list[float], q: float) -> float:

@@ -121,8 +121,12 @@ state_dir: {state}
 metrics_listen: 127.0.0.1:0
 rule_files: [rules/*.yaml]
 providers:
-  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: {interval}, retries: 2}}
-  olostep: {{base_url: "{olostep.base_url}", api_key: {OLOSTEP_KEY}, poll_interval: {interval}, retries: 2}}
+  exa:
+    {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: {interval},
+      idle_poll_interval: 100ms, retries: 2}}
+  olostep:
+    {{base_url: "{olostep.base_url}", api_key: {OLOSTEP_KEY}, poll_interval: {interval},
+      idle_poll_interval: 100ms, retries: 2}}
 channels:
   ops-json: {{apprise: "{rec.url("/ops")}"}}
   olostep-json: {{apprise: "{rec.url("/olostep")}"}}

@@ -50,8 +50,9 @@ async def test_a_change_is_forwarded_as_a_signed_v1_webhook_and_email_keeps_line
 state_dir: {tmp_path / "state"}
 metrics_listen: 127.0.0.1:0
 providers:
-  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 100ms}}
-  olostep: {{base_url: "{olostep.base_url}", api_key: {OLOSTEP_KEY}, poll_interval: 100ms}}
+  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 100ms, idle_poll_interval: 1s}}
+  olostep:
+    {{base_url: "{olostep.base_url}", api_key: {OLOSTEP_KEY}, poll_interval: 100ms, idle_poll_interval: 1s}}
 channels:
   tickets:
     webhook: {{url: "{rx.url}", secret_file: hook.secret, headers: {{X-Team: ops}}, timeout: 5s}}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 
 from runwatch import systemd
 from runwatch.clock import Clock, SystemClock
-from runwatch.config import Config, ProviderSettings
+from runwatch.config import Config
 from runwatch.delivery import Channel, Deliverer
 from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.policy import ChannelPolicy
@@ -29,16 +29,13 @@ from runwatch.redact import register
 from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
 from runwatch.sources.base import Source
-from runwatch.sources.exa import ExaSource
-from runwatch.sources.olostep import OlostepSource
+from runwatch.sources.registry import PROVIDERS
+from runwatch.sources.settings import ProviderSettings
 from runwatch.store import State
 from runwatch.web import Health, make_app
 from runwatch.yamlfile import FileProblems, Problem
 
 log = get_logger(__name__)
-
-SOURCES: dict[str, Callable[..., Source]] = {"exa": ExaSource, "olostep": OlostepSource}
-REAL_PROVIDER_HOSTS = ("api.exa.ai", "api.olostep.com")
 
 
 def build_channels(config: Config) -> dict[str, Channel]:
@@ -127,23 +124,23 @@ class Daemon:
         )
         self.sources: dict[str, Source] = {}
         enabled = self.config.enabled_providers()
-        for name in ("exa", "olostep"):
+        for name, spec in PROVIDERS.items():
             if name not in enabled:
                 log.info("provider.off", provider=name, reason="no API key configured")
                 continue
             settings = enabled[name]
             assert settings.api_key is not None
             register(settings.api_key.get_secret_value())
-            self._warn_interval(name, settings)
-            self.sources[name] = SOURCES[name](settings, self.metrics, **self.client_options)
+            self._warn_interval(name, settings, spec.real_hosts)
+            self.sources[name] = spec.source(settings, self.metrics, **self.client_options)
         self.health = Health(self.clock, {n: s.poll_interval for n, s in enabled.items()})
         self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
         self._poll_done = anyio.Event()
 
     @staticmethod
-    def _warn_interval(name: str, s: ProviderSettings) -> None:
-        if s.poll_interval < 30 and any(h in s.base_url for h in REAL_PROVIDER_HOSTS):
+    def _warn_interval(name: str, s: ProviderSettings, real_hosts: tuple[str, ...]) -> None:
+        if s.poll_interval < 30 and any(h in s.base_url for h in real_hosts):
             log.warning(
                 "poll_interval.short",
                 provider=name,
@@ -177,7 +174,12 @@ class Daemon:
         source = self.sources[name]
         started = self.clock.now()
         with self.metrics.poll_duration.labels(name).time():
-            report = await source.poll(self.store.runs, self.pipeline, not_before=self.not_before)
+            async with source.poll(self.store.runs, now=started, not_before=self.not_before) as (
+                batches,
+                report,
+            ):
+                async for batch in batches:
+                    await self.pipeline(batch)
         ok = not report.errors
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
         self.metrics.provider_up.labels(name).set(1 if ok else 0)

@@ -26,6 +26,7 @@ from runwatch.config import Config, load_config
 from runwatch.durations import parse_duration
 from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
+from runwatch.sources.registry import PROVIDERS
 from runwatch.store.interfaces import OUTBOX_STATES
 from runwatch.yamlfile import FileProblems
 
@@ -137,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
 
     fake = sub.add_parser("fake", help="serve a fake provider API on loopback, to rehearse rules")
-    fake.add_argument("provider", choices=["exa", "olostep"])
+    fake.add_argument("provider", choices=list(PROVIDERS))
     fake.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
     fake.add_argument("--scenario", type=Path, help="a scenario YAML file (default: the demo story)")
     return p

@@ -23,6 +23,8 @@ from runwatch.delivery.policy import ChannelPolicy, Rate
 from runwatch.delivery.registry import channel_fields
 from runwatch.durations import Duration
 from runwatch.httpserver import parse_listen
+from runwatch.sources.registry import PROVIDERS
+from runwatch.sources.settings import ProviderSettings
 from runwatch.yamlfile import FileProblems, Problem
 
 
@@ -30,50 +32,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ProviderSettings(_Strict):
-    base_url: str
-    api_key: SecretStr | None = None
-    poll_interval: Duration = 60.0
-    #: Monitor ids to watch; empty means every monitor of the account.
-    monitors: list[str] = Field(default_factory=list)
-    #: How many requests to this provider may be in flight at once (also the connection pool size).
-    concurrency: int = Field(default=8, ge=1, le=256)
-    timeout: Duration = 30.0
-    #: Retries of one request (5xx, 429, timeouts, broken JSON) within one poll, with backoff.
-    retries: int = Field(default=3, ge=0, le=20)
+if TYPE_CHECKING:
 
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v.rstrip("/")
+    class Providers(_Strict):
+        """One block per registered provider (``providers.exa``, ``providers.olostep``, ...)."""
 
-    @field_validator("monitors", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
+        def __getattr__(self, name: str) -> ProviderSettings: ...
 
-
-class ExaSettings(ProviderSettings):
-    base_url: str = "https://api.exa.ai/websets"
-
-
-class OlostepSettings(ProviderSettings):
-    base_url: str = "https://api.olostep.com"
-
-    @field_validator("monitors")
-    @classmethod
-    def _prefixed(cls, v: list[str]) -> list[str]:
-        for mid in v:
-            if not mid.startswith("monitor_"):
-                raise ValueError(f"{mid!r} is not an Olostep monitor id (they start with 'monitor_')")
-        return v
-
-
-class Providers(_Strict):
-    exa: ExaSettings = Field(default_factory=ExaSettings)
-    olostep: OlostepSettings = Field(default_factory=OlostepSettings)
+else:
+    #: One block per provider of :mod:`runwatch.sources.registry`, each with that provider's defaults.
+    Providers = create_model(
+        "Providers",
+        __config__=ConfigDict(extra="forbid"),
+        **{name: (spec.settings, Field(default_factory=spec.settings)) for name, spec in PROVIDERS.items()},
+    )
 
 
 class ChannelCommon(_Strict):
@@ -207,10 +179,13 @@ class Config:
                 out.append(Path(full))  # a named file that is missing: the loader reports it
         return list(dict.fromkeys(out))
 
+    def provider_settings(self) -> dict[str, ProviderSettings]:
+        """Every registered provider's block, in registry order."""
+        return {name: getattr(self.settings.providers, name) for name in PROVIDERS}
+
     def enabled_providers(self) -> dict[str, ProviderSettings]:
-        p = self.settings.providers
-        all_: dict[str, ProviderSettings] = {"exa": p.exa, "olostep": p.olostep}
-        return {name: s for name, s in all_.items() if s.api_key is not None}
+        """The providers with an API key (the others are off)."""
+        return {name: s for name, s in self.provider_settings().items() if s.api_key is not None}
 
 
 def _credential(name: str, env: str) -> SecretStr | None:
@@ -241,14 +216,12 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -
         settings = Settings(**data)
     except ValidationError as exc:
         raise FileProblems(yamlfile.problems_from_validation(exc, root, shown)) from None
-    for name, settings_p, env in (
-        ("exa", settings.providers.exa, "EXA_API_KEY"),
-        ("olostep", settings.providers.olostep, "OLOSTEP_API_KEY"),
-    ):
+    for name, spec in PROVIDERS.items():
+        settings_p = getattr(settings.providers, name)
         if settings_p.api_key is not None and not settings_p.api_key.get_secret_value().strip():
             settings_p.api_key = None
         if settings_p.api_key is None:
-            settings_p.api_key = _credential(f"{name}_api_key", env)
+            settings_p.api_key = _credential(spec.credential, spec.key_env)
     base = path.resolve().parent if path else Path.cwd()
     return Config(settings=settings, path=path, base_dir=base, root=root)
 

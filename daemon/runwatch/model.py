@@ -15,11 +15,6 @@ from enum import StrEnum
 from typing import Any
 
 
-class Provider(StrEnum):
-    EXA = "exa"
-    OLOSTEP = "olostep"
-
-
 class ChangeKind(StrEnum):
     RUN_STATUS = "run.status"
     RUN_EVENT = "run.event"

@@ -19,6 +19,7 @@ from runwatch.metrics import Metrics
 from runwatch.model import Alert, Change, notification_id
 from runwatch.rules import Decision, RuleSet
 from runwatch.sources.base import MonitorBatch
+from runwatch.sources.registry import PROVIDERS
 from runwatch.store import State
 from runwatch.store.interfaces import Notification, Recorder
 
@@ -43,7 +44,7 @@ class Detect:
         self.store = store
         self.metrics = metrics
         self.baselined: set[str] = {
-            p for p in ("exa", "olostep") if store.get_meta(f"baseline_done:{p}") == "1"
+            p for p in PROVIDERS if store.get_meta(f"baseline_done:{p}") == "1"
         }
 
     def provider_settled(self, provider: str) -> None:
@@ -144,7 +145,7 @@ class Record:
         notes = [Notification(alert) for d in batch.decisions for alert in alerts_for(d)]
         src = batch.source
         queued = self.recorder.record(
-            src.provider, src.snapshots, notes, batch.now, monitor_id=src.monitor_id
+            src.provider, src.snapshots, notes, batch.now, monitor_id=src.monitor_id, retired=src.retired
         )
         if queued:
             self.wake({n.channel for n in notes})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ from runwatch.fakes.exa import FakeExa
 from runwatch.fakes.olostep import FakeOlostep
 from runwatch.fakes.scenario import Scenario
 from runwatch.httpserver import serve
+from runwatch.sources.registry import PROVIDERS as REGISTRY
 
 __all__ = ["PROVIDERS", "RunningFake", "fake_server", "make_fake", "run_fake"]
 
-PROVIDERS: tuple[str, ...] = ("exa", "olostep")
+PROVIDERS: tuple[str, ...] = tuple(REGISTRY)
 
 F = TypeVar("F", bound=FakeBase)
 
@@ -47,11 +49,12 @@ def make_fake(
 @overload
 def make_fake(provider: str, scenario: Scenario | None = ..., clock: Clock | None = ...) -> FakeBase: ...
 def make_fake(provider: str, scenario: Scenario | None = None, clock: Clock | None = None) -> FakeBase:
-    """The fake for ``provider`` (``exa`` or ``olostep``); no scenario means the demo story."""
-    if provider == "exa":
-        return FakeExa(scenario, clock)
-    if provider == "olostep":
-        return FakeOlostep(scenario, clock)
+    """The fake for ``provider`` (the registry names it); no scenario means the demo story."""
+    spec = REGISTRY.get(provider)
+    if spec is not None:
+        module, _, cls = spec.fake.partition(":")
+        fake: FakeBase = getattr(importlib.import_module(module), cls)(scenario, clock)
+        return fake
     raise ValueError(f"unknown provider {provider!r} (expected one of {', '.join(PROVIDERS)})")
 
 

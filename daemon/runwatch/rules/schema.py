@@ -26,10 +26,11 @@ from pydantic import (
     model_validator,
 )
 
-from runwatch.model import RUN_STATUSES, SEVERITIES, ChangeKind, Provider
+from runwatch.model import RUN_STATUSES, SEVERITIES, ChangeKind
 from runwatch.rules.templates import check_template
+from runwatch.sources.registry import PROVIDERS as PROVIDER_SPECS
 
-PROVIDERS: tuple[str, ...] = tuple(p.value for p in Provider)
+PROVIDERS: tuple[str, ...] = tuple(PROVIDER_SPECS)
 KINDS: tuple[str, ...] = tuple(k.value for k in ChangeKind)
 BODY_FORMATS: tuple[str, ...] = ("text", "markdown", "html")
 

@@ -28,6 +28,8 @@ from runwatch.retry import RetryPolicy, parse_retry_after
 log = get_logger(__name__)
 
 BODY_LIMIT = 300
+#: An answer larger than this is refused (counted as ``too_large``), never parsed.
+MAX_BODY = 32 * 1024 * 1024
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -54,7 +56,8 @@ class ApiError(ProviderError):
         self.reason = reason
         self.status = status
         self.request_id = request_id
-        self.body = redact(body[:BODY_LIMIT]) if body else None
+        # Redact, then cut: a cut first could leave the head of a key that the redactor no longer sees.
+        self.body = redact(body)[:BODY_LIMIT] if body else None
         self.path = path
         self.retry_after = retry_after
         parts = [f"{provider} GET {path}: {message}"]
@@ -79,6 +82,24 @@ def _reason(status: int) -> str:
     return f"http_{status}"
 
 
+class RequestBudget:
+    """At most ``rate`` requests a second to one provider, with a burst of one second's worth: a cycle's
+    requests are spread out instead of all landing at its start."""
+
+    def __init__(self, rate: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self.interval = 1.0 / rate
+        self.burst = max(1.0, rate) * self.interval
+        self._sleep = sleep
+        self._next = 0.0
+
+    async def take(self) -> None:
+        now = anyio.current_time()
+        at = max(now - self.burst + self.interval, self._next)
+        self._next = at + self.interval
+        if at > now:
+            await self._sleep(at - now)
+
+
 class ApiClient:
     """One provider's connection pool and retry policy."""
 
@@ -97,6 +118,7 @@ class ApiClient:
         retry_after_max: float = 120.0,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_requests_per_second: float | None = None,
     ) -> None:
         self.provider = provider
         self.metrics = metrics
@@ -104,6 +126,7 @@ class ApiClient:
         self.policy = RetryPolicy(backoff_initial, backoff_max, retry_after_cap=retry_after_max)
         self._sleep = sleep
         self._limit = anyio.Semaphore(concurrency)
+        self._budget = RequestBudget(max_requests_per_second, sleep) if max_requests_per_second else None
         self.client = httpx.AsyncClient(
             base_url=base_url,
             headers={"accept": "application/json", **headers},
@@ -147,11 +170,43 @@ class ApiClient:
             delay=round(state.upcoming_sleep, 3),
         )
 
+    async def _read_bounded(self, resp: httpx.Response, path: str) -> bytes:
+        """The body, or ApiError(too_large) as soon as it passes MAX_BODY (never held whole)."""
+        declared = resp.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+            raise self._too_large(resp, path)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise self._too_large(resp, path)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, resp: httpx.Response, path: str) -> ApiError:
+        return ApiError(
+            self.provider,
+            "too_large",
+            f"answer over the {MAX_BODY}-byte limit",
+            status=resp.status_code,
+            request_id=resp.headers.get("x-request-id"),
+            path=path,
+        )
+
     async def _once(self, path: str, params: Mapping[str, Any] | None, endpoint: str) -> Any:
+        if self._budget is not None:
+            await self._budget.take()
         self.metrics.requests.labels(self.provider, endpoint).inc()
         async with self._limit:
             try:
-                resp = await self.client.get(path, params=params)
+                resp = await self.client.send(
+                    self.client.build_request("GET", path, params=params), stream=True
+                )
+                try:
+                    content = await self._read_bounded(resp, path)
+                finally:
+                    await resp.aclose()
             except httpx.TimeoutException:
                 raise ApiError(self.provider, "timeout", "timed out", path=path) from None
             except httpx.TransportError as exc:
@@ -166,12 +221,12 @@ class ApiClient:
                 f"HTTP {resp.status_code}",
                 status=resp.status_code,
                 request_id=request_id,
-                body=resp.text,
+                body=content.decode("utf-8", "replace"),
                 path=path,
                 retry_after=parse_retry_after(resp.headers.get("retry-after"), time.time()),
             )
         try:
-            return json.loads(resp.content)
+            return json.loads(content)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(
                 self.provider,
@@ -179,6 +234,6 @@ class ApiClient:
                 "response is not valid JSON",
                 status=200,
                 request_id=request_id,
-                body=resp.text,
+                body=content.decode("utf-8", "replace"),
                 path=path,
             ) from None

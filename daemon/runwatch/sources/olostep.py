@@ -8,19 +8,33 @@ then ``completed`` or ``failed``. The step name of an AgentLogEvent is read from
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import quote
 
 import anyio
+import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import field_validator
 
-from runwatch.config import ProviderSettings
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.model import RunEvent, RunSnapshot
-from runwatch.sources.base import Emit, KnownRuns, MonitorBatch, PollReport, parse_time, unfinished_by_monitor
+from runwatch.sources.base import (
+    MissingRuns,
+    MonitorBatch,
+    PollReport,
+    ProviderSpec,
+    RunView,
+    parse_time,
+    poll_stream,
+)
 from runwatch.sources.http import ApiClient, ApiError
+from runwatch.sources.schedule import Schedule, next_cron
+from runwatch.sources.settings import ProviderSettings
 
 log = get_logger(__name__)
 
@@ -28,7 +42,8 @@ PROVIDER = "olostep"
 MONITOR_ID = re.compile(r"^monitor_[A-Za-z0-9_-]+$")
 RUN_ID = re.compile(r"^run_[A-Za-z0-9_-]+$")
 EVENTS_PAGE = 25
-MAX_EVENT_PAGES = 8
+#: Event pages of one monitor read in one cycle (each new run shows in the first pages).
+MAX_EVENT_PAGES = 40
 FINISH_EVENT = "run_complete"
 _ERROR_NAMES = re.compile(r"(?i)(^|_)(error|failed|failure|run_failed)$")
 
@@ -62,7 +77,8 @@ def parse_event(obj: Any) -> RunEvent | None:
         return None
     eid = obj.get("id")
     if not isinstance(eid, str | int) or eid == "":
-        return None
+        # No id: one derived from the event's content is stable across polls, so it is reported once.
+        eid = "derived_" + hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
     ts = obj.get("ts")
     ts_ms = int(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else 0
     inner = obj.get("event") if isinstance(obj.get("event"), Mapping) else {}
@@ -115,6 +131,7 @@ def derive(
     raw.setdefault("run_id", run_id)
     if lr_status:
         raw["last_run"] = dict(last_run or {})
+    started = min((e.ts_ms for e in events if e.ts_ms > 0), default=0)
     return RunSnapshot(
         provider=PROVIDER,
         monitor_id=monitor_id,
@@ -124,10 +141,41 @@ def derive(
         failed_reason=failed_reason,
         finished_at=finished_at,
         events=events,
+        changed_at=finished_at if finished_at is not None else (started / 1000.0 if started else None),
     )
 
 
+class OlostepSettings(ProviderSettings):
+    """``providers.olostep``."""
+
+    base_url: str = "https://api.olostep.com"
+
+    @field_validator("monitors")
+    @classmethod
+    def _prefixed(cls, v: list[str]) -> list[str]:
+        for mid in v:
+            if not mid.startswith("monitor_"):
+                raise ValueError(f"{mid!r} is not an Olostep monitor id (they start with 'monitor_')")
+        return v
+
+
+def next_run_at(monitor: Mapping[str, Any], now: float) -> float | None:
+    """``schedule.next_run_at``, else the schedule's cron in its time zone (old flat shape too)."""
+    sched = monitor.get("schedule") if isinstance(monitor.get("schedule"), Mapping) else monitor
+    assert isinstance(sched, Mapping)
+    if (at := parse_time(sched.get("next_run_at"))) is not None:
+        return at
+    cron = sched.get("cron") or sched.get("cron_expression")
+    tz = sched.get("timezone")
+    if isinstance(cron, str):
+        return next_cron(cron, tz if isinstance(tz, str) else None, now)
+    return None
+
+
 class OlostepSource:
+    """Polls Olostep monitors: the list (which carries ``last_run``), each due monitor's events and the
+    runs not finished yet."""
+
     provider = PROVIDER
 
     def __init__(self, settings: ProviderSettings, metrics: Metrics, **client_kw: Any) -> None:
@@ -142,57 +190,77 @@ class OlostepSource:
             timeout=settings.timeout,
             retries=settings.retries,
             concurrency=settings.concurrency,
+            max_requests_per_second=settings.max_requests_per_second,
             **client_kw,
         )
+        self.schedule = Schedule(settings.poll_interval, settings.idle_poll_interval)
+        self.monitors: dict[str, Mapping[str, Any]] = {}
+        self.missing = MissingRuns(PROVIDER, metrics)
 
     async def aclose(self) -> None:
         await self.api.aclose()
 
-    async def list_monitors(self) -> list[str]:
+    async def list_monitors(self) -> dict[str, Mapping[str, Any]]:
+        """Live monitors by id (one request: the list has no pagination), the configured ones only."""
         body = await self.api.get_json("/v1/monitors", endpoint="list_monitors")
         items = body.get("monitors", body.get("data")) if isinstance(body, Mapping) else body
         if not isinstance(items, list):
+            self.metrics.poll_errors.labels(PROVIDER, "bad_shape").inc()
             raise ApiError(PROVIDER, "bad_shape", "monitor list has no 'monitors' array", path="/v1/monitors")
-        ids: list[str] = []
+        found: dict[str, Mapping[str, Any]] = {}
         for m in items:
             mid = (m.get("id") or m.get("monitor_id")) if isinstance(m, Mapping) else None
             if isinstance(mid, str) and MONITOR_ID.match(mid):
                 if m.get("status") != "deleted":
-                    ids.append(mid)
+                    found.setdefault(mid, m)
             else:
                 self.metrics.poll_errors.labels(PROVIDER, "bad_id").inc()
-        return ids
+        if self.settings.monitors:
+            return {mid: found.get(mid, {}) for mid in dict.fromkeys(self.settings.monitors)}
+        return found
 
-    async def poll(self, known: KnownRuns, emit: Emit, *, not_before: float | None) -> PollReport:
-        report = PollReport()
-        try:
-            monitors = list(self.settings.monitors) or await self.list_monitors()
-        except ApiError as exc:
-            report.errors.append(exc)
-            return report
-        unfinished = unfinished_by_monitor(known, PROVIDER)
+    def poll(
+        self, view: RunView, *, now: float, not_before: float | None
+    ) -> AbstractAsyncContextManager[tuple[MemoryObjectReceiveStream[MonitorBatch], PollReport]]:
+        async def produce(send: MemoryObjectSendStream[MonitorBatch], report: PollReport) -> None:
+            known = list(self.monitors) or list(self.settings.monitors)
+            due = [m for m in known if self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))]
+            if due or self.schedule.listing_due(now) or not self.monitors:
+                # One request for every monitor: fresh last_run for each monitor polled this cycle.
+                try:
+                    self.monitors = await self.list_monitors()
+                except ApiError as exc:
+                    report.errors.append(exc)
+                    return
+                self.schedule.listed(now, {m: next_run_at(obj, now) for m, obj in self.monitors.items()})
+                due = [
+                    m for m in self.monitors if self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
+                ]
+            report.idle = len(self.monitors) - len(due)
 
-        async def one(monitor_id: str) -> None:
-            try:
-                snaps = await self._poll_monitor(
-                    monitor_id, known, unfinished.get(monitor_id, []), not_before
-                )
-            except ApiError as exc:
-                report.errors.append(exc)
-                return
-            report.monitors += 1
-            report.snapshots += len(snaps)
-            await emit(MonitorBatch(PROVIDER, monitor_id, snaps))
+            async def one(monitor_id: str) -> None:
+                try:
+                    batch = await self._poll_monitor(monitor_id, view, not_before)
+                except ApiError as exc:
+                    report.errors.append(exc)
+                    return
+                self.schedule.polled(monitor_id, now)
+                report.monitors += 1
+                report.snapshots += len(batch.snapshots)
+                await send.send(batch)
 
-        async with anyio.create_task_group() as tg:
-            for mid in monitors:
-                tg.start_soon(one, mid)
-        return report
+            async with anyio.create_task_group() as tg:
+                for mid in due:
+                    tg.start_soon(one, mid)
 
-    async def _discover(self, mpath: str, known: KnownRuns, not_before: float | None) -> list[str]:
-        """Run ids from the monitor's events, newest first, paging only while pages hold new runs."""
+        return poll_stream(produce)
+
+    async def _discover(self, mpath: str, view: RunView, not_before: float | None) -> list[str]:
+        """Run ids from the monitor's events, newest first, paging back until the runs are ones already
+        recorded; a repeated cursor or a page of nothing new ends it."""
         found: list[str] = []
         cursor: str | None = None
+        cursors: set[str] = set()
         for _ in range(MAX_EVENT_PAGES):
             params: dict[str, Any] = {"limit": EVENTS_PAGE}
             if cursor:
@@ -200,9 +268,13 @@ class OlostepSource:
             page = await self.api.get_json(f"{mpath}/events", params, endpoint="list_events")
             data = page.get("data") if isinstance(page, Mapping) else None
             if not isinstance(data, list):
+                self.metrics.poll_errors.labels(PROVIDER, "bad_shape").inc()
                 raise ApiError(
                     PROVIDER, "bad_shape", "events list has no 'data' array", path=f"{mpath}/events"
                 )
+            if len(data) > EVENTS_PAGE * 4:
+                self.metrics.poll_errors.labels(PROVIDER, "oversize_page").inc()
+                data = data[: EVENTS_PAGE * 4]
             new_here = False
             for ev in data:
                 rid = ev.get("run_id") if isinstance(ev, Mapping) else None
@@ -211,35 +283,41 @@ class OlostepSource:
                 created = parse_time(ev.get("created"))
                 if not_before is not None and created is not None and created < not_before:
                     continue
-                rec = known.run(PROVIDER, rid)
-                if rec is None or not rec.done:
+                done = view.is_done(PROVIDER, rid)
+                if done is None:
                     new_here = True
+                if done is not True:
                     found.append(rid)
             cursor = page.get("next_cursor")
-            if not page.get("has_more") or not cursor or not new_here:
+            if not page.get("has_more") or not isinstance(cursor, str) or not cursor or not new_here:
                 break
+            if cursor in cursors:
+                self.metrics.poll_errors.labels(PROVIDER, "cursor_loop").inc()
+                break
+            cursors.add(cursor)
         return found
 
-    async def _poll_monitor(
-        self, monitor_id: str, known: KnownRuns, unfinished: list[str], not_before: float | None
-    ) -> list[RunSnapshot]:
+    async def _poll_monitor(self, monitor_id: str, view: RunView, not_before: float | None) -> MonitorBatch:
         if not MONITOR_ID.match(monitor_id):
             raise ApiError(PROVIDER, "bad_id", f"{monitor_id!r} is not an Olostep monitor id")
         mpath = f"/v1/monitors/{quote(monitor_id, safe='')}"
-        monitor = await self.api.get_json(mpath, endpoint="get_monitor")
-        monitor = monitor if isinstance(monitor, Mapping) else {}
+        monitor = self.monitors.get(monitor_id) or {}
+        if "last_run" not in monitor:
+            # The list did not carry it (not documented there): ask the monitor itself.
+            got = await self.api.get_json(mpath, endpoint="get_monitor")
+            monitor = got if isinstance(got, Mapping) else {}
         last_run = monitor.get("last_run") if isinstance(monitor.get("last_run"), Mapping) else None
         err = monitor.get("error_message")
         monitor_error = err if isinstance(err, str) and err else None
-        candidates = await self._discover(mpath, known, not_before)
+        candidates = await self._discover(mpath, view, not_before)
         if last_run and isinstance(last_run.get("id"), str):
-            rec = known.run(PROVIDER, last_run["id"])
             ran_at = parse_time(last_run.get("ran_at"))
             in_scope = not_before is None or ran_at is None or ran_at >= not_before
-            if (rec is None or not rec.done) and in_scope:
+            if view.is_done(PROVIDER, last_run["id"]) is not True and in_scope:
                 candidates.append(last_run["id"])
-        candidates.extend(unfinished)
+        candidates.extend(view.unfinished(PROVIDER, monitor_id))
         snaps: list[RunSnapshot] = []
+        retired: list[str] = []
         for run_id in dict.fromkeys(candidates):
             if not RUN_ID.match(run_id):
                 self.metrics.poll_errors.labels(PROVIDER, "bad_id").inc()
@@ -248,11 +326,24 @@ class OlostepSource:
                 detail = await self.api.get_json(f"{mpath}/runs/{quote(run_id, safe='')}", endpoint="get_run")
             except ApiError as exc:
                 if exc.reason == "not_found":
-                    log.warning("run.vanished", provider=PROVIDER, monitor_id=monitor_id, run_id=run_id)
+                    if self.missing.gone(monitor_id, run_id) and view.is_done(PROVIDER, run_id) is False:
+                        retired.append(run_id)
                     continue
                 raise
+            self.missing.seen(run_id)
             if not isinstance(detail, Mapping):
                 self.metrics.poll_errors.labels(PROVIDER, "bad_shape").inc()
                 continue
             snaps.append(derive(monitor_id, run_id, detail, last_run, monitor_error))
-        return snaps
+        return MonitorBatch(PROVIDER, monitor_id, snaps, retired)
+
+
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    settings=OlostepSettings,
+    source=OlostepSource,
+    key_env="OLOSTEP_API_KEY",
+    credential="olostep_api_key",
+    fake="runwatch.fakes.olostep:FakeOlostep",
+    real_hosts=("api.olostep.com",),
+)

@@ -78,6 +78,7 @@ class State:
         now: float,
         *,
         monitor_id: str | None = None,
+        retired: Sequence[str] = (),
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
@@ -87,13 +88,13 @@ class State:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            self.runs.write(provider, snapshots, now, monitor_id)
+            self.runs.write(provider, snapshots, now, monitor_id, retired)
             new_rows = SqliteOutbox.enqueue(db, notifications, now)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self.runs.apply(provider, snapshots, monitor_id)
+        self.runs.apply(provider, snapshots, monitor_id, retired)
         return new_rows
 
 

@@ -103,6 +103,7 @@ class Recorder(Protocol):
         now: float,
         *,
         monitor_id: str | None = None,
+        retired: Sequence[str] = (),
     ) -> int: ...
 
 

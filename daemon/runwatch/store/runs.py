@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from runwatch.model import TERMINAL_STATUSES, RunSnapshot
 from runwatch.store.interfaces import RunRecord
 
 
 class SqliteRuns:
-    """Runs and monitors seen, and the events already reported; written only inside a record."""
+    """Runs and monitors seen, and the events already reported; written only inside a record.
+
+    Besides the run table it keeps an index of the unfinished runs per monitor, updated as runs are
+    recorded, so a source asking "what is unfinished here" costs a dict lookup, not a scan.
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         self.runs: dict[tuple[str, str], RunRecord] = {}
         self.monitors: set[tuple[str, str]] = set()
+        self._unfinished: dict[tuple[str, str], set[str]] = {}
         for provider, run_id, monitor_id, status, done in db.execute(
             "SELECT provider, run_id, monitor_id, status, done FROM runs"
         ):
             self.runs[(provider, run_id)] = RunRecord(monitor_id, status, bool(done))
+            if not done:
+                self._unfinished.setdefault((provider, monitor_id), set()).add(run_id)
         for provider, run_id, event_id in db.execute("SELECT provider, run_id, event_id FROM run_events"):
             rec = self.runs.get((provider, run_id))
             if rec is not None:
@@ -28,6 +35,13 @@ class SqliteRuns:
 
     def run(self, provider: str, run_id: str) -> RunRecord | None:
         return self.runs.get((provider, run_id))
+
+    def is_done(self, provider: str, run_id: str) -> bool | None:
+        rec = self.runs.get((provider, run_id))
+        return None if rec is None else rec.done
+
+    def unfinished(self, provider: str, monitor_id: str) -> Collection[str]:
+        return self._unfinished.get((provider, monitor_id), ())
 
     def knows_monitor(self, provider: str, monitor_id: str) -> bool:
         return (provider, monitor_id) in self.monitors
@@ -39,10 +53,20 @@ class SqliteRuns:
         return out
 
     def write(
-        self, provider: str, snapshots: Sequence[RunSnapshot], now: float, monitor_id: str | None
+        self,
+        provider: str,
+        snapshots: Sequence[RunSnapshot],
+        now: float,
+        monitor_id: str | None,
+        retired: Sequence[str] = (),
     ) -> None:
         """The rows for what a poll saw; the caller holds the transaction."""
         db = self.db
+        if retired:
+            db.executemany(
+                "UPDATE runs SET done = 1, updated_at = ? WHERE provider = ? AND run_id = ?",
+                [(now, provider, r) for r in retired],
+            )
         if monitor_id is not None and (provider, monitor_id) not in self.monitors:
             db.execute(
                 "INSERT OR IGNORE INTO monitors (provider, monitor_id, first_seen) VALUES (?, ?, ?)",
@@ -65,7 +89,13 @@ class SqliteRuns:
             "INSERT OR IGNORE INTO run_events (provider, run_id, event_id) VALUES (?, ?, ?)", event_rows
         )
 
-    def apply(self, provider: str, snapshots: Sequence[RunSnapshot], monitor_id: str | None) -> None:
+    def apply(
+        self,
+        provider: str,
+        snapshots: Sequence[RunSnapshot],
+        monitor_id: str | None,
+        retired: Sequence[str] = (),
+    ) -> None:
         """After the commit: memory never runs ahead of the file."""
         if monitor_id is not None:
             self.monitors.add((provider, monitor_id))
@@ -77,6 +107,23 @@ class SqliteRuns:
                 prev.status = s.status
             prev.done = prev.done or s.terminal
             prev.events.update(e.id for e in s.events)
+            self._index(provider, s.run_id, prev)
+        for run_id in retired:
+            rec = self.runs.get((provider, run_id))
+            if rec is not None:
+                rec.done = True
+                self._index(provider, run_id, rec)
+
+    def _index(self, provider: str, run_id: str, rec: RunRecord) -> None:
+        key = (provider, rec.monitor_id)
+        if rec.done:
+            left = self._unfinished.get(key)
+            if left is not None:
+                left.discard(run_id)
+                if not left:
+                    del self._unfinished[key]
+        else:
+            self._unfinished.setdefault(key, set()).add(run_id)
 
     def purge_finished(self, finished_before: float) -> int:
         """Forget runs that finished before ``finished_before`` (and their events); returns how many."""
