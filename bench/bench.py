@@ -138,7 +138,7 @@ async def runwatch_polls(cfg: Path, cycles: int) -> tuple[float, int, int]:
         req("runwatch_api_requests_total", {"provider": "exa", "endpoint": e}) or 0
         for e in ("list_monitors", "list_runs", "get_run")
     )
-    tracked = len(daemon.store.runs.runs)
+    tracked = daemon.store.runs.tracked()
     daemon.store.close()
     await daemon.sources["exa"].aclose()
     return spent, int(after - before), tracked
@@ -152,7 +152,7 @@ async def memory_per_run(cfg: Path) -> tuple[float, int]:
     await daemon.poll_once("exa")
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    n = len(daemon.store.runs.runs)
+    n = daemon.store.runs.tracked()
     daemon.store.close()
     await daemon.sources["exa"].aclose()
     return (after - before) / max(n, 1), n

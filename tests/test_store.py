@@ -204,3 +204,50 @@ def test_a_0_1_state_is_migrated_keeping_its_queue(tmp_path: Path) -> None:
     )
     assert c.alert.id == notification_id("exa:r1:status:failed", "rule", "ch")  # the id 0.2 would derive
     state.close()
+
+
+def test_finished_runs_leave_memory_but_stay_known(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    state.record("exa", [snap("failed", f"f{i}") for i in range(500)], [], 1.0, monitor_id="m1")
+    state.record("exa", [snap("running", "live")], [], 1.0, monitor_id="m1")
+    runs = state.runs
+    assert set(runs.runs) == {("exa", "live")}  # only the unfinished run is held in memory
+    assert runs.is_done("exa", "f7") is True and runs.is_done("exa", "live") is False
+    assert runs.is_done("exa", "never-seen") is None
+    assert list(runs.unfinished("exa", "m1")) == ["live"]
+    assert runs.tracked() == 501
+    assert runs.status_counts() == {("exa", "failed"): 500, ("exa", "running"): 1}
+    rec = state.runs.run("exa", "f7")  # read from the file on demand
+    assert rec is not None and (rec.status, rec.done) == ("failed", True)
+    # The live run ends; it leaves memory and the counts follow.
+    state.record("exa", [snap("completed", "live")], [], 2.0, monitor_id="m1")
+    assert state.runs.runs == {} and list(state.runs.unfinished("exa", "m1")) == []
+    assert state.runs.status_counts() == {("exa", "failed"): 500, ("exa", "completed"): 1}
+    state.close()
+    again = State(tmp_path)
+    assert again.runs.runs == {} and again.runs.tracked() == 501
+    assert again.runs.is_done("exa", "live") is True
+    assert again.runs.status_counts() == {("exa", "failed"): 500, ("exa", "completed"): 1}
+    again.close()
+
+
+def test_a_retired_run_is_done_without_a_status_change(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    state.record("exa", [snap("running", "ghost")], [], 1.0, monitor_id="m1")
+    state.record("exa", [], [], 2.0, monitor_id="m1", retired=["ghost"])
+    assert state.runs.is_done("exa", "ghost") is True
+    assert list(state.runs.unfinished("exa", "m1")) == []
+    rec = state.runs.run("exa", "ghost")
+    assert rec is not None and rec.status == "running"  # no invented transition
+    state.close()
+    assert list(State(tmp_path).runs.unfinished("exa", "m1")) == []
+
+
+def test_a_row_being_sent_is_not_replayed_beside_its_sender(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    state.record("exa", [], [Notification(make_alert(1))], 1.0)
+    [held] = state.outbox.claim("ch", 1.0, 10, "worker", lease=60)
+    assert state.outbox.replay([held.id], dead=False, channel=None, now=2.0) == 0
+    assert state.outbox.claim("ch", 2.0, 10, "other", lease=60) == []  # still the worker's alone
+    assert state.outbox.replay([held.id], dead=False, channel=None, now=100.0) == 1  # lease over
+    state.close()

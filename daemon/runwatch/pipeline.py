@@ -58,8 +58,11 @@ class Detect:
         batch.baseline = src.provider not in self.baselined and not self.store.runs.knows_monitor(
             src.provider, src.monitor_id
         )
+        runs = self.store.runs
         for snap in src.snapshots:
-            batch.changes.extend(diff(self.store.runs.run(src.provider, snap.run_id), snap, batch.now))
+            if runs.is_done(src.provider, snap.run_id):
+                continue  # finished and reported before: nothing about it is news
+            batch.changes.extend(diff(runs.run(src.provider, snap.run_id), snap, batch.now))
         if batch.baseline:
             if batch.changes:
                 log.info(

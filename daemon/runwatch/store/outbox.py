@@ -166,7 +166,11 @@ class SqliteOutbox:
         return [OutboxItem(*row) for row in self._all(sql, params)]
 
     def replay(self, ids: Sequence[str], *, dead: bool, channel: str | None, now: float) -> int:
-        """Back to pending, due now, attempts reset; the id (``webhook-id``) stays the same."""
+        """Back to pending, due now, attempts reset; the id (``webhook-id``) stays the same.
+
+        A row a worker has claimed (it is being sent right now) is left alone: replaying it would let
+        a second worker send it beside the first.
+        """
         reset = (
             "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = ?, created_at = ?,"
             " finished_at = NULL, claimed_by = NULL, claimed_until = NULL"
@@ -177,7 +181,8 @@ class SqliteOutbox:
             extra = " AND" if where else " WHERE"
             marks = ",".join("?" * len(ids))
             changed += self._exec(
-                f"{reset}{where}{extra} id IN ({marks})", (now, now, *params, *ids)
+                f"{reset}{where}{extra} id IN ({marks}) AND (claimed_until IS NULL OR claimed_until < ?)",
+                (now, now, *params, *ids, now),
             ).rowcount
         if dead:
             where, params = _filters(state="dead", channel=channel)

@@ -1,4 +1,4 @@
-"""Run state in SQLite plus an in-memory copy of the run table, so a poll reads no rows."""
+"""Run state in SQLite, and in memory just what a poll needs, so a poll reads no rows."""
 
 from __future__ import annotations
 
@@ -9,11 +9,17 @@ from runwatch.model import TERMINAL_STATUSES, RunSnapshot
 from runwatch.store.interfaces import RunRecord
 
 
+def _key(provider: str, run_id: str) -> int:
+    return hash((provider, run_id))
+
+
 class SqliteRuns:
     """Runs and monitors seen, and the events already reported; written only inside a record.
 
-    Besides the run table it keeps an index of the unfinished runs per monitor, updated as runs are
-    recorded, so a source asking "what is unfinished here" costs a dict lookup, not a scan.
+    Memory holds what a poll needs and nothing more: the unfinished runs (status and the event ids
+    already reported), an index of them per monitor, and for each finished run only a 64-bit hash of
+    its id (to skip it in a listing). A finished run's row stays in the file; :meth:`run` reads it
+    from there. So 100,000 finished runs cost a few MB and start in a fraction of a second.
     """
 
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -21,24 +27,44 @@ class SqliteRuns:
         self.runs: dict[tuple[str, str], RunRecord] = {}
         self.monitors: set[tuple[str, str]] = set()
         self._unfinished: dict[tuple[str, str], set[str]] = {}
-        for provider, run_id, monitor_id, status, done in db.execute(
-            "SELECT provider, run_id, monitor_id, status, done FROM runs"
+        self._finished: set[int] = {
+            _key(p, r) for p, r in db.execute("SELECT provider, run_id FROM runs WHERE done = 1")
+        }
+        self._counts: dict[tuple[str, str], int] = {
+            (p, st): int(n)
+            for p, st, n in db.execute(
+                "SELECT provider, status, COUNT(*) FROM runs GROUP BY provider, status"
+            )
+        }
+        for provider, run_id, monitor_id, status in db.execute(
+            "SELECT provider, run_id, monitor_id, status FROM runs WHERE done = 0"
         ):
-            self.runs[(provider, run_id)] = RunRecord(monitor_id, status, bool(done))
-            if not done:
-                self._unfinished.setdefault((provider, monitor_id), set()).add(run_id)
-        for provider, run_id, event_id in db.execute("SELECT provider, run_id, event_id FROM run_events"):
+            self.runs[(provider, run_id)] = RunRecord(monitor_id, status, False)
+            self._unfinished.setdefault((provider, monitor_id), set()).add(run_id)
+        for provider, run_id, event_id in db.execute(
+            "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
+            " JOIN runs r ON r.provider = e.provider AND r.run_id = e.run_id WHERE r.done = 0"
+        ):
             rec = self.runs.get((provider, run_id))
             if rec is not None:
                 rec.events.add(event_id)
         self.monitors = {(p, m) for p, m in db.execute("SELECT provider, monitor_id FROM monitors")}
 
     def run(self, provider: str, run_id: str) -> RunRecord | None:
-        return self.runs.get((provider, run_id))
+        """The record of a run; a finished one is read from the file (without its event ids)."""
+        rec = self.runs.get((provider, run_id))
+        if rec is not None or _key(provider, run_id) not in self._finished:
+            return rec
+        row = self.db.execute(
+            "SELECT monitor_id, status FROM runs WHERE provider = ? AND run_id = ?", (provider, run_id)
+        ).fetchone()
+        return None if row is None else RunRecord(str(row[0]), str(row[1]), True)
 
     def is_done(self, provider: str, run_id: str) -> bool | None:
         rec = self.runs.get((provider, run_id))
-        return None if rec is None else rec.done
+        if rec is not None:
+            return rec.done
+        return True if _key(provider, run_id) in self._finished else None
 
     def unfinished(self, provider: str, monitor_id: str) -> Collection[str]:
         return self._unfinished.get((provider, monitor_id), ())
@@ -46,11 +72,12 @@ class SqliteRuns:
     def knows_monitor(self, provider: str, monitor_id: str) -> bool:
         return (provider, monitor_id) in self.monitors
 
+    def tracked(self) -> int:
+        """Runs in the state, finished or not."""
+        return len(self.runs) + len(self._finished)
+
     def status_counts(self) -> dict[tuple[str, str], int]:
-        out: dict[tuple[str, str], int] = {}
-        for (provider, _), rec in self.runs.items():
-            out[(provider, rec.status)] = out.get((provider, rec.status), 0) + 1
-        return out
+        return {k: n for k, n in self._counts.items() if n}
 
     def write(
         self,
@@ -75,6 +102,8 @@ class SqliteRuns:
         run_rows: list[tuple[str, str, str, str, int, float]] = []
         event_rows: list[tuple[str, str, str]] = []
         for s in snapshots:
+            if _key(provider, s.run_id) in self._finished:
+                continue  # terminal is final: a finished run's row is never written again
             prev = self.runs.get((provider, s.run_id))
             seen = prev.events if prev else set()
             status = prev.status if prev and prev.status in TERMINAL_STATUSES else s.status
@@ -99,48 +128,58 @@ class SqliteRuns:
         """After the commit: memory never runs ahead of the file."""
         if monitor_id is not None:
             self.monitors.add((provider, monitor_id))
+        counts = self._counts
         for s in snapshots:
-            prev = self.runs.get((provider, s.run_id))
+            key = (provider, s.run_id)
+            if _key(provider, s.run_id) in self._finished:
+                continue  # finished before: its row did not change status (terminal is final)
+            prev = self.runs.get(key)
             if prev is None:
-                prev = self.runs[(provider, s.run_id)] = RunRecord(s.monitor_id, s.status, s.terminal)
-            elif prev.status not in TERMINAL_STATUSES:
+                prev = self.runs[key] = RunRecord(s.monitor_id, s.status, False)
+                counts[(provider, s.status)] = counts.get((provider, s.status), 0) + 1
+            elif prev.status not in TERMINAL_STATUSES and prev.status != s.status:
+                counts[(provider, prev.status)] -= 1
+                counts[(provider, s.status)] = counts.get((provider, s.status), 0) + 1
                 prev.status = s.status
-            prev.done = prev.done or s.terminal
             prev.events.update(e.id for e in s.events)
-            self._index(provider, s.run_id, prev)
+            if s.terminal or prev.status in TERMINAL_STATUSES:
+                self._finish(provider, s.run_id, prev)
+            else:
+                self._unfinished.setdefault((provider, prev.monitor_id), set()).add(s.run_id)
         for run_id in retired:
             rec = self.runs.get((provider, run_id))
             if rec is not None:
-                rec.done = True
-                self._index(provider, run_id, rec)
+                self._finish(provider, run_id, rec)
 
-    def _index(self, provider: str, run_id: str, rec: RunRecord) -> None:
+    def _finish(self, provider: str, run_id: str, rec: RunRecord) -> None:
+        """A run is done: out of memory but for its id's hash."""
+        self.runs.pop((provider, run_id), None)
+        self._finished.add(_key(provider, run_id))
         key = (provider, rec.monitor_id)
-        if rec.done:
-            left = self._unfinished.get(key)
-            if left is not None:
-                left.discard(run_id)
-                if not left:
-                    del self._unfinished[key]
-        else:
-            self._unfinished.setdefault(key, set()).add(run_id)
+        left = self._unfinished.get(key)
+        if left is not None:
+            left.discard(run_id)
+            if not left:
+                del self._unfinished[key]
 
     def purge_finished(self, finished_before: float) -> int:
         """Forget runs that finished before ``finished_before`` (and their events); returns how many."""
         db = self.db
         gone = db.execute(
-            "SELECT provider, run_id FROM runs WHERE done = 1 AND updated_at < ?", (finished_before,)
+            "SELECT provider, run_id, status FROM runs WHERE done = 1 AND updated_at < ?", (finished_before,)
         ).fetchall()
         if not gone:
             return 0
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("DELETE FROM run_events WHERE provider = ? AND run_id = ?", gone)
-            db.executemany("DELETE FROM runs WHERE provider = ? AND run_id = ?", gone)
+            keys = [(p, r) for p, r, _ in gone]
+            db.executemany("DELETE FROM run_events WHERE provider = ? AND run_id = ?", keys)
+            db.executemany("DELETE FROM runs WHERE provider = ? AND run_id = ?", keys)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        for provider, run_id in gone:
-            self.runs.pop((provider, run_id), None)
+        for provider, run_id, status in gone:
+            self._finished.discard(_key(provider, run_id))
+            self._counts[(provider, status)] = self._counts.get((provider, status), 1) - 1
         return len(gone)
