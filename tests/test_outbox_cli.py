@@ -239,7 +239,7 @@ def test_purge_deletes_finished_rows_older_than_and_never_pending(tmp_path: Path
     dead_only = cli("outbox", "purge", "--older-than", "30d", "--state", "dead", "--config", str(cfg))
     assert dead_only.returncode == 0 and dead_only.stdout.startswith("purged 1 notification (dead,")
     both = cli("outbox", "purge", "--older-than", "30d", "--config", str(cfg))
-    assert both.returncode == 0 and both.stdout.startswith("purged 1 notification (sent and dead,")
+    assert both.returncode == 0 and both.stdout.startswith("purged 1 notification (sent, dead and silenced,")
     left = {r["id"]: r["state"] for r in json.loads(cli("outbox", "list", "--json", "-c", str(cfg)).stdout)}
     assert left == {old[2]: "dead", old[3]: "pending", recent: "sent"}  # the 40-day-old pending stays
 

@@ -28,6 +28,7 @@ from runwatch.pipeline import Detect, Match, Pipeline, Record
 from runwatch.redact import register
 from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
+from runwatch.silences import Muter, SilenceStore
 from runwatch.sources.base import Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
@@ -112,8 +113,15 @@ class Daemon:
         horizon = self.store.get_meta("retention_horizon")
         if horizon is not None:
             self.not_before = max(self.not_before, float(horizon))
+        self.silence_store = SilenceStore(self.store.path)
+        self.muter = Muter(self.config.settings.silences, self.silence_store)
         self.deliverer = Deliverer(
-            self.store.outbox, self.channels, channel_policies(self.config), self.metrics, self.clock
+            self.store.outbox,
+            self.channels,
+            channel_policies(self.config),
+            self.metrics,
+            self.clock,
+            muter=self.muter,
         )
         self.metrics.registry.register(OutboxCollector(self.store.outbox, self.channels, self.clock))
         self.retention = Retention(self.store, self.config.settings, self.clock)
@@ -281,6 +289,7 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 for src in self.sources.values():
                     await src.aclose()
+            self.silence_store.close()
             self.store.close()
             log.info("runwatch.stopped")
 

@@ -1,4 +1,4 @@
-"""Command line: ``runwatch run | check | outbox | send-test | demo | fake | init``.
+"""Command line: ``runwatch run | check | outbox | silence | send-test | demo | fake | init``.
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
 the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
@@ -27,7 +27,7 @@ from runwatch.durations import parse_duration
 from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
 from runwatch.sources.registry import PROVIDERS
-from runwatch.store.interfaces import OUTBOX_STATES
+from runwatch.store.interfaces import FINISHED_STATES, OUTBOX_STATES
 from runwatch.yamlfile import FileProblems
 
 #: Exit status when a command was given wrong arguments (argparse's own).
@@ -49,6 +49,33 @@ def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return int(text)
+
+
+def _silence_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    silence = sub.add_parser(
+        "silence",
+        help="add, list or expire silences (works while the daemon runs)",
+        description="Silences hold back matching notifications when they are due; kept in the state.",
+    )
+    actions = silence.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="silence matching notifications for a while; prints the new id")
+    add.add_argument(
+        "--match",
+        action="append",
+        required=True,
+        metavar="LABEL=GLOB",
+        help="e.g. provider=exa, monitor_id=monitor_prod_*, rule=..., channel=... (all must match)",
+    )
+    add.add_argument("--for", dest="duration", type=_duration, required=True, help="how long, e.g. 2h")
+    add.add_argument("--comment", default="", help="why (shown by silence list)")
+    add.add_argument("--created-by", default=None, help="who (default: the current user)")
+    _config_arg(add)
+    ls = actions.add_parser("list", help="every silence, from the config and added here, active or not")
+    ls.add_argument("--json", action="store_true", help="a JSON array instead of lines")
+    _config_arg(ls)
+    ex = actions.add_parser("expire", help="end a silence now")
+    ex.add_argument("id", help="the silence id (sil_..., as silence add printed it)")
+    _config_arg(ex)
 
 
 def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,7 +106,7 @@ def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     rp.add_argument("--channel", help="only notifications for this channel")
     _config_arg(rp)
 
-    pg = actions.add_parser("purge", help="delete sent and dead notifications that finished long ago")
+    pg = actions.add_parser("purge", help="delete finished (sent, dead, silenced) notifications, long done")
     pg.add_argument(
         "--older-than",
         type=_duration,
@@ -87,7 +114,9 @@ def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="DURATION",
         help="finished before now minus this (e.g. 30d, 12h)",
     )
-    pg.add_argument("--state", choices=("sent", "dead"), help="only this state (default: sent and dead)")
+    pg.add_argument(
+        "--state", choices=FINISHED_STATES, help="only this state (default: sent, dead and silenced)"
+    )
     _config_arg(pg)
 
 
@@ -106,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_arg(chk)
 
     _outbox_parser(sub)
+    _silence_parser(sub)
 
     st = sub.add_parser(
         "send-test", help="send a sample notification through one channel now and print the outcome"
@@ -244,6 +274,24 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     raise AssertionError(args.action)
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    """``runwatch silence add | list | expire``."""
+    from runwatch import silence_commands as sc
+
+    if args.action == "add":
+        try:
+            matchers = sc.parse_matchers(args.match)
+        except ValueError as exc:
+            print(f"runwatch: {exc}", file=sys.stderr)
+            return 2
+        return sc.silence_add(args.config, matchers, args.duration, args.comment, args.created_by, sys.stdout)
+    if args.action == "list":
+        return sc.silence_list(args.config, as_json=args.json, out=sys.stdout)
+    if args.action == "expire":
+        return sc.silence_expire(args.config, args.id, sys.stdout, sys.stderr)
+    raise AssertionError(args.action)
+
+
 def cmd_send_test(path: Path, channel: str) -> int:
     """``runwatch send-test CHANNEL``: exit 0 only if the channel acknowledged the sample."""
     from runwatch.operator_commands import send_test
@@ -257,6 +305,7 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "run": lambda: cmd_run(args.config),
         "outbox": lambda: cmd_outbox(args),
         "send-test": lambda: cmd_send_test(args.config, args.channel),
+        "silence": lambda: cmd_silence(args),
         "fake": lambda: cmd_fake(args.provider, args.listen, args.scenario),
         "demo": lambda: cmd_demo(args.forever, args.metrics_listen),
         "init": lambda: cmd_init(args),

@@ -23,6 +23,7 @@ from runwatch.delivery.policy import ChannelPolicy, Rate
 from runwatch.delivery.registry import channel_fields
 from runwatch.durations import Duration
 from runwatch.httpserver import parse_listen
+from runwatch.silences import SilenceSpec
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 from runwatch.yamlfile import FileProblems, Problem
@@ -118,6 +119,8 @@ class Settings(BaseSettings):
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    #: Notifications matching an active silence are not sent (counted instead); see silences.py.
+    silences: list[SilenceSpec] = Field(default_factory=list)
     #: On the very first start only runs that finished within this look-back are fetched in detail;
     #: everything already finished is recorded without alerting.
     first_start_lookback: Duration = 3600.0

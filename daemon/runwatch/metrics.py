@@ -126,6 +126,12 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        self.silenced = Counter(
+            "runwatch_notifications_silenced_total",
+            "Notifications not sent because a silence matched when they were due.",
+            ["channel"],
+            registry=r,
+        )
         self.attempts = Counter(
             "runwatch_delivery_attempts_total",
             "Send attempts by channel and outcome (delivered, retry, permanent, expired).",
@@ -196,6 +202,7 @@ class Metrics:
         for c in channels:
             self.sent.labels(c)
             self.dead.labels(c)
+            self.silenced.labels(c)
             self.latency.labels(c)
             for outcome in DELIVERY_OUTCOMES:
                 self.attempts.labels(c, outcome)
@@ -223,7 +230,7 @@ class OutboxCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "runwatch_outbox_notifications",
-            "Notifications in the outbox by channel and state (pending, sent, dead).",
+            "Notifications in the outbox by channel and state (pending, sent, dead, silenced).",
             labels=["channel", "state"],
         )
         age = GaugeMetricFamily(
@@ -238,7 +245,7 @@ class OutboxCollector(Collector):
             return
         now = self.clock.now()
         for channel in sorted(set(self.channels) | {c for c, _ in counts}):
-            for state in ("pending", "sent", "dead"):
+            for state in ("pending", "sent", "dead", "silenced"):
                 depth.add_metric([channel, state], counts.get((channel, state), 0))
             age.add_metric([channel], max(0.0, now - oldest[channel]) if channel in oldest else 0.0)
         yield depth

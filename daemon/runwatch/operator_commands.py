@@ -39,7 +39,7 @@ DEFAULT_WIDTH = 120
 MIN_ERROR_WIDTH = 30
 #: Channel and rule names longer than this are cut in the table (``--json`` has them whole).
 MAX_NAME_WIDTH = 24
-FINISHED_STATES: tuple[str, ...] = ("sent", "dead")
+FINISHED_STATES: tuple[str, ...] = ("sent", "dead", "silenced")
 
 
 def say(text: str, stream: TextIO) -> None:
@@ -259,7 +259,8 @@ def outbox_purge(config_path: Path, *, older_than: float, state: str | None, out
     with opened_outbox(config) as outbox:
         purged = outbox.purge(before, states)
     noun = "notification" if purged == 1 else "notifications"
-    say(f"purged {purged} {noun} ({' and '.join(states)}, finished before {rfc3339(before)})", out)
+    which = " and ".join(states) if len(states) < 3 else f"{', '.join(states[:-1])} and {states[-1]}"
+    say(f"purged {purged} {noun} ({which}, finished before {rfc3339(before)})", out)
     return 0
 
 

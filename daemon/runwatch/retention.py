@@ -12,6 +12,7 @@ from runwatch.clock import Clock
 from runwatch.config import Settings
 from runwatch.log import get_logger
 from runwatch.store import State
+from runwatch.store.interfaces import FINISHED_STATES
 
 log = get_logger(__name__)
 
@@ -30,7 +31,7 @@ class Retention:
     def run_once(self) -> float | None:
         """Delete what aged out now; returns the new retention horizon if runs were forgotten."""
         now = self.clock.now()
-        rows = self.state.outbox.purge(now - self.keep, ("sent", "dead"))
+        rows = self.state.outbox.purge(now - self.keep, FINISHED_STATES)
         horizon = now - self.keep_finished
         runs = self.state.runs.purge_finished(horizon)
         if runs:

@@ -15,6 +15,7 @@ from runwatch.delivery.policy import ChannelPolicy
 from runwatch.delivery.worker import ChannelWorker
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
+from runwatch.silences import Muter
 from runwatch.store.outbox import SqliteOutbox
 
 log = get_logger(__name__)
@@ -30,12 +31,15 @@ class Deliverer:
         policies: Mapping[str, ChannelPolicy],
         metrics: Metrics,
         clock: Clock,
+        muter: Muter | None = None,
     ) -> None:
         self.outbox = outbox
         self.channels = dict(channels)
         owner = f"{socket.gethostname()}:{os.getpid()}"
         self.workers = {
-            name: ChannelWorker(ch, policies.get(name, ChannelPolicy()), outbox, metrics, clock, owner)
+            name: ChannelWorker(
+                ch, policies.get(name, ChannelPolicy()), outbox, metrics, clock, owner, muter=muter
+            )
             for name, ch in self.channels.items()
         }
         for name in self.channels:

@@ -27,6 +27,7 @@ from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.redact import redact
 from runwatch.retry import RetryPolicy
+from runwatch.silences import Muter
 from runwatch.store.interfaces import Claimed, Outbox
 
 log = get_logger(__name__)
@@ -54,6 +55,7 @@ class ChannelWorker:
         metrics: Metrics,
         clock: Clock,
         owner: str,
+        muter: Muter | None = None,
     ) -> None:
         self.channel = channel
         self.name = channel.name
@@ -62,6 +64,7 @@ class ChannelWorker:
         self.metrics = metrics
         self.clock = clock
         self.owner = owner
+        self.muter = muter
         self.retry = RetryPolicy(policy.retry_initial, policy.retry_max)
         self.bucket = TokenBucket(policy.rate, clock.now()) if policy.rate else None
         #: Circuit breaker: consecutive failed sends, and until when nothing is sent.
@@ -167,6 +170,8 @@ class ChannelWorker:
             if time.monotonic() >= self._stop_at:
                 self.outbox.release([c.seq for c in claimed[i:]])
                 return
+            if self.muter is not None and self._silenced(item):
+                continue
             try:
                 outcome: Outcome = self.channel.send(item.alert)
             except Exception as exc:  # a channel plugin's bug is a failed attempt, not a dead worker
@@ -180,6 +185,18 @@ class ChannelWorker:
             if isinstance(outcome, Retry):
                 self.outbox.release([c.seq for c in claimed[i + 1 :]])
                 return
+
+    def _silenced(self, item: Claimed) -> bool:
+        """Held back by an active silence: recorded as silenced, counted, not sent."""
+        assert self.muter is not None
+        now = self.clock.now()
+        why = self.muter.silenced_by(item.alert, now)
+        if why is None:
+            return False
+        self.outbox.silenced(item.seq, f"silenced: {why}", now)
+        self.metrics.silenced.labels(self.name).inc()
+        log.info("notify.silenced", channel=self.name, id=item.alert.id, rule=item.alert.rule, by=why)
+        return True
 
     def _settle(self, item: Claimed, outcome: Outcome, now: float) -> None:
         name, alert = self.name, item.alert

@@ -19,7 +19,9 @@ from typing import Protocol
 from runwatch.model import Alert, RunSnapshot
 
 #: The states of a notification: waiting (or retrying), acknowledged by its channel, given up.
-OUTBOX_STATES: tuple[str, ...] = ("pending", "sent", "dead")
+OUTBOX_STATES: tuple[str, ...] = ("pending", "sent", "dead", "silenced")
+#: States a notification does not leave (what retention and ``outbox purge`` delete).
+FINISHED_STATES: tuple[str, ...] = ("sent", "dead", "silenced")
 
 
 @dataclass(slots=True)
@@ -119,6 +121,8 @@ class Outbox(Protocol):
     def retry(self, seq: int, error: str, at: float) -> None: ...
 
     def dead(self, seq: int, error: str, now: float) -> None: ...
+
+    def silenced(self, seq: int, reason: str, now: float) -> None: ...
 
     def expire(self, channel: str, created_before: float, now: float) -> int: ...
 

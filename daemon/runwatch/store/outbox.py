@@ -117,6 +117,14 @@ class SqliteOutbox:
             (error[:ERROR_LIMIT], now, seq),
         )
 
+    def silenced(self, seq: int, reason: str, now: float) -> None:
+        """Held back by a silence when it would have been sent: finished, not sent."""
+        self._exec(
+            "UPDATE notifications SET state = 'silenced', last_error = ?, finished_at = ?,"
+            " claimed_by = NULL, claimed_until = NULL WHERE seq = ?",
+            (reason[:ERROR_LIMIT], now, seq),
+        )
+
     def expire(self, channel: str, created_before: float, now: float) -> int:
         """Pending rows older than the channel's ``max_age`` become dead letters; returns how many."""
         cur = self._exec(

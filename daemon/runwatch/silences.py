@@ -1,0 +1,227 @@
+"""Silences: notifications that match are not sent while the silence is active (counted instead).
+
+Two sources, one :class:`Muter`: silences in the config (``silences:``; fixed windows or recurring
+maintenance windows: ``cron`` + ``duration`` + ``timezone``) and silences added from the CLI while the
+daemon runs (``runwatch silence add``), kept in the state so they survive restarts. A silence's
+``matchers`` map a label to a glob; an alert's labels are its rule's labels plus ``provider``,
+``monitor_id``, ``run_id``, ``rule``, ``severity``, ``channel`` and ``type``. Silences apply when a
+notification would be sent, so a silence added after a decision still holds it back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runwatch.durations import Duration
+from runwatch.model import Alert
+from runwatch.store.database import connect
+
+#: How long the daemon trusts its copy of the CLI's silences before reading them again (seconds).
+REFRESH = 2.0
+
+
+class SilenceSpec(BaseModel):
+    """One silence as written in the config: a fixed window, or a recurring maintenance window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matchers: dict[str, str] = Field(min_length=1)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    cron: str | None = None
+    duration: Duration | None = None
+    timezone: str = "UTC"
+    comment: str = ""
+    created_by: str = ""
+
+    @field_validator("matchers")
+    @classmethod
+    def _globs(cls, v: dict[str, str]) -> dict[str, str]:
+        for label, glob in v.items():
+            if not glob:
+                raise ValueError(f"matcher {label!r} is empty (use '*' to match any value)")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not a time zone (use an IANA name like Europe/Berlin)") from None
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a cron expression (5 fields: minute hour day month weekday)")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> SilenceSpec:
+        if self.cron is not None or self.duration is not None:
+            if self.cron is None or self.duration is None:
+                raise ValueError("a maintenance window needs both cron and duration")
+            if self.starts_at is not None or self.ends_at is not None:
+                raise ValueError("give either cron + duration (recurring) or starts_at/ends_at, not both")
+        elif self.ends_at is None:
+            raise ValueError("a silence needs ends_at (or cron + duration for a maintenance window)")
+        if self.starts_at and self.ends_at and _utc(self.ends_at) <= _utc(self.starts_at):
+            raise ValueError("ends_at is not after starts_at: this silence would never be active")
+        return self
+
+    def active(self, now: float) -> bool:
+        if self.cron is not None and self.duration is not None:
+            tz = ZoneInfo(self.timezone)
+            local = datetime.fromtimestamp(now, UTC).astimezone(tz)
+            # The window that started most recently (a start exactly now counts).
+            last: datetime = croniter(self.cron, local).get_prev(datetime)
+            if croniter.match(self.cron, local.replace(second=0, microsecond=0)):
+                last = local.replace(second=0, microsecond=0)
+            return last.timestamp() <= now < last.timestamp() + self.duration
+        start = _utc(self.starts_at).timestamp() if self.starts_at else float("-inf")
+        end = _utc(self.ends_at).timestamp() if self.ends_at else float("inf")
+        return start <= now < end
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A silence added from the CLI (kept in the state)."""
+
+    id: str
+    matchers: Mapping[str, str]
+    starts_at: float
+    ends_at: float
+    comment: str = ""
+    created_by: str = ""
+    expired_at: float | None = None
+
+    def active(self, now: float) -> bool:
+        end = min(self.ends_at, self.expired_at) if self.expired_at is not None else self.ends_at
+        return self.starts_at <= now < end
+
+
+def alert_labels(alert: Alert) -> dict[str, str]:
+    """The labels a silence matches on."""
+    return {
+        **dict(alert.labels),
+        "provider": alert.provider,
+        "monitor_id": alert.monitor_id,
+        "run_id": alert.run_id,
+        "rule": alert.rule,
+        "severity": alert.severity,
+        "channel": alert.channel,
+        "type": alert.type,
+    }
+
+
+def matches(matchers: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(fnmatch.fnmatchcase(labels.get(k, ""), glob) for k, glob in matchers.items())
+
+
+_TABLE = """
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY, matchers TEXT NOT NULL, starts_at REAL NOT NULL, ends_at REAL NOT NULL,
+    comment TEXT NOT NULL DEFAULT '', created_by TEXT NOT NULL DEFAULT '', expired_at REAL
+)
+"""
+
+
+class SilenceStore:
+    """The CLI's silences, in the state file (table ``silences``, created on first use).
+
+    It has a connection of its own: the daemon reads it from the delivery threads, the CLI writes it
+    beside a running daemon (WAL lets both).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.db = connect(path, create=False)
+        self.db.execute(_TABLE)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add(
+        self, matchers: Mapping[str, str], starts_at: float, ends_at: float, comment: str, created_by: str
+    ) -> Silence:
+        silence = Silence(
+            f"sil_{secrets.token_hex(6)}", dict(matchers), starts_at, ends_at, comment, created_by
+        )
+        self.db.execute(
+            "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by)"
+            " VALUES (?,?,?,?,?,?)",
+            (silence.id, json.dumps(silence.matchers), starts_at, ends_at, comment, created_by),
+        )
+        return silence
+
+    def expire(self, silence_id: str, now: float) -> bool:
+        cur = self.db.execute(
+            "UPDATE silences SET expired_at = ? WHERE id = ? AND expired_at IS NULL", (now, silence_id)
+        )
+        return cur.rowcount > 0
+
+    def all(self) -> list[Silence]:
+        return [
+            Silence(
+                str(i), json.loads(m), float(s), float(e), str(c), str(b), None if x is None else float(x)
+            )
+            for i, m, s, e, c, b, x in self.db.execute(
+                "SELECT id, matchers, starts_at, ends_at, comment, created_by, expired_at FROM silences"
+                " ORDER BY starts_at"
+            )
+        ]
+
+
+@dataclass
+class Muter:
+    """Whether an alert is silenced now, by a config silence or a CLI one (re-read every REFRESH s)."""
+
+    configured: Sequence[SilenceSpec]
+    stored: SilenceStore | None = None
+    _cache: list[Silence] = field(default_factory=list)
+    _read_at: float = float("-inf")
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def silenced_by(self, alert: Alert, now: float) -> str | None:
+        """A description of the silence holding ``alert`` back at ``now``, or None."""
+        labels: dict[str, Any] | None = None
+        for i, spec in enumerate(self.configured):
+            if spec.active(now):
+                labels = labels or alert_labels(alert)
+                if matches(spec.matchers, labels):
+                    return f"config silence #{i + 1}" + (f" ({spec.comment})" if spec.comment else "")
+        for s in self._stored(now):
+            if s.active(now):
+                labels = labels or alert_labels(alert)
+                if matches(s.matchers, labels):
+                    return f"silence {s.id}" + (f" ({s.comment})" if s.comment else "")
+        return None
+
+    def _stored(self, now: float) -> list[Silence]:
+        if self.stored is None:
+            return []
+        with self._lock:
+            if now - self._read_at >= REFRESH or now < self._read_at:
+                with contextlib.suppress(sqlite3.Error):  # keep the last copy; the next refresh tries again
+                    self._cache = self.stored.all()
+                self._read_at = now
+            return self._cache
