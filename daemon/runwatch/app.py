@@ -24,7 +24,7 @@ from runwatch.delivery.registry import build_channel
 from runwatch.httpserver import Listening, serve
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics, OutboxCollector
-from runwatch.pipeline import Detect, Match, Pipeline, Record
+from runwatch.pipeline import Detect, Lifecycle, Match, Pipeline, Record
 from runwatch.redact import register
 from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
@@ -37,6 +37,9 @@ from runwatch.web import Health, make_app
 from runwatch.yamlfile import FileProblems, Problem
 
 log = get_logger(__name__)
+
+#: How often (real seconds) the lifecycle looks for repeats that are due.
+LIFECYCLE_TICK = 1.0
 
 
 def build_channels(config: Config) -> dict[str, Channel]:
@@ -126,8 +129,14 @@ class Daemon:
         self.metrics.registry.register(OutboxCollector(self.store.outbox, self.channels, self.clock))
         self.retention = Retention(self.store, self.config.settings, self.clock)
         self.detect = Detect(self.store, self.metrics)
+        self.lifecycle = Lifecycle(self.store.alerts, lambda: self.ruleset, self.metrics)
         self.pipeline = Pipeline(
-            [self.detect, Match(lambda: self.ruleset, self.metrics), Record(self.store, self.deliverer.wake)],
+            [
+                self.detect,
+                Match(lambda: self.ruleset, self.metrics),
+                self.lifecycle,
+                Record(self.store, self.deliverer.wake),
+            ],
             self.clock,
         )
         self.sources: dict[str, Source] = {}
@@ -234,6 +243,7 @@ class Daemon:
         self.metrics.runs_tracked.clear()
         for (provider, status), n in self.store.runs.status_counts().items():
             self.metrics.runs_tracked.labels(provider, status).set(n)
+        self.metrics.alerts_firing.set(self.store.alerts.firing())
 
     async def _poll_loop(self, name: str) -> None:
         interval = self.config.enabled_providers()[name].poll_interval
@@ -245,6 +255,26 @@ class Daemon:
                 self.metrics.polls.labels(name, "crash").inc()
                 log.exception("poll.crashed", provider=name)
             await anyio.sleep(max(0.0, interval - (anyio.current_time() - began)))
+
+    def lifecycle_tick(self) -> int:
+        """Repeats that are due (and stale pending alerts), recorded in one transaction; returns how
+        many notifications were queued."""
+        notes, updates = self.lifecycle.tick(self.clock.now())
+        if not updates:
+            return 0
+        queued = self.store.record("", [], notes, self.clock.now(), alert_updates=updates)
+        if queued:
+            self.deliverer.wake({n.channel for n in notes})
+        self.metrics.alerts_firing.set(self.store.alerts.firing())
+        return queued
+
+    async def _lifecycle_loop(self) -> None:
+        while True:
+            try:
+                self.lifecycle_tick()
+            except Exception:  # housekeeping must not stop the daemon; the next tick tries again
+                log.exception("lifecycle.tick_failed")
+            await anyio.sleep(LIFECYCLE_TICK)
 
     async def _retention_loop(self) -> None:
         while True:
@@ -268,6 +298,7 @@ class Daemon:
             ):
                 tg.start_soon(self.deliverer.run)
                 tg.start_soon(self._retention_loop)
+                tg.start_soon(self._lifecycle_loop)
                 if (beat := systemd.watchdog_interval()) is not None:
                     tg.start_soon(systemd.keep_watchdog, beat)
                 for name in self.sources:

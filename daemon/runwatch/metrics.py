@@ -170,6 +170,13 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.alert_transitions = Counter(
+            "runwatch_alert_transitions_total",
+            "Lifecycle rules' alerts by transition (fired, repeated, resolved).",
+            ["event"],
+            registry=r,
+        )
+        self.alerts_firing = Gauge("runwatch_alerts_firing", "Lifecycle rules' alerts open now.", registry=r)
         self.ready = Gauge(
             "runwatch_ready",
             "1 while /readyz answers 200 (every enabled provider polled successfully of late), else 0.",
@@ -211,6 +218,8 @@ class Metrics:
             self.circuit_open.labels(c)
         for outcome in ("success", "failure"):
             self.reloads.labels(outcome)
+        for event in ("fired", "repeated", "resolved"):
+            self.alert_transitions.labels(event)
         self.prime_rules(rules)
 
     def prime_rules(self, rules: Iterable[str]) -> None:

@@ -83,6 +83,8 @@ class Change:
     detected_at: float = 0.0
     #: Unix seconds when it happened by the provider's own timestamps, if it gives them.
     occurred_at: float | None = None
+    #: True for the change that closed an open alert (the rule's ``send_resolved`` notification).
+    resolved: bool = False
 
     def template_vars(self) -> dict[str, Any]:
         """The variables a rule's title and body templates see (see rules/README.md)."""
@@ -99,6 +101,7 @@ class Change:
             "event_data": dict(ev.raw) if ev else {},
             "failed_reason": self.failed_reason or "",
             "run": dict(self.run),
+            "resolved": self.resolved,
         }
 
 
@@ -153,6 +156,8 @@ class Alert:
     run: Mapping[str, Any] = field(default_factory=dict)
     #: How ``body`` is written: text, markdown or html (the rule's ``format``).
     format: str = "text"
+    #: ``firing``, or ``resolved`` for the notification that an open alert closed.
+    status: str = "firing"
 
     def payload(self) -> dict[str, Any]:
         """The JSON object a webhook receives (schema version 1; later versions only add fields)."""
@@ -176,6 +181,7 @@ class Alert:
             "title": self.title,
             "body": self.body,
             "format": self.format,
+            "status": self.status,
             "channel": self.channel,
             "run": dict(self.run),
         }
@@ -204,6 +210,7 @@ class Alert:
             labels=dict(data.get("labels") or {}),
             run=dict(data.get("run") or {}),
             format=str(data.get("format") or "text"),
+            status=str(data.get("status") or "firing"),
         )
 
 

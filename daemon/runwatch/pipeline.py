@@ -10,17 +10,27 @@ A later stage (grouping, silences, flap damping) slots in between Match and Reco
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from runwatch.clock import Clock
 from runwatch.diff import diff
+from runwatch.lifecycle import (
+    AlertUpdate,
+    LifecycleRule,
+    OpenAlert,
+    alert_key,
+    decide_match,
+    repeat_alerts,
+    resolves,
+)
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
-from runwatch.model import Alert, Change, notification_id
-from runwatch.rules import Decision, RuleSet
+from runwatch.model import Alert, Change, ChangeKind, notification_id
+from runwatch.rules import Decision, Rule, RuleSet
 from runwatch.sources.base import MonitorBatch
 from runwatch.sources.registry import PROVIDERS
 from runwatch.store import State
+from runwatch.store.alerts import SqliteAlerts
 from runwatch.store.interfaces import Notification, Recorder
 
 log = get_logger(__name__)
@@ -35,6 +45,7 @@ class Batch:
     changes: list[Change] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     baseline: bool = False
+    alert_updates: list[AlertUpdate] = field(default_factory=list)
 
 
 class Detect:
@@ -43,9 +54,7 @@ class Detect:
     def __init__(self, store: State, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
-        self.baselined: set[str] = {
-            p for p in PROVIDERS if store.get_meta(f"baseline_done:{p}") == "1"
-        }
+        self.baselined: set[str] = {p for p in PROVIDERS if store.get_meta(f"baseline_done:{p}") == "1"}
 
     def provider_settled(self, provider: str) -> None:
         """The provider's first error-free poll cycle is over: new monitors are news from now on."""
@@ -132,9 +141,98 @@ def alerts_for(decision: Decision) -> list[Alert]:
             labels=dict(decision.labels),
             run=ch.run,
             format=decision.format,
+            status="resolved" if ch.resolved else "firing",
         )
         for channel in decision.channels
     ]
+
+
+class Lifecycle:
+    """For rules with lifecycle keys: a match opens an alert (notify) or finds it open (quiet); a run
+    of its monitor completing closes it (a resolved notification if the rule asks). Rules without
+    those keys pass through untouched. The alert changes go to Record, into the same transaction."""
+
+    def __init__(self, alerts: SqliteAlerts, rules: Callable[[], RuleSet], metrics: Metrics) -> None:
+        self.alerts = alerts
+        self.rules = rules
+        self.metrics = metrics
+        self._indexed: RuleSet | None = None
+        self._by_name: dict[str, Rule] = {}
+
+    def _rule(self, name: str) -> Rule | None:
+        ruleset = self.rules()
+        if ruleset is not self._indexed:
+            self._by_name = {r.name: r for r in ruleset}
+            self._indexed = ruleset
+        return self._by_name.get(name)
+
+    @staticmethod
+    def _lifecycle_rule(rule: Rule) -> LifecycleRule:
+        assert rule.lifecycle is not None
+        return LifecycleRule(rule.name, rule.lifecycle, rule.labels)
+
+    def __call__(self, batch: Batch) -> None:
+        touched: dict[str, OpenAlert | None] = {}
+        matched: set[str] = set()
+        kept: list[Decision] = []
+        for d in batch.decisions:
+            rule = self._rule(d.rule)
+            if rule is None or rule.lifecycle is None:
+                kept.append(d)
+                continue
+            lr = self._lifecycle_rule(rule)
+            key = alert_key(rule.name, lr.group(d.change))
+            prev = touched[key] if key in touched else self.alerts.get(key)
+            alert, notify = decide_match(prev, lr, d.change, batch.now)
+            matched.add(key)
+            if notify:
+                kept.append(d)
+                alert.last = [a.payload() for a in alerts_for(d)]
+                self.metrics.alert_transitions.labels("fired").inc()
+                log.info("alert.fired", rule=rule.name, group=alert.group)
+            touched[key] = alert
+        for ch in batch.changes:
+            if ch.kind is not ChangeKind.RUN_STATUS or ch.to_status != "completed":
+                continue
+            candidates = {a.key: a for a in self.alerts.for_monitor(ch.provider, ch.monitor_id)}
+            candidates.update({k: v for k, v in touched.items() if v is not None})
+            for key, alert in candidates.items():
+                if key in matched or (key in touched and touched[key] is None) or not resolves(alert, ch):
+                    continue
+                touched[key] = None
+                self.metrics.alert_transitions.labels("resolved").inc()
+                log.info("alert.resolved", rule=alert.rule, group=alert.group, run_id=ch.run_id)
+                rule = self._rule(alert.rule)
+                if rule is not None and rule.lifecycle is not None and rule.lifecycle.send_resolved:
+                    decision = rule.decide(replace(ch, resolved=True))
+                    if rule.title is None:
+                        decision = replace(decision, title=f"[resolved] {decision.title}")
+                    kept.append(decision)
+        batch.decisions = kept
+        batch.alert_updates = [AlertUpdate(k, v) for k, v in touched.items()]
+
+    def tick(self, now: float) -> tuple[list[Notification], list[AlertUpdate]]:
+        """What time alone decides: repeats that are due, and pending alerts whose window passed."""
+        notes: list[Notification] = []
+        updates: list[AlertUpdate] = []
+        for alert in list(self.alerts.open.values()):
+            rule = self._rule(alert.rule)
+            spec = rule.lifecycle if rule is not None else None
+            if spec is None:
+                updates.append(AlertUpdate(alert.key, None))  # the rule is gone (reload): so is its alert
+                continue
+            if not alert.firing:
+                th = spec.threshold
+                if th is None or all(t <= now - th.within for t in alert.matches):
+                    updates.append(AlertUpdate(alert.key, None))
+                continue
+            if spec.repeat_interval and alert.next_repeat_at is not None and alert.next_repeat_at <= now:
+                sent, nxt = repeat_alerts(alert, now, spec.repeat_interval)
+                notes.extend(Notification(a) for a in sent)
+                updates.append(AlertUpdate(alert.key, nxt))
+                self.metrics.alert_transitions.labels("repeated").inc()
+                log.info("alert.repeated", rule=alert.rule, group=alert.group, repeats=nxt.repeats)
+        return notes, updates
 
 
 class Record:
@@ -148,7 +246,13 @@ class Record:
         notes = [Notification(alert) for d in batch.decisions for alert in alerts_for(d)]
         src = batch.source
         queued = self.recorder.record(
-            src.provider, src.snapshots, notes, batch.now, monitor_id=src.monitor_id, retired=src.retired
+            src.provider,
+            src.snapshots,
+            notes,
+            batch.now,
+            monitor_id=src.monitor_id,
+            retired=src.retired,
+            alert_updates=batch.alert_updates,
         )
         if queued:
             self.wake({n.channel for n in notes})

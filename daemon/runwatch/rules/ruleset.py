@@ -10,10 +10,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runwatch.lifecycle import LifecycleSpec
+from runwatch.log import get_logger
 from runwatch.model import Change
 from runwatch.rules.matcher import Matcher
 from runwatch.rules.schema import RuleSpec
-from runwatch.rules.templates import RuleTemplate, compile_template, render_texts
+from runwatch.rules.templates import RuleTemplate, compile_template, render_parts
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +53,13 @@ class Rule:
     title: RuleTemplate | None = None
     body: RuleTemplate | None = None
     format: str = "text"
+    #: The alert lifecycle keys, or None for a rule that notifies once per matching change.
+    lifecycle: LifecycleSpec | None = None
     #: ``file:line`` of the rule, for messages (``rules/prod.yaml:12``).
     source: str = ""
+    #: The parts (title, body) whose failure was logged already: once per rule as loaded, not per
+    #: notification (a storm of changes would otherwise be a storm of identical log lines).
+    _logged_failures: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @classmethod
     def from_spec(cls, spec: RuleSpec, *, source: str = "") -> Rule:
@@ -64,6 +73,7 @@ class Rule:
             title=compile_template(spec.title) if spec.title is not None else None,
             body=compile_template(spec.body) if spec.body is not None else None,
             format=spec.format,
+            lifecycle=spec.lifecycle(),
             source=source,
         )
 
@@ -71,8 +81,12 @@ class Rule:
         return self.matcher(change)
 
     def decide(self, change: Change) -> Decision:
-        """The decision for a change this rule matched; renders the templates, never raises."""
-        title, body, errors = render_texts(
+        """The decision for a change this rule matched; renders the templates, never raises.
+
+        Rendering is bounded in size and time (:mod:`runwatch.rules.sandbox`), so this stays cheap
+        enough to call on the event loop whatever the rule's templates say.
+        """
+        title, body, failures = render_parts(
             change,
             rule=self.name,
             severity=self.severity,
@@ -80,6 +94,18 @@ class Rule:
             title=self.title,
             body=self.body,
         )
+        for failure in failures:
+            if failure.part not in self._logged_failures:
+                self._logged_failures.add(failure.part)
+                log.warning(
+                    "template.failed",
+                    rule=self.name,
+                    part=failure.part,
+                    source=self.source,
+                    error=f"{type(failure.error).__name__}: {' '.join(str(failure.error).split())[:300]}",
+                    hint="the default text is sent instead; not logged again for this rule until a reload",
+                )
+        errors = tuple(f.note for f in failures)
         return Decision(
             rule=self.name,
             severity=self.severity,

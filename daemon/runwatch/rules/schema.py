@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from runwatch.durations import Duration
+from runwatch.lifecycle import GROUP_LABELS, LifecycleSpec, Threshold
 from runwatch.model import RUN_STATUSES, SEVERITIES, ChangeKind
 from runwatch.rules.templates import check_template
 from runwatch.sources.registry import PROVIDERS as PROVIDER_SPECS
@@ -267,6 +269,39 @@ class RuleSpec(_Spec):
     format: BodyFormat = Field(
         "text", description="How the body is written: text (line breaks kept), markdown or html."
     )
+    # The alert lifecycle (opt-in: a rule with none of these notifies once per matching change).
+    group_by: list[str] | None = Field(
+        None,
+        description="Labels that identify one alert of this rule (default: provider, monitor_id); "
+        "any of provider, monitor_id, run_id, kind, event, to, or the rule's own labels.",
+    )
+    threshold: Threshold | None = Field(
+        None, description="Fire only when the rule matched count times within a window."
+    )
+    repeat_interval: Duration | None = Field(None, description="Re-send an alert still open at this pace.")
+    send_resolved: StrictBool = Field(
+        False, description="When the alert closes (a later run of its monitor completes), send once more."
+    )
+
+    @model_validator(mode="after")
+    def _group_labels(self) -> RuleSpec:
+        known = set(GROUP_LABELS) | set(self.labels)
+        for label in self.group_by or ():
+            if label not in known:
+                raise ValueError(
+                    f"group_by: {label!r} is not a label (known: {', '.join(sorted(known))})"
+                )
+        return self
+
+    def lifecycle(self) -> LifecycleSpec | None:
+        """The lifecycle keys, when the rule uses any (else None: one notification per change)."""
+        spec = LifecycleSpec(
+            group_by=self.group_by,
+            threshold=self.threshold,
+            repeat_interval=self.repeat_interval,
+            send_resolved=self.send_resolved,
+        )
+        return spec if spec.used() else None
 
 
 class RuleFileSpec(_Spec):

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from runwatch.errors import StateError
+from runwatch.lifecycle import AlertUpdate
 from runwatch.model import RunSnapshot
+from runwatch.store.alerts import SqliteAlerts
 from runwatch.store.database import STATE_FILE, check_readable, open_state
 from runwatch.store.interfaces import (
     OUTBOX_STATES,
@@ -50,6 +52,7 @@ class State:
         try:
             self.db = open_state(self.path)
             self.runs = SqliteRuns(self.db)
+            self.alerts = SqliteAlerts(self.db)
             self.outbox = SqliteOutbox(self.path)
         except BaseException:
             self.lock.release()
@@ -79,6 +82,7 @@ class State:
         *,
         monitor_id: str | None = None,
         retired: Sequence[str] = (),
+        alert_updates: Sequence[AlertUpdate] = (),
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
@@ -90,11 +94,13 @@ class State:
         try:
             self.runs.write(provider, snapshots, now, monitor_id, retired)
             new_rows = SqliteOutbox.enqueue(db, notifications, now)
+            self.alerts.write(alert_updates)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         self.runs.apply(provider, snapshots, monitor_id, retired)
+        self.alerts.apply(alert_updates)
         return new_rows
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from runwatch.lifecycle import AlertUpdate
 from runwatch.model import Alert, RunSnapshot
 
 #: The states of a notification: waiting (or retrying), acknowledged by its channel, given up.
@@ -106,6 +107,7 @@ class Recorder(Protocol):
         *,
         monitor_id: str | None = None,
         retired: Sequence[str] = (),
+        alert_updates: Sequence[AlertUpdate] = (),
     ) -> int: ...
 
 

@@ -1,0 +1,83 @@
+"""Open alerts (the lifecycle's state) in SQLite, with an in-memory copy indexed by monitor."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from runwatch.lifecycle import AlertUpdate, OpenAlert
+
+_TABLE = """
+CREATE TABLE IF NOT EXISTS alerts (
+    key TEXT PRIMARY KEY, rule TEXT NOT NULL, provider TEXT NOT NULL, monitor_id TEXT NOT NULL,
+    data TEXT NOT NULL
+) WITHOUT ROWID
+"""
+
+
+class SqliteAlerts:
+    """Alerts pending or firing; written only inside a recorder's transaction, applied after it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        db.execute(_TABLE)
+        self.open: dict[str, OpenAlert] = {}
+        self._by_monitor: dict[tuple[str, str], set[str]] = {}
+        for key, data in db.execute("SELECT key, data FROM alerts"):
+            self._put(OpenAlert.from_json(str(key), str(data)))
+
+    def _put(self, alert: OpenAlert) -> None:
+        self.open[alert.key] = alert
+        where = (alert.group.get("provider", ""), alert.group.get("monitor_id", ""))
+        self._by_monitor.setdefault(where, set()).add(alert.key)
+
+    def _drop(self, key: str) -> None:
+        alert = self.open.pop(key, None)
+        if alert is None:
+            return
+        where = (alert.group.get("provider", ""), alert.group.get("monitor_id", ""))
+        keys = self._by_monitor.get(where)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_monitor[where]
+
+    def get(self, key: str) -> OpenAlert | None:
+        return self.open.get(key)
+
+    def for_monitor(self, provider: str, monitor_id: str) -> list[OpenAlert]:
+        """Alerts whose group names this monitor, and those grouped more widely (no monitor_id)."""
+        keys = self._by_monitor.get((provider, monitor_id), set()) | self._by_monitor.get(
+            (provider, ""), set()
+        )
+        return [self.open[k] for k in keys]
+
+    def due_repeats(self, now: float) -> list[OpenAlert]:
+        return [
+            a
+            for a in self.open.values()
+            if a.firing and a.next_repeat_at is not None and a.next_repeat_at <= now
+        ]
+
+    def firing(self) -> int:
+        return sum(1 for a in self.open.values() if a.firing)
+
+    def write(self, updates: Sequence[AlertUpdate]) -> None:
+        """Inside the caller's transaction."""
+        for u in updates:
+            if u.alert is None:
+                self.db.execute("DELETE FROM alerts WHERE key = ?", (u.key,))
+            else:
+                g = u.alert.group
+                self.db.execute(
+                    "INSERT OR REPLACE INTO alerts (key, rule, provider, monitor_id, data)"
+                    " VALUES (?,?,?,?,?)",
+                    (u.key, u.alert.rule, g.get("provider", ""), g.get("monitor_id", ""), u.alert.to_json()),
+                )
+
+    def apply(self, updates: Sequence[AlertUpdate]) -> None:
+        """After the commit."""
+        for u in updates:
+            self._drop(u.key)
+            if u.alert is not None:
+                self._put(u.alert)
