@@ -337,7 +337,7 @@ CASES: list[tuple[str, str, list[str]]] = [
             "got 'y' (template line 2)",
             "r.yaml:10: rules[1].title: unknown template variable 'monitor' (did you mean 'monitor_id'?)",
             "r.yaml:11: rules[1].body: unknown template variable 'nonsense' (known: event, event_data, "
-            "failed_reason, from, kind, labels, message, monitor_id, provider, rule, run, run_id, "
+            "failed_reason, from, kind, labels, message, monitor_id, provider, resolved, rule, run, run_id, "
             "severity, to)",
         ],
     ),
