@@ -28,6 +28,7 @@ from runwatch.pipeline import Detect, Lifecycle, Match, Pipeline, Record
 from runwatch.redact import register
 from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
+from runwatch.sanity import config_warnings
 from runwatch.silences import Muter, SilenceStore
 from runwatch.sources.base import Source
 from runwatch.sources.registry import PROVIDERS
@@ -65,13 +66,30 @@ def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
 
 
 def load_ruleset(config: Config) -> RuleSet:
-    return load_rules(
-        config.rule_paths(), channels=set(config.settings.channels), display_root=config.base_dir
-    )
+    """The rules of every file ``rule_files`` names; FileProblems lists every problem in every file.
+
+    A glob that matches no file is one of them (``check``, the start of ``run`` and a reload all come
+    here): a typo there would otherwise run the daemon with no rules, silently alerting on nothing.
+    """
+    problems: list[Problem] = []
+    paths = config.rule_paths(problems)
+    try:
+        ruleset = load_rules(paths, channels=set(config.settings.channels), display_root=config.base_dir)
+    except FileProblems as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise FileProblems(problems)
+    return ruleset
 
 
-def check(config: Config) -> tuple[RuleSet, dict[str, Channel]]:
-    """Everything ``runwatch check`` validates, with the daemon's own code; raises FileProblems."""
+def check(config: Config, warnings: list[Problem] | None = None) -> tuple[RuleSet, dict[str, Channel]]:
+    """Everything ``runwatch check`` validates, with the daemon's own code; raises FileProblems.
+
+    What works but would never alert (no provider key, a placeholder key, no rule: see
+    :mod:`runwatch.sanity`) is appended to ``warnings`` when given (``runwatch check`` prints them).
+    The daemon does not ask: at start it logs each of these in its own words (``provider.off``,
+    ``provider.auth_failed``, ``rules=0``), and an error about its state must stay one line.
+    """
     problems: list[Problem] = []
     channels: dict[str, Channel] = {}
     ruleset: RuleSet | None = None
@@ -84,7 +102,11 @@ def check(config: Config) -> tuple[RuleSet, dict[str, Channel]]:
     except FileProblems as exc:
         problems.extend(exc.problems)
     if problems or ruleset is None:
+        for ch in channels.values():
+            ch.close()
         raise FileProblems(problems)
+    if warnings is not None:
+        warnings.extend(config_warnings(config, ruleset))
     return ruleset, channels
 
 

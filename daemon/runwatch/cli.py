@@ -1,4 +1,4 @@
-"""Command line: ``runwatch run | check | outbox | silence | send-test | demo | fake | init``.
+"""Command line: ``runwatch run | check | test-rules | outbox | silence | send-test | demo | fake | init``.
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
 the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
@@ -28,7 +28,7 @@ from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
 from runwatch.sources.registry import PROVIDERS
 from runwatch.store.interfaces import FINISHED_STATES, OUTBOX_STATES
-from runwatch.yamlfile import FileProblems
+from runwatch.yamlfile import FileProblems, Problem
 
 #: Exit status when a command was given wrong arguments (argparse's own).
 USAGE = 2
@@ -134,6 +134,23 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="validate the config and every rule file; exit 1 listing each problem")
     _config_arg(chk)
 
+    tr = sub.add_parser(
+        "test-rules",
+        help="run rule files against test cases offline; exit 1 with a diff when a case fails",
+        description="Feed each case's timeline of changes to the rules (the daemon's own matcher,"
+        " templates and alert lifecycle) and compare the notifications with the ones the case expects."
+        " Offline: no network, no state, no config. Format: rules/README.md, 'Testing rules'.",
+    )
+    tr.add_argument("rule_files", nargs="+", type=Path, metavar="RULE_FILE", help="rule files, in order")
+    tr.add_argument(
+        "--cases",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="CASES.yaml",
+        help="a case file (repeat for several)",
+    )
+
     _outbox_parser(sub)
     _silence_parser(sub)
 
@@ -187,18 +204,29 @@ def _load(path: Path) -> Config:
 def cmd_check(path: Path) -> int:
     from runwatch.app import check
 
+    warnings: list[Problem] = []
     try:
         config = _load(path)
-        ruleset, channels = check(config)
+        ruleset, channels = check(config, warnings)
     except FileProblems as exc:
         _print_problems(exc)
         return 1
+    for warning in warnings:  # on stderr, so that stdout stays the one summary line
+        print(redact(f"warning: {warning}"), file=sys.stderr)
     enabled = sorted(config.enabled_providers())
     print(
         f"OK: {path}: {len(ruleset)} rules in {len(ruleset.files)} files, "
         f"{len(channels)} channels, providers enabled: {', '.join(enabled) or 'none (no API key set)'}"
     )
     return 0
+
+
+def cmd_test_rules(rule_files: list[Path], cases: list[Path]) -> int:
+    """``runwatch test-rules``: exit 0 when every case gets exactly the notifications it expects."""
+    from runwatch.rule_cases import run_test_rules
+
+    logsetup.setup("error")  # the notifications are the output; a template error shows in its body
+    return run_test_rules(rule_files, cases, out=sys.stdout)
 
 
 def cmd_run(path: Path) -> int:
@@ -302,6 +330,7 @@ def cmd_send_test(path: Path, channel: str) -> int:
 def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
     return {
         "check": lambda: cmd_check(args.config),
+        "test-rules": lambda: cmd_test_rules(args.rule_files, args.cases),
         "run": lambda: cmd_run(args.config),
         "outbox": lambda: cmd_outbox(args),
         "send-test": lambda: cmd_send_test(args.config, args.channel),

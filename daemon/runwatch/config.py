@@ -172,14 +172,44 @@ class Config:
     def state_dir(self) -> Path:
         return self.base_dir / self.settings.state_dir
 
-    def rule_paths(self) -> list[Path]:
+    def rule_paths(self, problems: list[Problem] | None = None) -> list[Path]:
+        """The files ``rule_files`` names, in order, each once.
+
+        A glob that matches no file is a problem naming the pattern: a typo there (``rules/*.yml``)
+        would otherwise start the daemon with no rules, silently turning off all alerting.
+        ``rule_files: []`` is how a user says "no rules". A file named without a glob that is missing
+        stays in the list, for the loader to report ("file not found"). Problems are appended to
+        ``problems`` when given, else raised as FileProblems.
+        """
         out: list[Path] = []
-        for pattern in self.settings.rule_files:
+        found: list[Problem] = []
+        in_file = isinstance(self.root, dict) and "rule_files" in self.root
+        from_env = next((k for k in os.environ if k.upper() == "RUNWATCH_RULE_FILES"), None)
+        for i, pattern in enumerate(self.settings.rule_files):
             full = pattern if os.path.isabs(pattern) else str(self.base_dir / pattern)
-            matched = sorted(glob.glob(full))
-            out.extend(Path(m) for m in matched if Path(m).is_file())
-            if not matched and not glob.has_magic(pattern):
+            files = [Path(m) for m in sorted(glob.glob(full)) if Path(m).is_file()]
+            out.extend(files)
+            if files:
+                continue
+            if not glob.has_magic(pattern) and not Path(full).is_dir():
                 out.append(Path(full))  # a named file that is missing: the loader reports it
+                continue
+            what = "is a directory" if Path(full).is_dir() else "matches no file"
+            where = "" if os.path.isabs(pattern) else f" (relative to {self.base_dir})"
+            if Path(full).is_dir():
+                hint = f"; name its files, e.g. '{pattern.rstrip('/')}/*.yaml'"
+            elif from_env is not None:
+                hint = f"; it comes from ${from_env}"
+            elif not in_file:
+                hint = "; it is the default: name your rule files, or say rule_files: [] for none"
+            else:
+                hint = ""
+            line = self.line_of("rule_files", i) if in_file and from_env is None else 0
+            found.append(Problem(self.shown, line, f"rule_files[{i}]", f"{pattern!r} {what}{where}{hint}"))
+        if problems is not None:
+            problems.extend(found)
+        elif found:
+            raise FileProblems(found)
         return list(dict.fromkeys(out))
 
     def provider_settings(self) -> dict[str, ProviderSettings]:

@@ -1,40 +1,43 @@
-"""Titles and bodies: rule templates, rendered in a sandbox, and the defaults used without one.
+"""Titles and bodies: rule templates, rendered in a bounded sandbox, and the defaults used without one.
 
 Rule files are written by operators, but the values rendered into them come from provider APIs, so
 templates run in Jinja2's immutable sandbox: no access to dunder attributes, no mutating the run.
 An unsafe access raises (instead of Jinja's default of rendering nothing) so the alert says why its
-text is missing. Rendering never raises: a failing template falls back to the default text and says so
-in the body, because losing an alert to a typo in a template is worse than an ugly alert.
+text is missing. The sandbox also bounds size and time (:mod:`runwatch.rules.sandbox`), because
+rendering happens on the daemon's event loop. Rendering never raises: a failing template falls back to
+the default text and says so in the body, because losing an alert to a typo in a template is worse
+than an ugly alert.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 from jinja2 import meta
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runwatch.model import Change, ChangeKind
+from runwatch.rules.sandbox import (
+    DEFAULT_LIMITS,
+    Limits,
+    SandboxEnvironment,
+    TemplateLimitError,
+    guard,
+    refuse_at_load,
+    render_bounded,
+    standalone_problem,
+)
 
+_ENV = SandboxEnvironment()
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, made loud: refused attribute access is an error, not an empty string."""
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
-
-
-def _finalize(value: Any) -> Any:
-    # A JSON null (``run.failedReason`` of a run that did not fail) reads better as nothing than "None".
-    return "" if value is None else value
-
-
-_ENV = _Sandbox(autoescape=False, finalize=_finalize)
+#: A title longer than this (after its lines are joined) is cut and ends with "…".
+TITLE_LIMIT = 1024
+#: A body longer than this is cut and ends with a line saying so (:data:`BODY_CUT`).
+BODY_LIMIT = 65536
+BODY_CUT = f"[… cut: a notification body is limited to {BODY_LIMIT} characters]"
 
 #: Names a template may use: everything ``Change.template_vars()`` gives, plus the rule's own.
 TEMPLATE_VARIABLES: frozenset[str] = frozenset(
@@ -46,33 +49,46 @@ TEMPLATE_VARIABLES: frozenset[str] = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class RuleTemplate:
-    """A compiled template and the text it came from (for messages and debugging)."""
+    """A compiled template, the text it came from, and the limits it renders under."""
 
     source: str
     template: jinja2.Template
+    limits: Limits = field(default=DEFAULT_LIMITS, compare=False)
 
-    def render(self, variables: Mapping[str, Any]) -> str:
-        return self.template.render(variables)
+    def render(self, variables: Mapping[str, Any], *, max_chars: int = BODY_LIMIT) -> str:
+        """At most ``max_chars`` + 1 characters (one more than allowed means "cut"); raises on failure."""
+        return render_bounded(self.template, variables, self.limits, max_chars)
 
 
-def compile_template(source: str) -> RuleTemplate:
-    """Compile ``source``; ValueError says what is wrong (syntax, or a variable that does not exist).
+def _where(source: str, lineno: int | None) -> str:
+    return f" (template line {lineno})" if lineno is not None and "\n" in source.strip() else ""
+
+
+def compile_template(source: str, *, limits: Limits = DEFAULT_LIMITS) -> RuleTemplate:
+    """Compile ``source``; ValueError says what is wrong (syntax, a variable that does not exist, a limit).
 
     Unknown variables are refused at load time because Jinja would render them as empty strings,
     and a typo like ``{{ monitor }}`` would otherwise only show up as a blank in a real alert.
+    Constant expressions over a limit (``{{ 'x' * 200000000 }}``) are refused here too, and nothing
+    is computed while compiling, so loading is fast whatever the template says.
     """
     try:
         ast = _ENV.parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        where = f" (template line {exc.lineno})" if "\n" in source.strip() else ""
-        raise ValueError(f"template syntax error: {exc.message}{where}") from None
+        raise ValueError(f"template syntax error: {exc.message}{_where(source, exc.lineno)}") from None
     unknown = sorted(meta.find_undeclared_variables(ast) - TEMPLATE_VARIABLES - set(_ENV.globals))
     if unknown:
         name = unknown[0]
         close = difflib.get_close_matches(name, sorted(TEMPLATE_VARIABLES), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(sorted(TEMPLATE_VARIABLES))
         raise ValueError(f"unknown template variable {name!r} ({hint})")
-    return RuleTemplate(source, _ENV.from_string(ast))
+    if (problem := standalone_problem(ast)) is not None:
+        raise ValueError(problem)
+    try:
+        refuse_at_load(ast, _ENV, limits)
+    except TemplateLimitError as exc:
+        raise ValueError(f"over a template limit: {exc}{_where(source, exc.lineno)}") from None
+    return RuleTemplate(source, _ENV.from_string(guard(ast)), limits)
 
 
 def check_template(source: str) -> str:
@@ -122,6 +138,57 @@ def _error_note(rule: str, part: str, exc: Exception) -> str:
     return f"(template error in rule {rule}: {part}: {type(exc).__name__}: {text})"
 
 
+def cut_title(title: str) -> str:
+    """A title within :data:`TITLE_LIMIT` characters; a cut one ends with "…"."""
+    return title if len(title) <= TITLE_LIMIT else title[: TITLE_LIMIT - 1] + "…"
+
+
+def cut_body(body: str) -> str:
+    """A body within :data:`BODY_LIMIT` characters, plus a last line saying so when it was cut."""
+    return body if len(body) <= BODY_LIMIT else body[:BODY_LIMIT].rstrip() + "\n" + BODY_CUT
+
+
+@dataclass(frozen=True, slots=True)
+class RenderFailure:
+    """One template that failed: which part, the exception, and the note added to the body."""
+
+    part: str
+    error: Exception
+    note: str
+
+
+def render_parts(
+    change: Change,
+    *,
+    rule: str,
+    severity: str,
+    labels: Mapping[str, str],
+    title: RuleTemplate | None,
+    body: RuleTemplate | None,
+) -> tuple[str, str, tuple[RenderFailure, ...]]:
+    """(title, body, failures) for one matched rule; never raises (see :func:`render_texts`)."""
+    failures: list[RenderFailure] = []
+    variables = template_variables(change, rule=rule, severity=severity, labels=labels)
+    title_text = ""
+    if title is not None:
+        try:
+            title_text = " ".join(
+                line.strip() for line in title.render(variables).splitlines() if line.strip()
+            )
+        except Exception as exc:
+            failures.append(RenderFailure("title", exc, _error_note(rule, "title", exc)))
+    body_text = ""
+    if body is not None:
+        try:
+            raw = body.render(variables)
+            body_text = raw.rstrip() if len(raw) <= BODY_LIMIT else cut_body(raw)
+        except Exception as exc:
+            failures.append(RenderFailure("body", exc, _error_note(rule, "body", exc)))
+    title_text = cut_title(title_text or default_title(change, severity))
+    body_text = "\n".join([cut_body(body_text or default_body(change)), *(f.note for f in failures)])
+    return title_text, body_text, tuple(failures)
+
+
 def render_texts(
     change: Change,
     *,
@@ -133,25 +200,12 @@ def render_texts(
 ) -> tuple[str, str, tuple[str, ...]]:
     """(title, body, errors) for one matched rule; never raises.
 
-    A template that fails, or renders to nothing, gives way to the default text; each failure adds a
-    ``(template error in rule X: ...)`` line at the end of the body and an entry in ``errors``.
+    A template that fails (an error, or a limit of :mod:`runwatch.rules.sandbox`), or renders to
+    nothing, gives way to the default text; each failure adds a ``(template error in rule X: ...)``
+    line at the end of the body and an entry in ``errors``. A title over :data:`TITLE_LIMIT` or a body
+    over :data:`BODY_LIMIT` characters is cut, and says so.
     """
-    errors: list[str] = []
-    variables = template_variables(change, rule=rule, severity=severity, labels=labels)
-    title_text = ""
-    if title is not None:
-        try:
-            title_text = " ".join(
-                line.strip() for line in title.render(variables).splitlines() if line.strip()
-            )
-        except Exception as exc:
-            errors.append(_error_note(rule, "title", exc))
-    body_text = ""
-    if body is not None:
-        try:
-            body_text = body.render(variables).rstrip()
-        except Exception as exc:
-            errors.append(_error_note(rule, "body", exc))
-    title_text = title_text or default_title(change, severity)
-    body_text = "\n".join([body_text or default_body(change), *errors])
-    return title_text, body_text, tuple(errors)
+    title_text, body_text, failures = render_parts(
+        change, rule=rule, severity=severity, labels=labels, title=title, body=body
+    )
+    return title_text, body_text, tuple(f.note for f in failures)
