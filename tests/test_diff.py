@@ -60,3 +60,8 @@ def test_occurred_at_comes_from_the_provider_when_it_says() -> None:
     assert (c.occurred_at, c.detected_at) == (90.0, 100.0)
     [e] = diff(RunRecord("m1", "running", False), snap("running", (ev("e1", 5_000, "node_start"),)), 100.0)
     assert e.occurred_at == 5.0
+
+
+def test_an_event_is_not_a_status_change() -> None:
+    [e] = diff(RunRecord("m1", "running", False), snap("running", (ev("e1", 1, "node_start"),)), 1.0)
+    assert (e.kind, e.to_status) == (ChangeKind.RUN_EVENT, None)

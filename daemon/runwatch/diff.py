@@ -35,7 +35,8 @@ def diff(prev: RunRecord | None, snap: RunSnapshot, now: float) -> list[Change]:
             kind=ChangeKind.RUN_EVENT,
             event=e,
             from_status=prev.status if prev else None,
-            to_status=snap.status,
+            # A step is not a status change: ``to`` is empty, so a rule naming ``to`` never matches it.
+            to_status=None,
             failed_reason=e.error or snap.failed_reason,
             detected_at=now,
             occurred_at=e.ts_ms / 1000.0 if e.ts_ms > 0 else None,
