@@ -24,16 +24,17 @@ from runwatch.delivery.registry import build_channel
 from runwatch.httpserver import Listening, serve
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics, OutboxCollector
-from runwatch.pipeline import Detect, Lifecycle, Match, Pipeline, Record
+from runwatch.pipeline import Batch, Detect, Lifecycle, Match, Pipeline, Record, alerts_for
 from runwatch.redact import register
 from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
 from runwatch.sanity import config_warnings
 from runwatch.silences import Muter, SilenceStore
-from runwatch.sources.base import Source
+from runwatch.source_health import SourceHealth, outage_change
+from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
-from runwatch.store import State
+from runwatch.store import Notification, State
 from runwatch.web import Health, make_app
 from runwatch.yamlfile import FileProblems, Problem
 
@@ -152,15 +153,10 @@ class Daemon:
         self.retention = Retention(self.store, self.config.settings, self.clock)
         self.detect = Detect(self.store, self.metrics)
         self.lifecycle = Lifecycle(self.store.alerts, lambda: self.ruleset, self.metrics)
-        self.pipeline = Pipeline(
-            [
-                self.detect,
-                Match(lambda: self.ruleset, self.metrics),
-                self.lifecycle,
-                Record(self.store, self.deliverer.wake),
-            ],
-            self.clock,
-        )
+        self.record = Record(self.store, self.deliverer.wake)
+        self.match = Match(lambda: self.ruleset, self.metrics)
+        self.pipeline = Pipeline([self.detect, self.match, self.lifecycle, self.record], self.clock)
+        self.source_health = SourceHealth()
         self.sources: dict[str, Source] = {}
         enabled = self.config.enabled_providers()
         for name, spec in PROVIDERS.items():
@@ -220,6 +216,7 @@ class Daemon:
                 async for batch in batches:
                     await self.pipeline(batch)
         ok = not report.errors
+        self._source_outcome(name, report)
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
         self.metrics.provider_up.labels(name).set(1 if ok else 0)
         for err in report.errors[:5]:
@@ -278,9 +275,33 @@ class Daemon:
                 log.exception("poll.crashed", provider=name)
             await anyio.sleep(max(0.0, interval - (anyio.current_time() - began)))
 
+    def _source_outcome(self, name: str, report: PollReport) -> None:
+        """A cycle that reached no monitor (or had its key refused) is an outage of the provider; the
+        first cycle that reaches them again ends it, closing its source.error alerts."""
+        down = bool(report.errors) and (
+            report.monitors == 0 or any(e.reason == "auth" for e in report.errors)
+        )
+        error = f"{report.errors[0].reason}: {report.errors[0]}" if down else None
+        now = self.clock.now()
+        ended = self.source_health.polled(name, error, now)
+        if ended is None:
+            return
+        log.info("provider.recovered", provider=name, down_for=round(now - ended.since, 1))
+        decisions, updates = self.lifecycle.end_outage(outage_change(name, ended, now, resolved=True))
+        notes = [Notification(a) for d in decisions for a in alerts_for(d)]
+        if updates:
+            self.store.record(name, [], notes, now, alert_updates=updates)
+            if notes:
+                self.deliverer.wake({n.channel for n in notes})
+
     def lifecycle_tick(self) -> int:
-        """Repeats that are due (and stale pending alerts), recorded in one transaction; returns how
-        many notifications were queued."""
+        """Time-driven decisions: source.error changes of providers failing long enough, repeats that
+        are due (and stale pending alerts); returns how many notifications were queued."""
+        now = self.clock.now()
+        for change in self.source_health.changes(now, (r.for_ for r in self.ruleset)):
+            batch = Batch(MonitorBatch(change.provider, "", []), now, changes=[change])
+            for stage in (self.match, self.lifecycle, self.record):
+                stage(batch)
         notes, updates = self.lifecycle.tick(self.clock.now())
         if not updates:
             return 0

@@ -16,8 +16,12 @@ from typing import Any
 
 
 class ChangeKind(StrEnum):
+    """What a change is about: a run's status, a step a run logged, or the provider itself."""
+
     RUN_STATUS = "run.status"
     RUN_EVENT = "run.event"
+    #: A provider could not be polled (auth refused, 5xx, timeouts, unusable answers) for a while.
+    SOURCE_ERROR = "source.error"
 
 
 #: Run statuses a rule may name. ``unknown`` stands for a status string the provider sent that we do
@@ -85,6 +89,8 @@ class Change:
     occurred_at: float | None = None
     #: True for the change that closed an open alert (the rule's ``send_resolved`` notification).
     resolved: bool = False
+    #: ``source.error`` only: how long the provider has been failing (seconds).
+    failing_for: float = 0.0
 
     def template_vars(self) -> dict[str, Any]:
         """The variables a rule's title and body templates see (see rules/README.md)."""

@@ -211,6 +211,28 @@ class Lifecycle:
         batch.decisions = kept
         batch.alert_updates = [AlertUpdate(k, v) for k, v in touched.items()]
 
+    def end_outage(self, change: Change) -> tuple[list[Decision], list[AlertUpdate]]:
+        """A provider polls again: its ``source.error`` alerts close (resolved notifications if asked)."""
+        decisions: list[Decision] = []
+        updates: list[AlertUpdate] = []
+        for alert in list(self.alerts.for_monitor(change.provider, "")):
+            if (
+                not alert.firing
+                or not alert.last
+                or alert.last[0].get("type") != ChangeKind.SOURCE_ERROR.value
+            ):
+                continue
+            updates.append(AlertUpdate(alert.key, None))
+            self.metrics.alert_transitions.labels("resolved").inc()
+            log.info("alert.resolved", rule=alert.rule, group=alert.group, reason="provider polls again")
+            rule = self._rule(alert.rule)
+            if rule is not None and rule.lifecycle is not None and rule.lifecycle.send_resolved:
+                decision = rule.decide(change)
+                if rule.title is None:
+                    decision = replace(decision, title=f"[resolved] {decision.title}")
+                decisions.append(decision)
+        return decisions, updates
+
     def tick(self, now: float) -> tuple[list[Notification], list[AlertUpdate]]:
         """What time alone decides: repeats that are due, and pending alerts whose window passed."""
         notes: list[Notification] = []

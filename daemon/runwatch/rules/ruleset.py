@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runwatch.lifecycle import LifecycleSpec
 from runwatch.log import get_logger
-from runwatch.model import Change
+from runwatch.model import Change, ChangeKind
 from runwatch.rules.matcher import Matcher
 from runwatch.rules.schema import RuleSpec
 from runwatch.rules.templates import RuleTemplate, compile_template, render_parts
@@ -55,6 +55,8 @@ class Rule:
     format: str = "text"
     #: The alert lifecycle keys, or None for a rule that notifies once per matching change.
     lifecycle: LifecycleSpec | None = None
+    #: ``source.error`` changes match only once the provider has been failing this long.
+    for_: float = 300.0
     #: ``file:line`` of the rule, for messages (``rules/prod.yaml:12``).
     source: str = ""
     #: The parts (title, body) whose failure was logged already: once per rule as loaded, not per
@@ -74,6 +76,7 @@ class Rule:
             body=compile_template(spec.body) if spec.body is not None else None,
             format=spec.format,
             lifecycle=spec.lifecycle(),
+            for_=spec.for_,
             source=source,
         )
 
@@ -136,7 +139,9 @@ class RuleSet:
         """Every rule that matches fires, in order, until one with ``stop: true`` has fired."""
         out: list[Decision] = []
         for rule in self.rules:
-            if rule.matcher(change):
+            if rule.matcher(change) and (
+                change.kind is not ChangeKind.SOURCE_ERROR or change.failing_for >= rule.for_
+            ):
                 out.append(rule.decide(change))
                 if rule.stop:
                     break

@@ -269,6 +269,11 @@ class RuleSpec(_Spec):
     format: BodyFormat = Field(
         "text", description="How the body is written: text (line breaks kept), markdown or html."
     )
+    for_: Duration = Field(
+        300.0,
+        alias="for",
+        description="source.error rules: fire once the provider has failed to poll for this long.",
+    )
     # The alert lifecycle (opt-in: a rule with none of these notifies once per matching change).
     group_by: list[str] | None = Field(
         None,

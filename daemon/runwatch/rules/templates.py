@@ -105,6 +105,8 @@ def template_variables(
 
 
 def _what(change: Change) -> str:
+    if change.kind == ChangeKind.SOURCE_ERROR:
+        return f"cannot be polled for {change.failing_for:.0f}s: {change.failed_reason or 'error'}"
     if change.kind == ChangeKind.RUN_EVENT and change.event is not None:
         return f"event {change.event.name}"
     if change.to_status:
@@ -117,6 +119,8 @@ def default_title(change: Change, severity: str) -> str:
 
     ``[critical] exa monitor_prod_news run mrun_1: created -> failed`` or ``... event run_complete``.
     """
+    if change.kind == ChangeKind.SOURCE_ERROR:
+        return f"[{severity}] {change.provider} {_what(change)}"
     return f"[{severity}] {change.provider} {change.monitor_id} run {change.run_id}: {_what(change)}"
 
 
