@@ -24,6 +24,7 @@ from runwatch.delivery.registry import build_channel
 from runwatch.httpserver import Listening, serve
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics, OutboxCollector
+from runwatch.model import ChangeKind
 from runwatch.pipeline import Batch, Detect, Lifecycle, Match, Pipeline, Record, alerts_for
 from runwatch.redact import register
 from runwatch.retention import Retention
@@ -35,6 +36,7 @@ from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 from runwatch.store import Notification, State
+from runwatch.stuck import StuckRuns
 from runwatch.web import Health, make_app
 from runwatch.yamlfile import FileProblems, Problem
 
@@ -157,6 +159,7 @@ class Daemon:
         self.match = Match(lambda: self.ruleset, self.metrics)
         self.pipeline = Pipeline([self.detect, self.match, self.lifecycle, self.record], self.clock)
         self.source_health = SourceHealth()
+        self.stuck = StuckRuns()
         self.sources: dict[str, Source] = {}
         enabled = self.config.enabled_providers()
         for name, spec in PROVIDERS.items():
@@ -294,11 +297,20 @@ class Daemon:
             if notes:
                 self.deliverer.wake({n.channel for n in notes})
 
+    def _stuck_thresholds(self) -> list[float]:
+        """The stuck_after of the rules that name run.stuck (none: nothing to look for)."""
+        return [
+            r.stuck_after
+            for r in self.ruleset
+            if r.matcher.kinds is not None and ChangeKind.RUN_STUCK.value in r.matcher.kinds
+        ]
+
     def lifecycle_tick(self) -> int:
         """Time-driven decisions: source.error changes of providers failing long enough, repeats that
         are due (and stale pending alerts); returns how many notifications were queued."""
         now = self.clock.now()
-        for change in self.source_health.changes(now, (r.for_ for r in self.ruleset)):
+        stuck = self.stuck.changes(self.store.runs.runs, now, self._stuck_thresholds())
+        for change in [*self.source_health.changes(now, (r.for_ for r in self.ruleset)), *stuck]:
             batch = Batch(MonitorBatch(change.provider, "", []), now, changes=[change])
             for stage in (self.match, self.lifecycle, self.record):
                 stage(batch)

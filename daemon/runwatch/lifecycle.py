@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from runwatch.durations import Duration
 from runwatch.log import get_logger
-from runwatch.model import Alert, Change, ChangeKind, notification_id
+from runwatch.model import TERMINAL_STATUSES, Alert, Change, ChangeKind, notification_id
 
 log = get_logger(__name__)
 
@@ -155,8 +155,15 @@ def decide_match(
 
 
 def resolves(alert: OpenAlert, change: Change) -> bool:
-    """A run of the alert's group completed: the condition no longer holds."""
-    if not alert.firing or change.kind is not ChangeKind.RUN_STATUS or change.to_status != "completed":
+    """The condition no longer holds: a stuck run ended, or a later run of the alert's group completed."""
+    if not alert.firing or change.kind is not ChangeKind.RUN_STATUS:
+        return False
+    kind = alert.last[0].get("type") if alert.last else None
+    if kind == ChangeKind.RUN_STUCK.value:
+        return change.to_status in TERMINAL_STATUSES and any(
+            p.get("run_id") == change.run_id for p in alert.last
+        )
+    if kind == ChangeKind.SOURCE_ERROR.value or change.to_status != "completed":
         return False
     labels = labels_of(change, {})
     return all(labels.get(k, v) == v for k, v in alert.group.items() if k in ("provider", "monitor_id"))

@@ -20,6 +20,8 @@ class ChangeKind(StrEnum):
 
     RUN_STATUS = "run.status"
     RUN_EVENT = "run.event"
+    #: A run still not finished a while (the rule's ``stuck_after``) after it was created.
+    RUN_STUCK = "run.stuck"
     #: A provider could not be polled (auth refused, 5xx, timeouts, unusable answers) for a while.
     SOURCE_ERROR = "source.error"
 
@@ -59,6 +61,8 @@ class RunSnapshot:
     events: tuple[RunEvent, ...] = ()
     #: Unix seconds when the run reached ``status``, by the provider's own clock, if it says.
     changed_at: float | None = None
+    #: Unix seconds when the run was created, by the provider's own clock, if it says.
+    created_at: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -89,7 +93,8 @@ class Change:
     occurred_at: float | None = None
     #: True for the change that closed an open alert (the rule's ``send_resolved`` notification).
     resolved: bool = False
-    #: ``source.error`` only: how long the provider has been failing (seconds).
+    #: ``source.error``: how long the provider has been failing; ``run.stuck``: how long the run has
+    #: been unfinished since it was created (seconds).
     failing_for: float = 0.0
 
     def template_vars(self) -> dict[str, Any]:

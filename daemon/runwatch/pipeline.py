@@ -25,7 +25,7 @@ from runwatch.lifecycle import (
 )
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
-from runwatch.model import Alert, Change, ChangeKind, notification_id
+from runwatch.model import TERMINAL_STATUSES, Alert, Change, ChangeKind, notification_id
 from runwatch.rules import Decision, Rule, RuleSet
 from runwatch.sources.base import MonitorBatch
 from runwatch.sources.registry import PROVIDERS
@@ -192,7 +192,7 @@ class Lifecycle:
                 log.info("alert.fired", rule=rule.name, group=alert.group)
             touched[key] = alert
         for ch in batch.changes:
-            if ch.kind is not ChangeKind.RUN_STATUS or ch.to_status != "completed":
+            if ch.kind is not ChangeKind.RUN_STATUS or ch.to_status not in TERMINAL_STATUSES:
                 continue
             candidates = {a.key: a for a in self.alerts.for_monitor(ch.provider, ch.monitor_id)}
             candidates.update({k: v for k, v in touched.items() if v is not None})

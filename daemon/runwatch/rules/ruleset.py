@@ -19,6 +19,9 @@ from runwatch.rules.templates import RuleTemplate, compile_template, render_part
 
 log = get_logger(__name__)
 
+#: Kinds the daemon's clock makes (not a poll): only rules naming them in ``kind`` see them.
+TIMED_KINDS = frozenset({ChangeKind.SOURCE_ERROR, ChangeKind.RUN_STUCK})
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -57,6 +60,8 @@ class Rule:
     lifecycle: LifecycleSpec | None = None
     #: ``source.error`` changes match only once the provider has been failing this long.
     for_: float = 300.0
+    #: ``run.stuck`` changes match only once the run has been unfinished this long since created.
+    stuck_after: float = 1800.0
     #: ``file:line`` of the rule, for messages (``rules/prod.yaml:12``).
     source: str = ""
     #: The parts (title, body) whose failure was logged already: once per rule as loaded, not per
@@ -77,11 +82,24 @@ class Rule:
             format=spec.format,
             lifecycle=spec.lifecycle(),
             for_=spec.for_,
+            stuck_after=spec.stuck_after,
             source=source,
         )
 
     def matches(self, change: Change) -> bool:
-        return self.matcher(change)
+        return self.matcher(change) and self.holds(change)
+
+    def holds(self, change: Change) -> bool:
+        """The time-driven kinds match only rules that name them, once they have lasted long enough.
+
+        (A rule written before those kinds existed, with no ``kind``, keeps its meaning.)
+        """
+        if change.kind not in TIMED_KINDS:
+            return True
+        if self.matcher.kinds is None:
+            return False
+        wait = self.for_ if change.kind is ChangeKind.SOURCE_ERROR else self.stuck_after
+        return change.failing_for >= wait
 
     def decide(self, change: Change) -> Decision:
         """The decision for a change this rule matched; renders the templates, never raises.
@@ -139,9 +157,7 @@ class RuleSet:
         """Every rule that matches fires, in order, until one with ``stop: true`` has fired."""
         out: list[Decision] = []
         for rule in self.rules:
-            if rule.matcher(change) and (
-                change.kind is not ChangeKind.SOURCE_ERROR or change.failing_for >= rule.for_
-            ):
+            if rule.matcher(change) and rule.holds(change):
                 out.append(rule.decide(change))
                 if rule.stop:
                     break

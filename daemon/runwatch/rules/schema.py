@@ -274,6 +274,9 @@ class RuleSpec(_Spec):
         alias="for",
         description="source.error rules: fire once the provider has failed to poll for this long.",
     )
+    stuck_after: Duration = Field(
+        1800.0, description="run.stuck rules: a run still unfinished this long after it was created."
+    )
     # The alert lifecycle (opt-in: a rule with none of these notifies once per matching change).
     group_by: list[str] | None = Field(
         None,

@@ -99,7 +99,7 @@ class State:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self.runs.apply(provider, snapshots, monitor_id, retired)
+        self.runs.apply(provider, snapshots, monitor_id, retired, now)
         self.alerts.apply(alert_updates)
         return new_rows
 

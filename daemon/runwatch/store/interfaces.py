@@ -33,6 +33,8 @@ class RunRecord:
     status: str
     done: bool
     events: set[str] = field(default_factory=set)
+    #: When the run was created (the provider's time, else when runwatch first saw it); memory only.
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,10 +36,12 @@ class SqliteRuns:
                 "SELECT provider, status, COUNT(*) FROM runs GROUP BY provider, status"
             )
         }
-        for provider, run_id, monitor_id, status in db.execute(
-            "SELECT provider, run_id, monitor_id, status FROM runs WHERE done = 0"
+        # Until the next poll brings the provider's own creation time, an unfinished run's age counts
+        # from its last record.
+        for provider, run_id, monitor_id, status, updated in db.execute(
+            "SELECT provider, run_id, monitor_id, status, updated_at FROM runs WHERE done = 0"
         ):
-            self.runs[(provider, run_id)] = RunRecord(monitor_id, status, False)
+            self.runs[(provider, run_id)] = RunRecord(monitor_id, status, False, created_at=float(updated))
             self._unfinished.setdefault((provider, monitor_id), set()).add(run_id)
         for provider, run_id, event_id in db.execute(
             "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
@@ -124,6 +126,7 @@ class SqliteRuns:
         snapshots: Sequence[RunSnapshot],
         monitor_id: str | None,
         retired: Sequence[str] = (),
+        now: float = 0.0,
     ) -> None:
         """After the commit: memory never runs ahead of the file."""
         if monitor_id is not None:
@@ -135,13 +138,17 @@ class SqliteRuns:
                 continue  # finished before: its row did not change status (terminal is final)
             prev = self.runs.get(key)
             if prev is None:
-                prev = self.runs[key] = RunRecord(s.monitor_id, s.status, False)
+                prev = self.runs[key] = RunRecord(
+                    s.monitor_id, s.status, False, created_at=s.created_at or now
+                )
                 counts[(provider, s.status)] = counts.get((provider, s.status), 0) + 1
             elif prev.status not in TERMINAL_STATUSES and prev.status != s.status:
                 counts[(provider, prev.status)] -= 1
                 counts[(provider, s.status)] = counts.get((provider, s.status), 0) + 1
                 prev.status = s.status
             prev.events.update(e.id for e in s.events)
+            if s.created_at is not None:
+                prev.created_at = s.created_at
             if s.terminal or prev.status in TERMINAL_STATUSES:
                 self._finish(provider, s.run_id, prev)
             else:
