@@ -6,6 +6,7 @@ Everything else gets a cancel scope or an event; only this module knows about si
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from anyio.abc import TaskStatus
 
 from runwatch import systemd
 from runwatch.clock import Clock, SystemClock
-from runwatch.config import Config
+from runwatch.config import Config, load_config
 from runwatch.delivery import Channel, Deliverer
 from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.policy import ChannelPolicy
@@ -42,6 +43,8 @@ from runwatch.yamlfile import FileProblems, Problem
 
 log = get_logger(__name__)
 
+#: Config sections a reload does not apply (it says so): they need a restart.
+RESTART_SECTIONS = ("providers", "channels", "delivery", "state", "state_dir", "metrics_listen")
 #: How often (real seconds) the lifecycle looks for repeats that are due.
 LIFECYCLE_TICK = 1.0
 
@@ -188,9 +191,17 @@ class Daemon:
 
     # -- rules --------------------------------------------------------------------------------------
     def reload(self) -> bool:
-        """Reload rule files; a broken file keeps the rules in force and says why."""
+        """Re-read the config file and the rule files (SIGHUP, ``runwatch reload``).
+
+        Rules and the config's silences take effect now. Sections that need a restart (providers,
+        channels, delivery, state, the metrics address) are named in a warning, not half-applied. A
+        broken file keeps everything that runs, and says why.
+        """
         try:
-            ruleset = load_ruleset(self.config)
+            config = load_config(self.config.path) if self.config.path is not None else self.config
+            # Channels change only with a restart: the rules must name the ones that run now.
+            running = config.settings.model_copy(update={"channels": self.config.settings.channels})
+            ruleset = load_ruleset(dataclasses.replace(config, settings=running))
         except FileProblems as exc:
             self.metrics.reloads.labels("failure").inc()
             self.metrics.last_reload_ok.set(0)
@@ -199,6 +210,18 @@ class Daemon:
             log.error("reload.failed", kept_rules=len(self.ruleset))
             return False
         self.ruleset = ruleset
+        self.muter.configured = list(config.settings.silences)
+        later = [
+            key
+            for key in RESTART_SECTIONS
+            if getattr(config.settings, key) != getattr(self.config.settings, key)
+        ]
+        if later:
+            log.warning(
+                "reload.needs_restart",
+                sections=",".join(later),
+                hint="these changed in the config; they take effect when runwatch restarts",
+            )
         self.metrics.prime_rules(r.name for r in ruleset)
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)

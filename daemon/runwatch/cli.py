@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +50,13 @@ def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return int(text)
+
+
+def _reload_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rl = sub.add_parser(
+        "reload", help="make the running daemon re-read its config and rule files (as SIGHUP does)"
+    )
+    _config_arg(rl)
 
 
 def _silence_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -153,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _outbox_parser(sub)
     _silence_parser(sub)
+    _reload_parser(sub)
 
     st = sub.add_parser(
         "send-test", help="send a sample notification through one channel now and print the outcome"
@@ -302,6 +311,29 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     raise AssertionError(args.action)
 
 
+def cmd_reload(path: Path) -> int:
+    """``runwatch reload``: SIGHUP to the daemon that holds this config's state directory.
+
+    ``check`` first, so a broken file is reported here (the daemon would keep its config anyway).
+    """
+    from runwatch.store.lock import holder_pid
+
+    if cmd_check(path) != 0:
+        return 1
+    config = _load(path)
+    pid = holder_pid(config.state_dir)
+    if pid is None:
+        print(f"runwatch: no runwatch is running on {config.state_dir}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"runwatch: the runwatch holding {config.state_dir} (pid {pid}) is gone", file=sys.stderr)
+        return 1
+    print(f"reload signalled to runwatch pid {pid}; its log says whether the new config was taken")
+    return 0
+
+
 def cmd_silence(args: argparse.Namespace) -> int:
     """``runwatch silence add | list | expire``."""
     from runwatch import silence_commands as sc
@@ -335,6 +367,7 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "outbox": lambda: cmd_outbox(args),
         "send-test": lambda: cmd_send_test(args.config, args.channel),
         "silence": lambda: cmd_silence(args),
+        "reload": lambda: cmd_reload(args.config),
         "fake": lambda: cmd_fake(args.provider, args.listen, args.scenario),
         "demo": lambda: cmd_demo(args.forever, args.metrics_listen),
         "init": lambda: cmd_init(args),
