@@ -417,3 +417,99 @@ async def test_exa_sdk_reads_the_fake() -> None:
             assert failed.failed_at is not None
             monitor = await exa.websets.monitors.get("monitor_refresh")
             assert monitor.last_run is None
+
+
+@pytest.mark.anyio
+async def test_next_run_at_announces_scheduled_runs_only() -> None:
+    """``nextRunAt`` is the due time of the next run not started by hand; a run may show later than
+    it was due (``scheduled_at``), and a hand-started one is never announced."""
+    runs = [
+        {"id": "mrun_hand", "manual": True, "timeline": [{"at": "5s", "status": "created"}]},
+        {"id": "mrun_late", "scheduled_at": "10s", "timeline": [{"at": "15s", "status": "created"}]},
+    ]
+    clock = ManualClock()
+    async with serving(story(monitors=[{"id": "monitor_news", "runs": runs}]), clock) as (running, client):
+        t0 = running.fake.t0
+        nxt = [(await client.get("/v0/monitors/monitor_news")).json()["nextRunAt"]]
+        for step in (6, 5, 5):  # 6 s: the hand-started run shows; 11 s: due; 16 s: it shows
+            clock.advance(step)
+            nxt.append((await client.get("/v0/monitors/monitor_news")).json()["nextRunAt"])
+            ids = [r["id"] for r in (await client.get("/v0/monitors/monitor_news/runs")).json()["data"]]
+        assert nxt == [iso(t0 + 10), iso(t0 + 10), None, None]
+        assert ids == ["mrun_late", "mrun_hand"]
+
+
+def many_runs(n: int) -> Scenario:
+    runs = [{"id": f"mrun_{i:03d}", "timeline": [{"at": i - 1000, "status": "completed"}]} for i in range(n)]
+    return story(monitors=[{"id": "monitor_news", "runs": runs}])
+
+
+RUNS_URL = "/v0/monitors/monitor_news/runs"
+
+
+@pytest.mark.anyio
+async def test_cursor_loop_fault_names_the_page_just_asked_for() -> None:
+    async with serving(many_runs(30), ManualClock()) as (running, client):
+        running.fake.faults.add(Fault(path=RUNS_URL, kind="cursor_loop"))
+        first = (await client.get(RUNS_URL, params={"limit": 10})).json()
+        second = (await client.get(RUNS_URL, params={"limit": 10, "cursor": first["nextCursor"]})).json()
+        assert [r["id"] for r in second["data"]] == [f"mrun_{i:03d}" for i in range(19, 9, -1)]
+        assert second["hasMore"] is True and second["nextCursor"] == first["nextCursor"]
+        single = (await client.get("/v0/monitors")).json()  # not under the fault's path
+        assert single["hasMore"] is False
+        running.fake.faults.add(Fault(path="/v0/monitors", kind="cursor_loop"))
+        looped = (await client.get("/v0/monitors")).json()
+        again = (await client.get("/v0/monitors", params={"cursor": looped["nextCursor"]})).json()
+        assert looped["nextCursor"] == again["nextCursor"] == "loop" and again["data"] == looped["data"]
+
+
+@pytest.mark.anyio
+async def test_endless_fault_repeats_the_first_page_with_new_cursors() -> None:
+    async with serving(many_runs(30), ManualClock()) as (running, client):
+        running.fake.faults.add(Fault(path=RUNS_URL, kind="endless"))
+        pages = [(await client.get(RUNS_URL, params={"limit": 10})).json()]
+        for _ in range(3):
+            pages.append(
+                (await client.get(RUNS_URL, params={"limit": 10, "cursor": pages[-1]["nextCursor"]})).json()
+            )
+        assert all(p["data"] == pages[0]["data"] and p["hasMore"] for p in pages)
+        assert len({p["nextCursor"] for p in pages}) == 4
+
+
+@pytest.mark.anyio
+async def test_ignore_limit_and_oversize_faults_make_pages_too_big() -> None:
+    async with serving(many_runs(30), ManualClock()) as (running, client):
+        fault = running.fake.faults.add(Fault(path=RUNS_URL, kind="ignore_limit", count=1))
+        everything = (await client.get(RUNS_URL, params={"limit": 10})).json()
+        assert len(everything["data"]) == 30 and everything["hasMore"] is False and fault.hits == 1
+        running.fake.faults.add(Fault(path=RUNS_URL, kind="oversize", items=500))
+        padded = (await client.get(RUNS_URL, params={"limit": 10})).json()
+        assert len(padded["data"]) == 500 and padded["data"][-1] == padded["data"][9]
+
+
+@pytest.mark.anyio
+async def test_empty_huge_and_echo_key_faults() -> None:
+    async with serving(story(), ManualClock(), headers={"x-api-key": "k-0123456789abcdef"}) as (
+        running,
+        client,
+    ):
+        running.fake.faults.add(Fault(path="/v0/monitors", kind="empty", count=1))
+        assert (await client.get("/v0/monitors")).json() == {}
+        running.fake.faults.add(Fault(path="/v0/monitors", kind="huge", size=300_000, count=1))
+        huge = await client.get("/v0/monitors")
+        assert "content-length" not in huge.headers and len(huge.content) == 300_000
+        assert huge.json()["data"] == []
+        running.fake.faults.add(Fault(kind="echo_key", status=400, echo_at=7, size=50, count=1))
+        echo = await client.get("/v0/monitors")
+        assert echo.status_code == 400 and echo.headers["x-request-id"]
+        assert echo.text == "x" * 7 + "k-0123456789abcdef" + "y" * 25
+
+
+@pytest.mark.anyio
+async def test_skip_lets_the_first_requests_through() -> None:
+    async with serving(story(), ManualClock()) as (running, client):
+        fault = running.fake.faults.add(
+            Fault(path="/v0/monitors", kind="status", status=503, skip=2, count=1)
+        )
+        statuses = [(await client.get("/v0/monitors")).status_code for _ in range(4)]
+        assert statuses == [200, 200, 503, 200] and fault.hits == 1

@@ -362,3 +362,76 @@ async def test_olostep_sdk_reads_the_fake() -> None:
             events = await client.monitors.events("monitor_prices", limit=10)
             assert [e["run_id"] for e in events.data] == ["run_0001"]
             assert events.total_count == 1
+
+
+@pytest.mark.anyio
+async def test_list_carries_last_run_only_when_the_scenario_says() -> None:
+    clock = ManualClock()
+    for list_last_run in (False, True):
+        async with serving(story(list_last_run=list_last_run), clock) as (_, client):
+            clock.advance(4)
+            [prices] = [
+                m
+                for m in (await client.get("/v1/monitors")).json()["monitors"]
+                if m["id"] == "monitor_prices"
+            ]
+            assert ("last_run" in prices) is list_last_run
+            if list_last_run:
+                single = (await client.get("/v1/monitors/monitor_prices")).json()
+                assert prices["last_run"] == single["last_run"] and prices["last_run"]["id"] == "run_0001"
+
+
+@pytest.mark.anyio
+async def test_next_run_at_skips_runs_started_by_hand() -> None:
+    runs = [
+        {"id": "run_hand", "manual": True, "events": [{"at": "5s", "type": "work_received"}]},
+        {"id": "run_late", "scheduled_at": "10s", "events": [{"at": "15s", "type": "work_received"}]},
+    ]
+    clock = ManualClock()
+    async with serving(story(monitors=[{"id": "monitor_prices", "runs": runs}]), clock) as (running, client):
+        nxt = []
+        for step in (0, 6, 5):
+            clock.advance(step)
+            for path in ("/v1/monitors/monitor_prices", "/v1/monitors"):
+                body = (await client.get(path)).json()
+                obj = body if "schedule" in body else body["monitors"][0]
+                nxt.append(obj["schedule"]["next_run_at"])
+        t0 = running.fake.t0
+        assert nxt == [iso(t0 + 10)] * 4 + [None] * 2
+
+
+@pytest.mark.anyio
+async def test_events_may_omit_id_and_ts() -> None:
+    events = [
+        {"at": "0s", "type": "work_received", "omit": ["id"]},
+        {"at": "1s", "type": "node_start", "omit": ["ts"]},
+        {"at": "2s", "type": "run_complete", "omit": ["id", "ts"]},
+    ]
+    clock = ManualClock()
+    async with serving(
+        story(monitors=[{"id": "monitor_prices", "runs": [{"id": "run_0001", "events": events}]}]), clock
+    ) as (_, client):
+        clock.advance(3)
+        got = (await client.get(RUN_URL)).json()["events"]
+        assert [sorted(e) for e in got] == [
+            ["event", "ingestion_ts", "message", "stream", "ts"],
+            ["event", "id", "ingestion_ts", "message", "stream"],
+            ["event", "ingestion_ts", "message", "stream"],
+        ]
+
+
+@pytest.mark.anyio
+async def test_page_faults_use_olostep_page_keys() -> None:
+    runs = [{"id": f"run_{i:03d}", "events": [{"at": i - 100, "type": "work_received"}]} for i in range(30)]
+    async with serving(story(monitors=[{"id": "monitor_prices", "runs": runs}]), ManualClock()) as (
+        running,
+        client,
+    ):
+        url = "/v1/monitors/monitor_prices/events"
+        running.fake.faults.add(Fault(path=url, kind="endless", count=2))
+        first = (await client.get(url, params={"limit": 10})).json()
+        second = (await client.get(url, params={"limit": 10, "cursor": first["next_cursor"]})).json()
+        assert first["data"] == second["data"] and first["has_more"] and second["has_more"]
+        assert first["next_cursor"] != second["next_cursor"]
+        running.fake.faults.add(Fault(path=url, kind="ignore_limit", count=1))
+        assert len((await client.get(url, params={"limit": 10})).json()["data"]) == 30

@@ -213,3 +213,46 @@ def test_generate_both_providers() -> None:
 def test_dump_round_trips(tmp_path: Path) -> None:
     for scenario in (default_scenario(), generate_scenario(4, 3, provider="both", seed=1)):
         assert load_scenario(write(tmp_path, dump_scenario(scenario))) == scenario
+
+
+def test_a_run_cannot_be_due_after_it_shows() -> None:
+    late = {"id": "run_1", "scheduled_at": "5s", "events": [{"at": 1, "type": "work_received"}]}
+    with pytest.raises(ValidationError, match=r"scheduled_at: is after the run's first entry"):
+        Scenario.model_validate({"olostep": {"monitors": [{"id": "monitor_a", "runs": [late]}]}})
+    early = {
+        "id": "mrun_1",
+        "scheduled_at": "-5s",
+        "manual": False,
+        "timeline": [{"at": 1, "status": "created"}],
+    }
+    Scenario.model_validate({"exa": {"monitors": [{"runs": [early]}]}})
+
+
+def test_new_keys_round_trip(tmp_path: Path) -> None:
+    scenario = Scenario.model_validate(
+        {
+            "exa": {
+                "monitors": [
+                    {
+                        "runs": [
+                            {
+                                "manual": True,
+                                "scheduled_at": "-1s",
+                                "timeline": [{"at": 0, "status": "created"}],
+                            }
+                        ]
+                    }
+                ]
+            },
+            "olostep": {
+                "list_last_run": True,
+                "monitors": [
+                    {"runs": [{"events": [{"at": 0, "type": "work_received", "omit": ["id", "ts"]}]}]}
+                ],
+                "faults": [{"kind": "echo_key", "status": 400, "echo_at": 284, "size": 1000}],
+            },
+        }
+    )
+    path = tmp_path / "s.yaml"
+    path.write_text(dump_scenario(scenario))
+    assert load_scenario(path) == scenario

@@ -26,12 +26,27 @@ POLL_ERROR_REASONS = (
     "timeout",
     "connect",
     "bad_json",
+    "http_400",
     "http_408",
     "http_429",
     "http_500",
     "http_502",
     "http_503",
     "http_504",
+    "bad_shape",
+    "bad_id",
+    "unusable_run",
+    "oversize_page",
+    "cursor_loop",
+    "too_many_pages",
+    "too_large",
+    "retired",
+    "event_no_id",
+    "event_no_ts",
+)
+#: Reasons a request is retried for (the others fail at once or are not about a request).
+RETRIED_REASONS = frozenset(
+    {"timeout", "connect", "bad_json", "http_408", "http_429", "http_500", "http_502", "http_503", "http_504"}
 )
 #: Outcomes of one poll cycle (``crash`` is a bug in runwatch, caught so the loop goes on).
 POLL_OUTCOMES = ("ok", "error", "crash")
@@ -199,7 +214,7 @@ class Metrics:
                 self.polls.labels(p, outcome)
             for reason in POLL_ERROR_REASONS:
                 self.poll_errors.labels(p, reason)
-                if reason not in ("auth", "not_found"):  # never retried
+                if reason in RETRIED_REASONS:
                     self.retries.labels(p, reason)
             for kind in CHANGE_KINDS:
                 self.changes.labels(p, kind)

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import anyio
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from runwatch.clock import Clock, SystemClock
 from runwatch.fakes._common import RequestLog
-from runwatch.fakes.faults import Fault, Faults
+from runwatch.fakes.faults import PAGE_FAULTS, Fault, Faults
 from runwatch.fakes.scenario import Scenario, default_scenario
 
 #: A route's handler gets the request and the scenario time (seconds since t0) it should answer for.
@@ -30,6 +32,8 @@ Handler = Callable[[Request, float], Awaitable[Response]]
 
 #: What a ``garbage`` fault sends with status 200 and ``application/json``: cut off mid-string.
 GARBAGE = b'{"data": [{"id": "monitor_tru'
+#: A request scope key: the handler answers every item in one page (an ``ignore_limit`` fault).
+NO_LIMIT = "runwatch.fake.no_limit"
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -81,6 +85,8 @@ class FakeBase:
     provider: ClassVar[str]
     #: Path prefix every route is served under (``/websets`` for Exa): part of the base URL.
     prefix: ClassVar[str] = ""
+    #: A list page's keys: its items, whether there is more, the next page's cursor.
+    page_keys: ClassVar[tuple[str, str, str]] = ("data", "hasMore", "nextCursor")
 
     def __init__(self, scenario: Scenario | None = None, clock: Clock | None = None) -> None:
         self.scenario = scenario if scenario is not None else default_scenario()
@@ -90,6 +96,7 @@ class FakeBase:
         self._compile()
         self.faults = Faults(self._scenario_faults())
         self.requests = RequestLog()
+        self._endless = itertools.count(1)
         self.app = Starlette(
             routes=[
                 Route(self.prefix + path, self._endpoint(name, handler), methods=["GET"], name=name)
@@ -113,6 +120,10 @@ class FakeBase:
     def _authorized(self, headers: Headers) -> bool:
         raise NotImplementedError
 
+    def _presented_key(self, headers: Headers) -> str:
+        """The API key the request carries (what an ``echo_key`` fault echoes)."""
+        raise NotImplementedError
+
     def _error(self, status: int, message: str, route: str) -> Response:
         """The provider's JSON error body for ``status`` (the shape may depend on the route)."""
         raise NotImplementedError
@@ -121,6 +132,12 @@ class FakeBase:
         """Last touch on every response (Exa adds ``X-Request-Id``)."""
 
     # -- shared ---------------------------------------------------------------------------------------
+
+    def page_limit(self, request: Request, default: int, high: int) -> int:
+        """The request's ``limit`` (1..high), or no limit at all under an ``ignore_limit`` fault."""
+        if request.scope.get(NO_LIMIT):
+            return 1 << 30
+        return int_param(request.query_params, "limit", default, 1, high)
 
     def scenario_time(self) -> float:
         """Seconds since t0 by the fake's clock: what every state is computed for."""
@@ -153,6 +170,17 @@ class FakeBase:
             return self._error(400, str(exc), route)
 
     async def _fault_response(self, fault: Fault, handler: Handler, request: Request, route: str) -> Response:
+        if fault.kind in PAGE_FAULTS:
+            return await self._page_fault(fault, handler, request, route)
+        if fault.kind == "empty":
+            return json_response({})
+        if fault.kind == "huge":
+            return StreamingResponse(_huge_body(fault.size), media_type="application/json")
+        if fault.kind == "echo_key":
+            key = self._presented_key(request.headers)
+            head = "x" * fault.echo_at + key
+            body = (head + "y" * max(0, fault.size - len(head))).encode()
+            return Response(body, status_code=fault.status, media_type="application/json")
         if fault.kind == "slow":
             await anyio.sleep(fault.delay)
             return await self._call(handler, request, self.scenario_time(), route)
@@ -166,6 +194,39 @@ class FakeBase:
                 response.headers["Retry-After"] = f"{fault.retry_after:g}"
             return response
         return self._error(fault.status, f"injected fault: {fault.status}", route)
+
+    async def _page_fault(self, fault: Fault, handler: Handler, request: Request, route: str) -> Response:
+        """The handler's own page, rewritten the way a broken server would (see ``FaultKind``)."""
+        scope = dict(request.scope)
+        asked = request.query_params.get("cursor")
+        drop: set[str] = set()
+        if fault.kind == "endless" or (fault.kind == "cursor_loop" and asked == "loop"):
+            drop.add("cursor")  # cursors this fault made up: the first page again
+        if fault.kind == "ignore_limit":
+            drop.add("limit")
+            scope[NO_LIMIT] = True
+        query = [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
+        scope["query_string"] = urlencode(query).encode()
+        response = await self._call(handler, Request(scope, request.receive), self.scenario_time(), route)
+        items, more, cursor = self.page_keys
+        if response.status_code != 200 or fault.kind == "ignore_limit":
+            return response
+        body = json.loads(bytes(response.body))
+        if not isinstance(body, dict) or not isinstance(body.get(items), list):
+            return response
+        if fault.kind == "oversize":
+            data = body[items]
+            if data:
+                body[items] = data + [data[-1]] * max(0, fault.items - len(data))
+        elif fault.kind == "cursor_loop":
+            # The page's own items, but "more" always, and the cursor just asked for again (the
+            # first page points to the real second one, or to a made-up cursor that repeats).
+            body[cursor] = asked or (body.get(cursor) if body.get(more) else None) or "loop"
+            body[more] = True
+        else:
+            body[more] = True
+            body[cursor] = f"endless{next(self._endless)}"
+        return json_response(body)
 
     async def _http_exception(self, request: Request, exc: Exception) -> Response:
         """Unknown paths (404) and wrong methods (405) get the provider's error body too."""
@@ -181,3 +242,15 @@ class FakeBase:
             path = path[len(self.prefix) :]
         self.requests.record("not_found", request.method, path, status)
         return response
+
+
+async def _huge_body(size: int) -> AsyncIterator[bytes]:
+    """``{"data": [], "pad": "xxx..."}`` of ``size`` bytes in 64 KiB chunks: valid JSON, just too big."""
+    head, tail = b'{"data":[],"pad":"', b'"}'
+    yield head
+    left = max(0, size - len(head) - len(tail))
+    chunk = b"x" * 65536
+    while left > 0:
+        yield chunk[: min(left, len(chunk))]
+        left -= len(chunk)
+    yield tail

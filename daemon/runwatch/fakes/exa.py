@@ -26,7 +26,6 @@ from runwatch.fakes._base import (
     Handler,
     decode_cursor,
     encode_cursor,
-    int_param,
     json_response,
 )
 from runwatch.fakes._common import EPS, iso
@@ -65,6 +64,8 @@ class _Monitor:
     runs_by_start: list[_Run] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
     runs: dict[str, _Run] = field(default_factory=dict)
+    #: When each scheduled (not hand-started) run is due, in order: what ``nextRunAt`` announces.
+    dues: list[float] = field(default_factory=list)
 
     def visible(self, now: float) -> int:
         return bisect_right(self.starts, now + EPS)
@@ -128,6 +129,9 @@ def _compile_monitor(mon: ExaMonitor, position: int, t0: float) -> _Monitor:
         runs_by_start=runs,
         starts=[r.start for r in runs],
         runs={r.id: r for r in runs},
+        dues=sorted(
+            r.timeline[0].at if r.scheduled_at is None else r.scheduled_at for r in mon.runs if not r.manual
+        ),
     )
 
 
@@ -166,10 +170,13 @@ class FakeExa(FakeBase):
     # -- protocol details -----------------------------------------------------------------------------
 
     def _authorized(self, headers: Headers) -> bool:
-        if headers.get("x-api-key", "").strip():
-            return True
+        return bool(self._presented_key(headers))
+
+    def _presented_key(self, headers: Headers) -> str:
+        if key := headers.get("x-api-key", "").strip():
+            return key
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and bool(token.strip())
+        return token.strip() if scheme.lower() == "bearer" else ""
 
     def _new_request_id(self) -> str:
         return f"req_{self._request_id_prefix}{next(self._request_ids):08x}"
@@ -191,9 +198,10 @@ class FakeExa(FakeBase):
         if n:
             last = mon.runs_by_start[n - 1]
             obj["lastRun"] = last.states[last.index_at(now)]
-        if n < len(mon.starts):
-            # The next scenario run stands in for the cron's next fire time.
-            obj["nextRunAt"] = iso(self.t0 + mon.starts[n])
+        due = bisect_right(mon.dues, now + EPS)
+        if due < len(mon.dues):
+            # The next scheduled scenario run stands in for the cron's next fire time.
+            obj["nextRunAt"] = iso(self.t0 + mon.dues[due])
         return obj
 
     def _monitor(self, request: Request) -> _Monitor | None:
@@ -203,7 +211,7 @@ class FakeExa(FakeBase):
 
     async def _list_monitors(self, request: Request, now: float) -> Response:
         params = request.query_params
-        limit = int_param(params, "limit", 25, 1, 200)
+        limit = self.page_limit(request, 25, 200)
         start = 0
         if cursor := params.get("cursor"):
             pos = decode_cursor("monitors", cursor)
@@ -234,7 +242,7 @@ class FakeExa(FakeBase):
         if mon is None:
             return self._error(404, f"Monitor {request.path_params['monitor']} not found", "list_runs")
         params = request.query_params
-        limit = int_param(params, "limit", 25, 1, 200)
+        limit = self.page_limit(request, 25, 200)
         # Newest first; a cursor is the (exclusive) start position in visibility order, so runs that
         # appear while a client pages do not shift the pages it has not read yet.
         end = mon.visible(now)

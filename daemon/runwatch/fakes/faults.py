@@ -15,12 +15,35 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from runwatch.fakes._common import EPS, Offset, Seconds
 
-__all__ = ["Fault", "FaultKind", "Faults"]
+__all__ = ["PAGE_FAULTS", "Fault", "FaultKind", "Faults"]
 
 #: status: answer ``status`` with the provider's JSON error body; rate_limit: 429 with
 #: ``Retry-After``; slow: sleep ``delay`` for real, then answer normally; garbage: 200 with a broken
 #: JSON body; auth: 401 as if the key were wrong.
-FaultKind = Literal["status", "rate_limit", "slow", "garbage", "auth"]
+#: Bad pages (list endpoints with a ``data`` array; other answers pass through): cursor_loop: the
+#: page asked for, always with more to come, and as next cursor the one just asked for (the first
+#: page: its real next one); endless: the first page again and again, each time with more to come
+#: and a new cursor; ignore_limit: every item in one page, as a server that ignores ``limit`` does;
+#: oversize: the page padded to ``items`` entries (copies of its last one).
+#: Bad bodies: empty: 200 with ``{}``; huge: 200 with a valid JSON body of ``size`` bytes, streamed
+#: without a length; echo_key: answer ``status`` with a ``size``-character body that repeats the
+#: request's API key at character ``echo_at`` (an API that echoes what it was sent).
+FaultKind = Literal[
+    "status",
+    "rate_limit",
+    "slow",
+    "garbage",
+    "auth",
+    "cursor_loop",
+    "endless",
+    "ignore_limit",
+    "oversize",
+    "empty",
+    "huge",
+    "echo_key",
+]
+#: The kinds that rewrite a list endpoint's page (the rest replace the answer).
+PAGE_FAULTS: frozenset[str] = frozenset({"cursor_loop", "endless", "ignore_limit", "oversize"})
 
 
 class Fault(BaseModel):
@@ -36,13 +59,22 @@ class Fault(BaseModel):
     retry_after: Seconds | None = 1.0
     #: Seconds a ``slow`` fault waits (real time) before answering.
     delay: Seconds = 1.0
+    #: Entries an ``oversize`` page is padded to.
+    items: int = Field(default=10_000, ge=1)
+    #: Bytes of a ``huge`` body; characters of an ``echo_key`` body.
+    size: int = Field(default=1 << 20, ge=1)
+    #: Where an ``echo_key`` body repeats the key (characters from its start).
+    echo_at: int = Field(default=0, ge=0)
     #: How many matching requests it answers; None means every one.
     count: int | None = Field(default=None, ge=1)
+    #: How many matching requests it lets through first (e.g. the first page of a listing).
+    skip: int = Field(default=0, ge=0)
     #: Scenario-time window (offsets from t0) in which it is active: ``after <= t < until``.
     after: Offset | None = None
     until: Offset | None = None
 
     _hits: int = PrivateAttr(default=0)
+    _skipped: int = PrivateAttr(default=0)
 
     @property
     def hits(self) -> int:
@@ -73,7 +105,7 @@ class Faults:
 
     def add(self, fault: Fault) -> Fault:
         """Activate ``fault`` (its hit count starts at zero) and return it, to read ``hits`` later."""
-        fault._hits = 0
+        fault._hits = fault._skipped = 0
         self._faults.append(fault)
         return fault
 
@@ -93,6 +125,9 @@ class Faults:
         """The first fault that answers this request (counting the hit), or None."""
         for fault in self._faults:
             if fault.matches(path, scenario_time):
+                if fault._skipped < fault.skip:
+                    fault._skipped += 1
+                    continue
                 fault._hits += 1
                 return fault
         return None

@@ -28,7 +28,6 @@ from runwatch.fakes._base import (
     Handler,
     decode_cursor,
     encode_cursor,
-    int_param,
     json_response,
 )
 from runwatch.fakes._common import EPS, iso
@@ -90,6 +89,8 @@ class _Monitor:
     finished: list[_Run] = field(default_factory=list)
     finish_times: list[float] = field(default_factory=list)
     runs: dict[str, _Run] = field(default_factory=dict)
+    #: When each scheduled (not hand-started) run is due, in order: what ``next_run_at`` announces.
+    dues: list[float] = field(default_factory=list)
 
 
 def _compile_run(run: OlostepRun, monitor_id: str, t0: float) -> _Run:
@@ -99,16 +100,17 @@ def _compile_run(run: OlostepRun, monitor_id: str, t0: float) -> _Run:
         ts = round((t0 + ev.at) * 1000)
         if ev.type == "run_complete" and complete_at is None:
             complete_at = ev.at
-        events.append(
-            {
-                "id": f"evt_{run.id}_{i:04d}",
-                "ts": ts,
-                "ingestion_ts": ts + 120,
-                "stream": ev.stream,
-                "message": ev.message or ev.type.replace("_", " "),
-                "event": {**ev.data, run.event_key: ev.type},
-            }
-        )
+        event = {
+            "id": f"evt_{run.id}_{i:04d}",
+            "ts": ts,
+            "ingestion_ts": ts + 120,
+            "stream": ev.stream,
+            "message": ev.message or ev.type.replace("_", " "),
+            "event": {**ev.data, run.event_key: ev.type},
+        }
+        for key in ev.omit:
+            del event[key]
+        events.append(event)
     start = run.events[0].at
     log_group = f"/olostep/monitors/{monitor_id}"
     last_run = None
@@ -205,6 +207,9 @@ def _compile_monitor(mon: OlostepMonitor, t0: float) -> _Monitor:
         finished=finished,
         finish_times=[r.complete_at or 0.0 for r in finished],
         runs={r.id: r for r in runs},
+        dues=sorted(
+            r.events[0].at if r.scheduled_at is None else r.scheduled_at for r in mon.runs if not r.manual
+        ),
     )
 
 
@@ -217,6 +222,7 @@ class FakeOlostep(FakeBase):
 
     provider = "olostep"
     prefix = ""
+    page_keys = ("data", "has_more", "next_cursor")
 
     def _compile(self) -> None:
         self._monitors = [_compile_monitor(m, self.t0) for m in self.scenario.olostep.monitors]
@@ -236,8 +242,11 @@ class FakeOlostep(FakeBase):
     # -- protocol details -----------------------------------------------------------------------------
 
     def _authorized(self, headers: Headers) -> bool:
+        return bool(self._presented_key(headers))
+
+    def _presented_key(self, headers: Headers) -> str:
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and bool(token.strip())
+        return token.strip() if scheme.lower() == "bearer" else ""
 
     def _error(self, status: int, message: str, route: str) -> Response:
         # The run endpoint documents a bare ``{error}`` body for 400/404/500; the rest (and auth and
@@ -258,23 +267,26 @@ class FakeOlostep(FakeBase):
 
     # -- state ----------------------------------------------------------------------------------------
 
-    def _monitor_object(self, mon: _Monitor, now: float, *, with_last_run: bool) -> dict[str, Any]:
+    def _monitor_object(self, mon: _Monitor, now: float, *, single: bool) -> dict[str, Any]:
+        """GET /v1/monitors/{id} (``single``) or an entry of the list."""
         obj = dict(mon.static)
-        n = bisect_right(mon.starts, now + EPS)
-        if n < len(mon.starts):
-            # The next scenario run stands in for the cron's next fire time.
-            obj["schedule"] = {**obj["schedule"], "next_run_at": iso(self.t0 + mon.starts[n])}
+        due = bisect_right(mon.dues, now + EPS)
+        if due < len(mon.dues):
+            # The next scheduled scenario run stands in for the cron's next fire time.
+            obj["schedule"] = {**obj["schedule"], "next_run_at": iso(self.t0 + mon.dues[due])}
+        with_last_run = single or self.scenario.olostep.list_last_run
         done = bisect_right(mon.finish_times, now + EPS)
         if done:
             last = mon.finished[done - 1]
             obj["error_message"] = last.error_message
             if with_last_run:
                 obj["last_run"] = last.last_run
-        if with_last_run:
+        if single:
             # GET /v1/monitors/{id} also counts the monitor's snapshot events (one per run here).
-            obj["total_count"] = n
-        else:
-            # Documented on GET /v1/monitors/{id} only; the list leaves it out so clients do not rely on it.
+            obj["total_count"] = bisect_right(mon.starts, now + EPS)
+        if not with_last_run:
+            # Documented on GET /v1/monitors/{id} only; the list leaves it out so clients do not rely on
+            # it (unless the scenario says ``list_last_run``).
             del obj["last_run"]
         return obj
 
@@ -283,7 +295,7 @@ class FakeOlostep(FakeBase):
     async def _list_monitors(self, request: Request, now: float) -> Response:
         include_deleted = request.query_params.get("include_deleted", "").lower() == "true"
         monitors = [
-            self._monitor_object(m, now, with_last_run=False)
+            self._monitor_object(m, now, single=False)
             for m in self._monitors
             if include_deleted or not m.deleted
         ]
@@ -293,14 +305,14 @@ class FakeOlostep(FakeBase):
         mon = self._by_id.get(request.path_params["monitor_id"])
         if mon is None:
             return self._error(404, "Monitor not found", "get_monitor")
-        return json_response(self._monitor_object(mon, now, with_last_run=True))
+        return json_response(self._monitor_object(mon, now, single=True))
 
     async def _list_events(self, request: Request, now: float) -> Response:
         mon = self._by_id.get(request.path_params["monitor_id"])
         if mon is None:
             return self._error(404, "Monitor not found", "list_events")
         params = request.query_params
-        limit = int_param(params, "limit", 25, 1, 100)
+        limit = self.page_limit(request, 25, 100)
         total = bisect_right(mon.starts, now + EPS)
         end = total
         if cursor := params.get("cursor"):

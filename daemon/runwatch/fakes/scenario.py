@@ -77,6 +77,11 @@ class ExaStep(_Model):
 class ExaRun(_Model):
     id: str = ""
     type: Literal["search", "refresh"] = "search"
+    #: Started by hand between schedules: the monitor's ``nextRunAt`` never announces it.
+    manual: bool = False
+    #: When the schedule fired (what ``nextRunAt`` announced); the run itself appears at its first
+    #: timeline entry, which may be later (a provider takes a while to create it). Default: that entry.
+    scheduled_at: Offset | None = None
     timeline: list[ExaStep] = Field(min_length=1)
 
 
@@ -116,6 +121,8 @@ class OlostepEvent(_Model):
     message: str = ""
     stream: str = "agent"
     data: dict[str, Any] = Field(default_factory=dict)
+    #: AgentLogEvent fields to leave out (the seed shows both, but a poller must not depend on them).
+    omit: list[Literal["id", "ts"]] = Field(default_factory=list)
 
 
 class OlostepRun(_Model):
@@ -131,6 +138,10 @@ class OlostepRun(_Model):
     event_key: Literal["type", "event", "name"] = "type"
     #: Return events in a scrambled (deterministic) order, to test that clients sort by ``ts``.
     shuffle_events: bool = False
+    #: Started by hand between schedules: ``schedule.next_run_at`` never announces it.
+    manual: bool = False
+    #: When the schedule fired (what ``next_run_at`` announced); the run shows from its first event.
+    scheduled_at: Offset | None = None
     events: list[OlostepEvent] = Field(min_length=1)
 
 
@@ -148,6 +159,9 @@ class OlostepMonitor(_Model):
 class OlostepSection(_Model):
     monitors: list[OlostepMonitor] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
+    #: The monitor list carries each monitor's ``last_run`` too (undocumented there, but seen in some
+    #: answers); off by default, as documented.
+    list_last_run: bool = False
 
     @model_validator(mode="after")
     def _fill_ids(self) -> OlostepSection:
@@ -195,6 +209,10 @@ def check_scenario(scenario: Scenario) -> list[tuple[Loc, str]]:
                 out.append(((*where, i, "id"), f"duplicate {what} id {ident!r}"))
             seen.add(ident)
 
+    def check_scheduled(scheduled: float | None, first: float, where: Loc) -> None:
+        if scheduled is not None and scheduled > first:
+            out.append(((*where, "scheduled_at"), "is after the run's first entry (it cannot start early)"))
+
     exa_mons = scenario.exa.monitors
     check_unique([m.id for m in exa_mons], ("exa", "monitors"), "monitor")
     for m_i, exa_mon in enumerate(exa_mons):
@@ -202,6 +220,7 @@ def check_scenario(scenario: Scenario) -> list[tuple[Loc, str]]:
         for r_i, exa_run in enumerate(exa_mon.runs):
             where: Loc = ("exa", "monitors", m_i, "runs", r_i)
             check_times([s.at for s in exa_run.timeline], where, "timeline")
+            check_scheduled(exa_run.scheduled_at, exa_run.timeline[0].at, where)
     ol_mons = scenario.olostep.monitors
     check_unique([m.id for m in ol_mons], ("olostep", "monitors"), "monitor")
     for m_i, ol_mon in enumerate(ol_mons):
@@ -209,6 +228,7 @@ def check_scenario(scenario: Scenario) -> list[tuple[Loc, str]]:
         for r_i, ol_run in enumerate(ol_mon.runs):
             where = ("olostep", "monitors", m_i, "runs", r_i)
             check_times([e.at for e in ol_run.events], where, "events")
+            check_scheduled(ol_run.scheduled_at, ol_run.events[0].at, where)
     return out
 
 

@@ -1,9 +1,15 @@
-"""What every provider source gives the daemon, what it may read of the state, and shared helpers."""
+"""What every provider source gives the daemon, what it may read of the state, and shared helpers.
+
+The helpers hold the bounds against bad answers in one place, so every provider gets them alike:
+:func:`read_pages` (a listing that loops, pages far beyond their size, pages without items) and
+:func:`read_back` with :class:`Backlog` (catching up after downtime, spread over cycles, never
+skipping a page). Each bound is counted in ``runwatch_poll_errors_total{provider,reason}``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,10 +21,19 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.model import RunSnapshot
-from runwatch.sources.http import ApiError
+from runwatch.sources.http import ApiClient, ApiError
 from runwatch.sources.settings import ProviderSettings
 
 log = get_logger(__name__)
+
+#: A page with more than this many times the items asked for is counted (``oversize_page``).
+OVERSIZE = 4
+#: Items of one page a source looks at; the rest are cut (also ``oversize_page``). Far above any
+#: documented page size, so a server that ignores ``limit`` and answers everything at once (the Exa
+#: reference documents no paging for runs) loses nothing, while a page of junk costs bounded work.
+PAGE_ITEMS_MAX = 10_000
+#: Answers to a request for a page from a saved cursor that say the cursor is no good for ever.
+CURSOR_REFUSED = frozenset({400, 404, 410, 422})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +116,168 @@ async def poll_stream(
         yield receive, report
 
 
+@dataclass(frozen=True, slots=True)
+class PageShape:
+    """How one API spells a list page: its items, whether more follow, the next page's cursor."""
+
+    items: str = "data"
+    more: str = "hasMore"
+    cursor: str = "nextCursor"
+    #: Keys naming an item (the first string value wins), to tell a page that brings nothing new.
+    ids: tuple[str, ...] = ("id",)
+
+    def item_id(self, item: Any) -> str | None:
+        if isinstance(item, dict):
+            for key in self.ids:
+                value = item.get(key)
+                if isinstance(value, str) and value:
+                    return value
+        return None
+
+
+#: One page: its items and the cursor of the next page (None: the listing ends there).
+Page = tuple[list[Any], str | None]
+
+
+async def read_pages(
+    api: ApiClient,
+    path: str,
+    params: dict[str, Any],
+    *,
+    shape: PageShape,
+    endpoint: str,
+    what: str,
+    cursor: str | None = None,
+    max_pages: int | None = None,
+) -> AsyncGenerator[Page, None]:
+    """Each page of a listing from ``cursor`` on, following the next cursor while more follow.
+
+    Bounded against a server that misbehaves, each bound counted under ``poll_errors``:
+    a page without its items array raises ApiError(``bad_shape``); a page far beyond the size asked
+    for is counted (``oversize_page``) and cut at PAGE_ITEMS_MAX; a cursor seen before, or a page
+    that brings no item not already seen in this listing, ends it (``cursor_loop``: a server that
+    loops would otherwise be followed forever, and a monitor it lists on every page polled on every
+    copy); more than ``max_pages`` pages end it (``too_many_pages``).
+    """
+    metrics, provider = api.metrics, api.provider
+    limit = int(params.get("limit", 0)) or None
+    cursors: set[str] = set()
+    ids: set[str] = set()
+    pages = 0
+    while True:
+        query = dict(params, cursor=cursor) if cursor else params
+        page = await api.get_json(path, query, endpoint=endpoint)
+        data = page.get(shape.items) if isinstance(page, dict) else None
+        if not isinstance(data, list):
+            metrics.poll_errors.labels(provider, "bad_shape").inc()
+            raise ApiError(provider, "bad_shape", f"{what} has no {shape.items!r} array", path=path)
+        assert isinstance(page, dict)
+        if (limit is not None and len(data) > limit * OVERSIZE) or len(data) > PAGE_ITEMS_MAX:
+            metrics.poll_errors.labels(provider, "oversize_page").inc()
+            kept = min(len(data), PAGE_ITEMS_MAX)
+            log.warning("page.oversize", provider=provider, path=path, items=len(data), kept=kept)
+            del data[PAGE_ITEMS_MAX:]
+        fresh = {i for i in map(shape.item_id, data) if i is not None and i not in ids}
+        if pages and not fresh:
+            metrics.poll_errors.labels(provider, "cursor_loop").inc()
+            log.warning("page.cursor_loop", provider=provider, path=path, hint="a page with nothing new")
+            return
+        ids |= fresh
+        pages += 1
+        nxt = page.get(shape.cursor) if page.get(shape.more) else None
+        nxt = nxt if isinstance(nxt, str) and nxt else None
+        yield data, nxt
+        if nxt is None:
+            return
+        if nxt in cursors or nxt == cursor:
+            metrics.poll_errors.labels(provider, "cursor_loop").inc()
+            log.warning("page.cursor_loop", provider=provider, path=path, hint="a cursor seen before")
+            return
+        if max_pages is not None and pages >= max_pages:
+            metrics.poll_errors.labels(provider, "too_many_pages").inc()
+            log.warning("page.too_many", provider=provider, path=path, pages=pages)
+            return
+        cursors.add(nxt)
+        cursor = nxt
+
+
+async def read_back(
+    listing: Callable[[str | None], AsyncGenerator[Page, None]],
+    pending: Sequence[str],
+    visit: Callable[[list[Any]], bool],
+    max_pages: int,
+) -> list[str]:
+    """Read a newest-first listing back until a page holds nothing new, at most ``max_pages`` pages.
+
+    Starts at the newest page (what happened since the last cycle), then goes on from each cursor in
+    ``pending`` (where an earlier cycle ran out of pages). ``visit`` sees each page's items and says
+    whether any was new. Returns the cursors to go on from next cycle (newest first): a catch-up after
+    a long downtime is spread over cycles, never cut. A saved cursor the server refuses for good
+    (400, 404, 410, 422; counted under that status) is dropped with a ``page.cursor_refused`` log
+    line: asking again would fail the monitor's poll every cycle, for ever.
+    """
+    starts: list[str | None] = [None, *pending]
+    left: list[str] = []
+    pages = 0
+    for i, start in enumerate(starts):
+        if pages >= max_pages:
+            left.extend(s for s in starts[i:] if s is not None)
+            break
+        pager = listing(start)
+        try:
+            async for data, nxt in pager:
+                pages += 1
+                if not visit(data):
+                    break  # caught up: this page holds only runs already recorded (or out of scope)
+                if pages >= max_pages:
+                    if nxt is not None:
+                        left.append(nxt)
+                    break
+        except ApiError as exc:
+            if start is None or exc.status not in CURSOR_REFUSED:
+                raise
+            log.warning("page.cursor_refused", provider=exc.provider, path=exc.path, status=exc.status)
+        finally:
+            await pager.aclose()
+    return left
+
+
+class Backlog:
+    """Per monitor, the cursors a catch-up goes on from next cycle (:func:`read_back`).
+
+    A source reads them at the start of a monitor's poll and stores the new ones only once that poll
+    has its batch: a poll that fails half-way repeats its pages next cycle instead of skipping them
+    (their runs were never recorded). At most ``limit`` are kept per monitor (the newest): only a
+    server that invents new runs faster than ``MAX_PAGES`` a cycle can reach it.
+    """
+
+    def __init__(self, provider: str, limit: int = 16) -> None:
+        self.provider = provider
+        self.limit = limit
+        self._pending: dict[str, tuple[str, ...]] = {}
+
+    def __contains__(self, monitor_id: object) -> bool:
+        return monitor_id in self._pending
+
+    def get(self, monitor_id: str) -> tuple[str, ...]:
+        return self._pending.get(monitor_id, ())
+
+    def set(self, monitor_id: str, cursors: Sequence[str]) -> None:
+        if len(cursors) > self.limit:
+            dropped = len(cursors) - self.limit
+            log.warning("backlog.cut", provider=self.provider, monitor_id=monitor_id, dropped=dropped)
+            cursors = cursors[: self.limit]
+        if cursors:
+            self._pending[monitor_id] = tuple(cursors)
+        else:
+            self._pending.pop(monitor_id, None)
+
+    def keep(self, monitors: Collection[str]) -> None:
+        """Forget monitors no longer listed."""
+        for gone in set(self._pending) - set(monitors):
+            del self._pending[gone]
+
+
 class MissingRuns:
     """Runs whose get-run answers 404: asked again for a few polls, then retired with a log line."""
 
@@ -123,7 +300,7 @@ class MissingRuns:
             )
             return False
         self._misses.pop(run_id, None)
-        self.metrics.poll_errors.labels(self.provider, "run_retired").inc()
+        self.metrics.poll_errors.labels(self.provider, "retired").inc()
         log.warning(
             "run.retired",
             provider=self.provider,

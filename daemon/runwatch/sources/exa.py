@@ -20,13 +20,18 @@ from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.model import RUN_STATUSES, RunSnapshot
 from runwatch.sources.base import (
+    Backlog,
     MissingRuns,
     MonitorBatch,
+    Page,
+    PageShape,
     PollReport,
     ProviderSpec,
     RunView,
     parse_time,
     poll_stream,
+    read_back,
+    read_pages,
 )
 from runwatch.sources.http import ApiClient, ApiError
 from runwatch.sources.schedule import Schedule, next_cron
@@ -35,11 +40,14 @@ from runwatch.sources.settings import ProviderSettings
 log = get_logger(__name__)
 
 PROVIDER = "exa"
+SHAPE = PageShape(items="data", more="hasMore", cursor="nextCursor")
 PAGE_LIMIT = 50
 #: Pages of one monitor's runs read in one cycle; a longer catch-up goes on next cycle.
 MAX_PAGES = 20
-#: A page with more than this many times the items asked for is cut there (and counted).
-OVERSIZE = 4
+#: Monitors per page of the monitor list (the documented maximum), and pages of it at most: 100,000
+#: monitors, far beyond any account, so only a server that invents monitors page after page hits it.
+LIST_LIMIT = 200
+MAX_LIST_PAGES = 500
 
 
 def parse_run(obj: Any, monitor_id: str) -> RunSnapshot | None:
@@ -104,12 +112,13 @@ class ExaSource:
             retries=settings.retries,
             concurrency=settings.concurrency,
             max_requests_per_second=settings.max_requests_per_second,
+            secrets=(settings.api_key.get_secret_value(),),
             **client_kw,
         )
         self.schedule = Schedule(settings.poll_interval, settings.idle_poll_interval)
         self.monitors: list[str] = list(dict.fromkeys(settings.monitors))
         #: Where a catch-up that ran out of pages this cycle goes on next cycle.
-        self.resume: dict[str, str] = {}
+        self.backlog = Backlog(PROVIDER)
         self.missing = MissingRuns(PROVIDER, metrics)
 
     async def aclose(self) -> None:
@@ -118,7 +127,15 @@ class ExaSource:
     async def list_monitors(self, now: float) -> dict[str, float | None]:
         """Every monitor of the account (or the configured ones) and its next scheduled run."""
         found: dict[str, float | None] = {}
-        pages = self._pages("/v0/monitors", {"limit": 200}, "list_monitors", "monitor list")
+        pages = read_pages(
+            self.api,
+            "/v0/monitors",
+            {"limit": LIST_LIMIT},
+            shape=SHAPE,
+            endpoint="list_monitors",
+            what="monitor list",
+            max_pages=MAX_LIST_PAGES,
+        )
         async for page, _ in pages:
             for m in page:
                 if isinstance(m, Mapping) and isinstance(m.get("id"), str) and m["id"]:
@@ -128,39 +145,6 @@ class ExaSource:
         if self.settings.monitors:
             return {mid: found.get(mid) for mid in dict.fromkeys(self.settings.monitors)}
         return found
-
-    async def _pages(
-        self, path: str, params: dict[str, Any], endpoint: str, what: str, cursor: str | None = None
-    ) -> AsyncGenerator[tuple[list[Any], str | None], None]:
-        """Each page's items and the cursor of the next page; follows ``nextCursor`` while ``hasMore``.
-
-        A cursor seen before ends the listing (a server that loops); so does a missing ``data`` array
-        (an error) and, after its first items, a page far beyond the size asked for.
-        """
-        seen: set[str] = set()
-        limit = int(params.get("limit", PAGE_LIMIT))
-        while True:
-            query = dict(params, cursor=cursor) if cursor else params
-            page = await self.api.get_json(path, query, endpoint=endpoint)
-            data = page.get("data") if isinstance(page, Mapping) else None
-            if not isinstance(data, list):
-                self.metrics.poll_errors.labels(PROVIDER, "bad_shape").inc()
-                raise ApiError(PROVIDER, "bad_shape", f"{what} has no 'data' array", path=path)
-            if len(data) > limit * OVERSIZE:
-                self.metrics.poll_errors.labels(PROVIDER, "oversize_page").inc()
-                log.warning("page.oversize", provider=PROVIDER, path=path, items=len(data), limit=limit)
-                data = data[: limit * OVERSIZE]
-            nxt = page.get("nextCursor") if page.get("hasMore") else None
-            nxt = nxt if isinstance(nxt, str) and nxt else None
-            yield data, nxt
-            if nxt is None:
-                return
-            if nxt in seen or nxt == cursor:
-                self.metrics.poll_errors.labels(PROVIDER, "cursor_loop").inc()
-                log.warning("page.cursor_loop", provider=PROVIDER, path=path)
-                return
-            seen.add(nxt)
-            cursor = nxt
 
     def poll(
         self, view: RunView, *, now: float, not_before: float | None
@@ -176,19 +160,25 @@ class ExaSource:
                 else:
                     self.monitors = list(listing)
                     self.schedule.listed(now, listing)
+                    self.backlog.keep(listing)
             due = [
                 m for m in self.monitors
-                if m in self.resume or self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
+                if m in self.backlog or self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
             ]  # fmt: skip
             report.idle = len(self.monitors) - len(due)
 
             async def one(monitor_id: str) -> None:
                 try:
-                    batch = await self._poll_monitor(monitor_id, view, not_before, report)
+                    batch, left = await self._poll_monitor(monitor_id, view, not_before, report)
                 except ApiError as exc:
                     report.errors.append(exc)
                     return
+                # Only now: a poll that failed half-way reads its catch-up pages again next cycle.
+                self.backlog.set(monitor_id, left)
                 self.schedule.polled(monitor_id, now)
+                created = [t for t in (parse_time(s.raw.get("createdAt")) for s in batch.snapshots) if t]
+                if created:
+                    self.schedule.started(monitor_id, max(created))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
                 await send.send(batch)
@@ -201,42 +191,40 @@ class ExaSource:
 
     async def _poll_monitor(
         self, monitor_id: str, view: RunView, not_before: float | None, report: PollReport
-    ) -> MonitorBatch:
+    ) -> tuple[MonitorBatch, list[str]]:
         """The monitor's runs that are new or unfinished, newest first, paging back until the runs are
-        ones already recorded (after any downtime), at most MAX_PAGES a cycle (then on next cycle)."""
+        ones already recorded (after any downtime), at most MAX_PAGES a cycle (then on next cycle).
+
+        Returns the batch and where the catch-up goes on next cycle.
+        """
         base = f"/v0/monitors/{quote(monitor_id, safe='')}/runs"
         snaps: dict[str, RunSnapshot] = {}
-        resume = self.resume.pop(monitor_id, None)
-        pages = 0
-        cursors = [None, resume] if resume else [None]
-        for start in cursors:
-            listing = self._pages(base, {"limit": PAGE_LIMIT}, "list_runs", "run list", start)
-            async for data, next_cursor in listing:
-                pages += 1
-                news = False
-                for obj in data:
-                    snap = parse_run(obj, monitor_id)
-                    if snap is None:
-                        report.skipped += 1
-                        self.metrics.poll_errors.labels(PROVIDER, "unusable_run").inc()
-                        continue
-                    created = parse_time(snap.raw.get("createdAt"))
-                    if not_before is not None and created is not None and created < not_before:
-                        continue
-                    done = view.is_done(PROVIDER, snap.run_id)
-                    if done is None:
-                        news = True
-                    if done is not True and snap.run_id not in snaps:
-                        snaps[snap.run_id] = snap
-                if not news:
-                    break  # this page holds only runs already recorded (or out of scope): caught up
-                if pages >= MAX_PAGES:
-                    if next_cursor:  # go on from here next cycle: catch-up is spread, never cut
-                        self.resume[monitor_id] = next_cursor
-                    break
-            await listing.aclose()
-            if pages >= MAX_PAGES:
-                break
+
+        def visit(data: list[Any]) -> bool:
+            news = False
+            for obj in data:
+                snap = parse_run(obj, monitor_id)
+                if snap is None:
+                    report.skipped += 1
+                    self.metrics.poll_errors.labels(PROVIDER, "unusable_run").inc()
+                    continue
+                created = parse_time(snap.raw.get("createdAt"))
+                if not_before is not None and created is not None and created < not_before:
+                    continue
+                done = view.is_done(PROVIDER, snap.run_id)
+                if done is None:
+                    news = True
+                if done is not True and snap.run_id not in snaps:
+                    snaps[snap.run_id] = snap
+            return news
+
+        def listing(start: str | None) -> AsyncGenerator[Page, None]:
+            params = {"limit": PAGE_LIMIT}
+            return read_pages(
+                self.api, base, params, shape=SHAPE, endpoint="list_runs", what="run list", cursor=start
+            )
+
+        left = await read_back(listing, self.backlog.get(monitor_id), visit, MAX_PAGES)
         retired: list[str] = []
         for run_id in view.unfinished(PROVIDER, monitor_id):
             if run_id in snaps:
@@ -255,7 +243,7 @@ class ExaSource:
             snap = parse_run(obj, monitor_id)
             if snap is not None:
                 snaps[run_id] = snap
-        return MonitorBatch(PROVIDER, monitor_id, list(snaps.values()), retired)
+        return MonitorBatch(PROVIDER, monitor_id, list(snaps.values()), retired), left
 
 
 SPEC = ProviderSpec(

@@ -4,15 +4,16 @@ Retries are ours (neither SDK retries usefully): :class:`runwatch.retry.RetryPol
 delivery uses, waiting at least what a 429's ``Retry-After`` asks (capped), on 408/429/5xx, timeouts,
 dropped connections and broken JSON.
 A 4xx other than 408/429 is not retried: asking again will not help. Errors carry the status, the
-provider's request id and a truncated body, and never the API key (it lives only in the client's
-default headers, which no error message prints).
+provider's request id and a truncated body, and never the API key: it lives only in the client's
+default headers, which no error message prints, and the client registers it with
+:mod:`runwatch.redact`, so an API that echoes it in an error body is masked too (redacted before cut).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -22,7 +23,7 @@ import tenacity
 from runwatch.errors import ProviderError
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
-from runwatch.redact import redact
+from runwatch.redact import redact, register
 from runwatch.retry import RetryPolicy, parse_retry_after
 
 log = get_logger(__name__)
@@ -119,8 +120,15 @@ class ApiClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
         max_requests_per_second: float | None = None,
+        max_body: int = MAX_BODY,
+        secrets: Sequence[str] = (),
     ) -> None:
+        for secret in secrets:
+            # The key is in every request: whoever builds a client (the daemon, a benchmark, a tool),
+            # an answer that echoes it must not carry it into an error or a log line.
+            register(secret)
         self.provider = provider
+        self.max_body = max_body
         self.metrics = metrics
         self.retries = retries
         self.policy = RetryPolicy(backoff_initial, backoff_max, retry_after_cap=retry_after_max)
@@ -171,15 +179,15 @@ class ApiClient:
         )
 
     async def _read_bounded(self, resp: httpx.Response, path: str) -> bytes:
-        """The body, or ApiError(too_large) as soon as it passes MAX_BODY (never held whole)."""
+        """The body, or ApiError(too_large) as soon as it passes ``max_body`` (never held whole)."""
         declared = resp.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        if declared and declared.isdigit() and int(declared) > self.max_body:
             raise self._too_large(resp, path)
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.aiter_bytes():
             size += len(chunk)
-            if size > MAX_BODY:
+            if size > self.max_body:
                 raise self._too_large(resp, path)
             chunks.append(chunk)
         return b"".join(chunks)
@@ -188,7 +196,7 @@ class ApiClient:
         return ApiError(
             self.provider,
             "too_large",
-            f"answer over the {MAX_BODY}-byte limit",
+            f"answer over the {self.max_body}-byte limit",
             status=resp.status_code,
             request_id=resp.headers.get("x-request-id"),
             path=path,

@@ -9,10 +9,12 @@ then ``completed`` or ``failed``. The step name of an AgentLogEvent is read from
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import anyio
@@ -24,13 +26,18 @@ from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.model import RunEvent, RunSnapshot
 from runwatch.sources.base import (
+    Backlog,
     MissingRuns,
     MonitorBatch,
+    Page,
+    PageShape,
     PollReport,
     ProviderSpec,
     RunView,
     parse_time,
     poll_stream,
+    read_back,
+    read_pages,
 )
 from runwatch.sources.http import ApiClient, ApiError
 from runwatch.sources.schedule import Schedule, next_cron
@@ -41,6 +48,7 @@ log = get_logger(__name__)
 PROVIDER = "olostep"
 MONITOR_ID = re.compile(r"^monitor_[A-Za-z0-9_-]+$")
 RUN_ID = re.compile(r"^run_[A-Za-z0-9_-]+$")
+SHAPE = PageShape(items="data", more="has_more", cursor="next_cursor", ids=("id", "run_id"))
 EVENTS_PAGE = 25
 #: Event pages of one monitor read in one cycle (each new run shows in the first pages).
 MAX_EVENT_PAGES = 40
@@ -72,15 +80,43 @@ def _event_error(name: str, inner: Mapping[str, Any], message: str) -> str | Non
     return None
 
 
+def _canonical(obj: Mapping[str, Any]) -> bytes:
+    """The event as bytes that do not depend on key order (orjson; json for what orjson refuses,
+    such as integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(obj, sort_keys=True, default=str).encode()
+
+
+def _is_time(ts: Any) -> TypeGuard[int | float]:
+    return isinstance(ts, int | float) and not isinstance(ts, bool) and math.isfinite(ts)
+
+
+def event_gaps(raw_events: Any) -> set[str]:
+    """What the AgentLogEvents of one answer lack: ``event_no_id``, ``event_no_ts`` (counted once per
+    answer in ``poll_errors``; such events are still reported, under an id derived from their content
+    and in ``ts`` order with the undated ones first)."""
+    gaps: set[str] = set()
+    for obj in raw_events if isinstance(raw_events, list) else ():
+        if isinstance(obj, Mapping):
+            eid = obj.get("id")
+            if not isinstance(eid, str | int) or isinstance(eid, bool) or eid == "":
+                gaps.add("event_no_id")
+            if not _is_time(obj.get("ts")):
+                gaps.add("event_no_ts")
+    return gaps
+
+
 def parse_event(obj: Any) -> RunEvent | None:
     if not isinstance(obj, Mapping):
         return None
     eid = obj.get("id")
-    if not isinstance(eid, str | int) or eid == "":
+    if not isinstance(eid, str | int) or isinstance(eid, bool) or eid == "":
         # No id: one derived from the event's content is stable across polls, so it is reported once.
-        eid = "derived_" + hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+        eid = "derived_" + hashlib.sha256(_canonical(obj)).hexdigest()[:24]
     ts = obj.get("ts")
-    ts_ms = int(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else 0
+    ts_ms = int(ts) if _is_time(ts) else 0
     inner = obj.get("event") if isinstance(obj.get("event"), Mapping) else {}
     assert isinstance(inner, Mapping)
     message = obj.get("message") if isinstance(obj.get("message"), str) else ""
@@ -145,6 +181,12 @@ def derive(
     )
 
 
+def run_start(snap: RunSnapshot) -> float | None:
+    """When a run began (unix seconds): its first dated event. Olostep runs carry no created time."""
+    first = min((e.ts_ms for e in snap.events if e.ts_ms > 0), default=0)
+    return first / 1000.0 if first else None
+
+
 class OlostepSettings(ProviderSettings):
     """``providers.olostep``."""
 
@@ -173,8 +215,13 @@ def next_run_at(monitor: Mapping[str, Any], now: float) -> float | None:
 
 
 class OlostepSource:
-    """Polls Olostep monitors: the list (which carries ``last_run``), each due monitor's events and the
-    runs not finished yet."""
+    """Polls Olostep monitors: the list, each due monitor's ``last_run``, its events and the runs not
+    finished yet.
+
+    ``last_run`` is documented on ``GET /v1/monitors/{id}`` only: when the list does not carry it, the
+    list is read at the idle pace and each monitor polled is read on its own (which also says when its
+    next run is due); when it does, one list request each cycle stands in for all those GETs.
+    """
 
     provider = PROVIDER
 
@@ -191,11 +238,16 @@ class OlostepSource:
             retries=settings.retries,
             concurrency=settings.concurrency,
             max_requests_per_second=settings.max_requests_per_second,
+            secrets=(settings.api_key.get_secret_value(),),
             **client_kw,
         )
         self.schedule = Schedule(settings.poll_interval, settings.idle_poll_interval)
         self.monitors: dict[str, Mapping[str, Any]] = {}
+        #: Whether the last listing carried each monitor's ``last_run`` (then no GET per monitor).
+        self.list_has_last_run = False
         self.missing = MissingRuns(PROVIDER, metrics)
+        #: Where a catch-up that ran out of event pages this cycle goes on next cycle.
+        self.backlog = Backlog(PROVIDER)
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -223,28 +275,42 @@ class OlostepSource:
         self, view: RunView, *, now: float, not_before: float | None
     ) -> AbstractAsyncContextManager[tuple[MemoryObjectReceiveStream[MonitorBatch], PollReport]]:
         async def produce(send: MemoryObjectSendStream[MonitorBatch], report: PollReport) -> None:
-            known = list(self.monitors) or list(self.settings.monitors)
-            due = [m for m in known if self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))]
-            if due or self.schedule.listing_due(now) or not self.monitors:
-                # One request for every monitor: fresh last_run for each monitor polled this cycle.
+            def due_now(monitors: Iterable[str]) -> list[str]:
+                return [
+                    m for m in monitors
+                    if m in self.backlog or self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
+                ]  # fmt: skip
+
+            due = due_now(self.monitors or self.settings.monitors)
+            # The list is read at the idle pace; and each cycle something is due if it carries
+            # last_run (one request then saves a GET of each monitor due).
+            if self.schedule.listing_due(now) or not self.monitors or (due and self.list_has_last_run):
                 try:
-                    self.monitors = await self.list_monitors()
+                    listing = await self.list_monitors()
                 except ApiError as exc:
                     report.errors.append(exc)
-                    return
-                self.schedule.listed(now, {m: next_run_at(obj, now) for m, obj in self.monitors.items()})
-                due = [
-                    m for m in self.monitors if self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
-                ]
+                    if not self.monitors:
+                        return
+                else:
+                    self.monitors = listing
+                    self.list_has_last_run = any("last_run" in m for m in listing.values())
+                    self.schedule.listed(now, {m: next_run_at(obj, now) for m, obj in listing.items()})
+                    self.backlog.keep(listing)
+                    due = due_now(self.monitors)
             report.idle = len(self.monitors) - len(due)
 
             async def one(monitor_id: str) -> None:
                 try:
-                    batch = await self._poll_monitor(monitor_id, view, not_before)
+                    batch, left = await self._poll_monitor(monitor_id, view, now, not_before)
                 except ApiError as exc:
                     report.errors.append(exc)
                     return
+                # Only now: a poll that failed half-way reads its catch-up pages again next cycle.
+                self.backlog.set(monitor_id, left)
                 self.schedule.polled(monitor_id, now)
+                started = [t for t in map(run_start, batch.snapshots) if t is not None]
+                if started:
+                    self.schedule.started(monitor_id, max(started))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
                 await send.send(batch)
@@ -255,26 +321,17 @@ class OlostepSource:
 
         return poll_stream(produce)
 
-    async def _discover(self, mpath: str, view: RunView, not_before: float | None) -> list[str]:
+    async def _discover(
+        self, monitor_id: str, mpath: str, view: RunView, not_before: float | None
+    ) -> tuple[list[str], list[str]]:
         """Run ids from the monitor's events, newest first, paging back until the runs are ones already
-        recorded; a repeated cursor or a page of nothing new ends it."""
+        recorded (after any downtime: at most MAX_EVENT_PAGES a cycle, then on next cycle).
+
+        Returns the run ids and where the catch-up goes on next cycle.
+        """
         found: list[str] = []
-        cursor: str | None = None
-        cursors: set[str] = set()
-        for _ in range(MAX_EVENT_PAGES):
-            params: dict[str, Any] = {"limit": EVENTS_PAGE}
-            if cursor:
-                params["cursor"] = cursor
-            page = await self.api.get_json(f"{mpath}/events", params, endpoint="list_events")
-            data = page.get("data") if isinstance(page, Mapping) else None
-            if not isinstance(data, list):
-                self.metrics.poll_errors.labels(PROVIDER, "bad_shape").inc()
-                raise ApiError(
-                    PROVIDER, "bad_shape", "events list has no 'data' array", path=f"{mpath}/events"
-                )
-            if len(data) > EVENTS_PAGE * 4:
-                self.metrics.poll_errors.labels(PROVIDER, "oversize_page").inc()
-                data = data[: EVENTS_PAGE * 4]
+
+        def visit(data: list[Any]) -> bool:
             new_here = False
             for ev in data:
                 rid = ev.get("run_id") if isinstance(ev, Mapping) else None
@@ -288,28 +345,35 @@ class OlostepSource:
                     new_here = True
                 if done is not True:
                     found.append(rid)
-            cursor = page.get("next_cursor")
-            if not page.get("has_more") or not isinstance(cursor, str) or not cursor or not new_here:
-                break
-            if cursor in cursors:
-                self.metrics.poll_errors.labels(PROVIDER, "cursor_loop").inc()
-                break
-            cursors.add(cursor)
-        return found
+            return new_here
 
-    async def _poll_monitor(self, monitor_id: str, view: RunView, not_before: float | None) -> MonitorBatch:
+        def listing(start: str | None) -> AsyncGenerator[Page, None]:
+            params = {"limit": EVENTS_PAGE}
+            path = f"{mpath}/events"
+            return read_pages(
+                self.api, path, params, shape=SHAPE, endpoint="list_events", what="events list", cursor=start
+            )
+
+        left = await read_back(listing, self.backlog.get(monitor_id), visit, MAX_EVENT_PAGES)
+        return found, left
+
+    async def _poll_monitor(
+        self, monitor_id: str, view: RunView, now: float, not_before: float | None
+    ) -> tuple[MonitorBatch, list[str]]:
         if not MONITOR_ID.match(monitor_id):
             raise ApiError(PROVIDER, "bad_id", f"{monitor_id!r} is not an Olostep monitor id")
         mpath = f"/v1/monitors/{quote(monitor_id, safe='')}"
         monitor = self.monitors.get(monitor_id) or {}
         if "last_run" not in monitor:
-            # The list did not carry it (not documented there): ask the monitor itself.
+            # The list did not carry it (not documented there): ask the monitor itself, which also
+            # says when its next run is due.
             got = await self.api.get_json(mpath, endpoint="get_monitor")
             monitor = got if isinstance(got, Mapping) else {}
+            self.schedule.expect(monitor_id, next_run_at(monitor, now), now)
         last_run = monitor.get("last_run") if isinstance(monitor.get("last_run"), Mapping) else None
         err = monitor.get("error_message")
         monitor_error = err if isinstance(err, str) and err else None
-        candidates = await self._discover(mpath, view, not_before)
+        candidates, left = await self._discover(monitor_id, mpath, view, not_before)
         if last_run and isinstance(last_run.get("id"), str):
             ran_at = parse_time(last_run.get("ran_at"))
             in_scope = not_before is None or ran_at is None or ran_at >= not_before
@@ -334,8 +398,10 @@ class OlostepSource:
             if not isinstance(detail, Mapping):
                 self.metrics.poll_errors.labels(PROVIDER, "bad_shape").inc()
                 continue
+            for gap in event_gaps(detail.get("events")):
+                self.metrics.poll_errors.labels(PROVIDER, gap).inc()
             snaps.append(derive(monitor_id, run_id, detail, last_run, monitor_error))
-        return MonitorBatch(PROVIDER, monitor_id, snaps, retired)
+        return MonitorBatch(PROVIDER, monitor_id, snaps, retired), left
 
 
 SPEC = ProviderSpec(

@@ -2,8 +2,9 @@
 
 - A monitor with an unfinished run is polled every ``poll_interval``.
 - So is a monitor from its next scheduled run (the provider's ``nextRunAt``/``next_run_at``, else its
-  cron in its time zone) until ``idle_poll_interval`` after it: the scheduled run is seen as fast as
-  any, and once seen it is unfinished, so it stays hot until it ends.
+  cron in its time zone) until that run is seen (or ``idle_poll_interval`` after it, if it never
+  shows): the scheduled run is seen as fast as any, and once seen it is unfinished, so it stays hot
+  until it ends; then the monitor is idle again.
 - Any other monitor is idle: polled every ``idle_poll_interval`` (a run started by hand between
   schedules is seen within that), and so is the monitor list.
 """
@@ -17,7 +18,13 @@ from croniter import croniter
 
 
 def next_cron(expr: str, timezone: str | None, after: float) -> float | None:
-    """The next time ``expr`` fires after ``after`` (unix seconds), in ``timezone`` (DST-aware)."""
+    """The next time ``expr`` fires after ``after`` (unix seconds), in ``timezone`` (DST-aware).
+
+    As cron does: a time the spring change skips fires at the jump (``0 2 * * *`` in Europe/Berlin
+    fires at 03:00 CEST that day), and a fixed hour the autumn change repeats fires once, at its
+    first occurrence (croniter alone would fire again an hour later). ``None`` for an expression or a
+    time zone it cannot read.
+    """
     try:
         tz = ZoneInfo(timezone or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
@@ -25,6 +32,15 @@ def next_cron(expr: str, timezone: str | None, after: float) -> float | None:
     try:
         it = croniter(expr, datetime.fromtimestamp(after, UTC).astimezone(tz))
         nxt: datetime = it.get_next(datetime)
+        fields = expr.split()
+        fixed_hour = len(fields) >= 5 and not any(c in fields[1] for c in "*/")
+        for _ in range(8):
+            first = nxt.replace(fold=0).timestamp()
+            if not fixed_hour or first >= nxt.timestamp():
+                break  # not the second pass through a repeated hour
+            if first > after:
+                return first
+            nxt = it.get_next(datetime)
     except (ValueError, KeyError, TypeError):
         return None
     return nxt.timestamp()
@@ -38,6 +54,9 @@ class Schedule:
         self.idle_interval = idle_interval
         self._next_idle: dict[str, float] = {}
         self._due_at: dict[str, float] = {}
+        #: A scheduled run's due time that has passed while its window is still open: a provider may
+        #: announce the next one before the run it just started is visible.
+        self._passed: dict[str, float] = {}
         self._list_at = 0.0
 
     # -- the monitor list ----------------------------------------------------------------------------
@@ -48,21 +67,39 @@ class Schedule:
         """A fresh listing: its monitors and the next scheduled run of each (None: not known)."""
         self._list_at = now + self.idle_interval
         for mid, at in due.items():
-            if at is None:
-                self._due_at.pop(mid, None)
-            else:
-                self._due_at[mid] = at
-        for gone in set(self._next_idle) - set(due):
-            self._next_idle.pop(gone, None)
-            self._due_at.pop(gone, None)
+            self.expect(mid, at, now)
+        for table in (self._next_idle, self._due_at, self._passed):
+            for gone in set(table) - set(due):
+                del table[gone]
+
+    def expect(self, monitor_id: str, at: float | None, now: float) -> None:
+        """The monitor's next scheduled run is due at ``at`` (None: not known), as of ``now``."""
+        old = self._due_at.get(monitor_id)
+        if old is not None and old != at and old <= now:
+            self._passed[monitor_id] = old
+        if at is None:
+            self._due_at.pop(monitor_id, None)
+        else:
+            self._due_at[monitor_id] = at
+
+    def started(self, monitor_id: str, at: float) -> None:
+        """A poll saw a run of the monitor created at ``at``: the scheduled run due by then is here, so
+        its window closes (the run itself keeps the monitor hot until it ends). A poll interval of
+        slack covers a provider that creates a run a moment before the time it announced."""
+        for table in (self._due_at, self._passed):
+            due = table.get(monitor_id)
+            if due is not None and due <= at + self.poll_interval:
+                del table[monitor_id]
 
     # -- one monitor ---------------------------------------------------------------------------------
     def hot(self, monitor_id: str, now: float, unfinished: bool) -> bool:
         """Polled at ``poll_interval`` now: something unfinished, or a scheduled run due around now."""
         if unfinished:
             return True
-        due = self._due_at.get(monitor_id)
-        return due is not None and due <= now <= due + self.idle_interval
+        for due in (self._due_at.get(monitor_id), self._passed.get(monitor_id)):
+            if due is not None and due <= now <= due + self.idle_interval:
+                return True
+        return False
 
     def due(self, monitor_id: str, now: float, unfinished: bool) -> bool:
         if self.hot(monitor_id, now, unfinished):
