@@ -69,8 +69,7 @@ class Deliverer:
                 ch.close()
 
     def pending(self) -> int:
-        counts = self.outbox.counts()
-        return sum(counts.get((c, "pending"), 0) for c in self.channels)
+        return self.outbox.pending_count(list(self.channels))
 
     async def wait_empty(self) -> None:
         """Until nothing is pending on any configured channel (sent or given up)."""

@@ -154,6 +154,17 @@ class SqliteOutbox:
             )
         }
 
+    def pending_count(self, channels: Sequence[str]) -> int:
+        """Pending rows of these channels (reads only the pending index, however long the log)."""
+        if not channels:
+            return 0
+        marks = ",".join("?" * len(channels))
+        row = self._all(
+            f"SELECT COUNT(*) FROM notifications WHERE state = 'pending' AND channel IN ({marks})",
+            tuple(channels),
+        )
+        return int(row[0][0])
+
     def oldest_pending(self) -> dict[str, float]:
         return {
             str(c): float(t)
