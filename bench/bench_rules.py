@@ -94,7 +94,8 @@ def alert_memory(n: int) -> tuple[float, float]:
     alerts = {}
     for i in range(n):
         last = {
-            "id": f"msg_{i:032x}", "type": "run.status", "channel": "ch", "title": "t" * 60, "body": "b" * 120,
+            "id": f"msg_{i:032x}", "type": "run.status", "channel": "ch", "title": "t" * 60,
+            "body": "b" * 120,
             "run_id": f"run_{i}", "provider": "exa", "monitor_id": f"monitor_{i}",
         }  # fmt: skip
         group = {"provider": "exa", "monitor_id": f"monitor_{i}"}
