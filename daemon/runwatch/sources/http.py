@@ -25,6 +25,7 @@ from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.redact import redact, register
 from runwatch.retry import RetryPolicy, parse_retry_after
+from runwatch.sources.settings import ProviderSettings
 
 log = get_logger(__name__)
 
@@ -142,6 +143,31 @@ class ApiClient:
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             transport=transport,
             follow_redirects=False,
+        )
+
+    @classmethod
+    def for_provider(
+        cls,
+        provider: str,
+        settings: ProviderSettings,
+        metrics: Metrics,
+        auth: Callable[[str], Mapping[str, str]],
+        **client_kw: Any,
+    ) -> ApiClient:
+        """The client a provider's settings describe; ``auth`` makes its headers from the key."""
+        assert settings.api_key is not None
+        key = settings.api_key.get_secret_value()
+        return cls(
+            provider,
+            settings.base_url,
+            auth(key),
+            metrics,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            concurrency=settings.concurrency,
+            max_requests_per_second=settings.max_requests_per_second,
+            secrets=(key,),
+            **client_kw,
         )
 
     async def aclose(self) -> None:

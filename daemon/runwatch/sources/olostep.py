@@ -229,17 +229,8 @@ class OlostepSource:
         assert settings.api_key is not None
         self.settings = settings
         self.metrics = metrics
-        self.api = ApiClient(
-            PROVIDER,
-            settings.base_url,
-            {"authorization": f"Bearer {settings.api_key.get_secret_value()}"},
-            metrics,
-            timeout=settings.timeout,
-            retries=settings.retries,
-            concurrency=settings.concurrency,
-            max_requests_per_second=settings.max_requests_per_second,
-            secrets=(settings.api_key.get_secret_value(),),
-            **client_kw,
+        self.api = ApiClient.for_provider(
+            PROVIDER, settings, metrics, lambda key: {"authorization": f"Bearer {key}"}, **client_kw
         )
         self.schedule = Schedule(settings.poll_interval, settings.idle_poll_interval)
         self.monitors: dict[str, Mapping[str, Any]] = {}
