@@ -16,8 +16,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+#: The last answer of :func:`next_cron` per (expression, time zone): valid until that time passes, so a
+#: monitor polled every cycle does not run croniter every cycle.
+_NEXT: dict[tuple[str, str | None], tuple[float, float | None]] = {}
+
 
 def next_cron(expr: str, timezone: str | None, after: float) -> float | None:
+    """:func:`compute_next_cron`, remembered until the time it gave has passed."""
+    key = (expr, timezone)
+    hit = _NEXT.get(key)
+    if hit is not None and hit[0] <= after and (hit[1] is None or after < hit[1]):
+        return hit[1]
+    nxt = compute_next_cron(expr, timezone, after)
+    if len(_NEXT) > 10_000:
+        _NEXT.clear()
+    _NEXT[key] = (after, nxt)
+    return nxt
+
+
+def compute_next_cron(expr: str, timezone: str | None, after: float) -> float | None:
     """The next time ``expr`` fires after ``after`` (unix seconds), in ``timezone`` (DST-aware).
 
     As cron does: a time the spring change skips fires at the jump (``0 2 * * *`` in Europe/Berlin

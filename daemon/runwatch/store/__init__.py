@@ -89,6 +89,11 @@ class State:
         Returns how many notifications were new (a change decided again after a crash is not queued
         twice: the notification id is the row's unique key).
         """
+        notifications = list(notifications)
+        if not (
+            notifications or retired or alert_updates or self.runs.changes(provider, snapshots, monitor_id)
+        ):
+            return 0  # a poll that saw nothing new writes nothing (most polls of most monitors)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:

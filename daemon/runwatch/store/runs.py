@@ -81,6 +81,20 @@ class SqliteRuns:
     def status_counts(self) -> dict[tuple[str, str], int]:
         return {k: n for k, n in self._counts.items() if n}
 
+    def changes(self, provider: str, snapshots: Sequence[RunSnapshot], monitor_id: str | None) -> bool:
+        """Whether recording these snapshots would change anything (a new monitor, run, status or event)."""
+        if monitor_id is not None and (provider, monitor_id) not in self.monitors:
+            return True
+        for s in snapshots:
+            if _key(provider, s.run_id) in self._finished:
+                continue
+            prev = self.runs.get((provider, s.run_id))
+            if prev is None or prev.status != s.status or s.terminal:
+                return True
+            if any(e.id not in prev.events for e in s.events):
+                return True
+        return False
+
     def write(
         self,
         provider: str,
@@ -108,9 +122,12 @@ class SqliteRuns:
                 continue  # terminal is final: a finished run's row is never written again
             prev = self.runs.get((provider, s.run_id))
             seen = prev.events if prev else set()
+            fresh = [(provider, s.run_id, e.id) for e in s.events if e.id not in seen]
+            if prev is not None and prev.status == s.status and not s.terminal and not fresh:
+                continue  # polled again, nothing new: no write (updated_at keeps its last change)
             status = prev.status if prev and prev.status in TERMINAL_STATUSES else s.status
             run_rows.append((provider, s.run_id, s.monitor_id, status, int(s.terminal), now))
-            event_rows.extend((provider, s.run_id, e.id) for e in s.events if e.id not in seen)
+            event_rows.extend(fresh)
         db.executemany(
             "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
