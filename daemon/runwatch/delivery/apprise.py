@@ -98,7 +98,9 @@ class AppriseChannel:
     def _instance(self) -> apprise.Apprise:
         inst: apprise.Apprise | None = getattr(self._local, "apprise", None)
         if inst is None:
-            inst = apprise.Apprise()
+            # Sequential: this send already runs in a delivery thread of its own; apprise's own
+            # thread pool would add a hop per send (and a thread per channel) for nothing.
+            inst = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
             inst.add(self._url)
             self._local.apprise = inst
         return inst
