@@ -6,7 +6,6 @@ The config's channel block is built from the kinds' own keys (:func:`channel_fie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,6 @@ def channel_fields() -> dict[str, tuple[Any, Any]]:
     for kind in KINDS:
         out.update(kind.config_fields())
     return out
-
-
-def kind_names() -> list[str]:
-    return [k.name for k in KINDS]
 
 
 def build_channel(name: str, block: BaseModel, *, base_dir: Path) -> Channel:
@@ -55,7 +50,3 @@ def build_channel(name: str, block: BaseModel, *, base_dir: Path) -> Channel:
     raise ChannelSetupError(
         KINDS[0].name, f"no channel kind given: set one of {keys} (or a credential file {files})"
     )
-
-
-def describe(channels: Mapping[str, Channel]) -> str:
-    return ", ".join(f"{n} ({c.kind})" for n, c in channels.items())
