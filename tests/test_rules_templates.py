@@ -234,7 +234,7 @@ def test_long_error_is_shortened_to_one_line() -> None:
             "line one\n{{ x y }}\n",
             "template syntax error: expected token 'end of print statement', got 'y' (template line 2)",
         ),
-        ("{{ monitor }}", "unknown template variable 'monitor' (did you mean 'monitor_id'?)"),
+        ("{{ monitr_id }}", "unknown template variable 'monitr_id' (did you mean 'monitor_id'?)"),
         (
             "{{ loop.index }}",
             "unknown template variable 'loop' (known: " + ", ".join(sorted(TEMPLATE_VARIABLES)) + ")",

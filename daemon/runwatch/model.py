@@ -24,6 +24,11 @@ class ChangeKind(StrEnum):
     RUN_STUCK = "run.stuck"
     #: A provider could not be polled (auth refused, 5xx, timeouts, unusable answers) for a while.
     SOURCE_ERROR = "source.error"
+    #: The monitor itself changed state (enabled/disabled, active/paused/failed/deleted), appeared in
+    #: or disappeared from the provider's listing.
+    MONITOR_STATUS = "monitor.status"
+    #: A scheduled run did not appear within the rule's ``grace`` of its due time.
+    MONITOR_MISSED_RUN = "monitor.missed_run"
 
 
 #: Run statuses a rule may name. ``unknown`` stands for a status string the provider sent that we do
@@ -96,6 +101,8 @@ class Change:
     #: ``source.error``: how long the provider has been failing; ``run.stuck``: how long the run has
     #: been unfinished since it was created (seconds).
     failing_for: float = 0.0
+    #: The monitor as the provider's listing last showed it (raw API object; empty when not known).
+    monitor: Mapping[str, Any] = field(default_factory=dict)
 
     def template_vars(self) -> dict[str, Any]:
         """The variables a rule's title and body templates see (see rules/README.md)."""
@@ -112,6 +119,7 @@ class Change:
             "event_data": dict(ev.raw) if ev else {},
             "failed_reason": self.failed_reason or "",
             "run": dict(self.run),
+            "monitor": dict(self.monitor),
             "resolved": self.resolved,
         }
 

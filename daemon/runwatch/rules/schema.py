@@ -222,7 +222,11 @@ class MatchSpec(_Spec):
 
     provider: Providers = Field(None, description="Provider name(s): exa, olostep.")
     monitor: Globs = Field(None, description="Glob(s) on the monitor id (fnmatch, case-sensitive).")
-    kind: Kinds = Field(None, description="Change kind(s): run.status, run.event.")
+    kind: Kinds = Field(
+        None,
+        description="Change kind(s): run.status, run.event, run.stuck, source.error, monitor.status, "
+        "monitor.missed_run.",
+    )
     from_: Statuses = Field(
         None,
         alias="from",
