@@ -35,6 +35,12 @@ class ChangeKind(StrEnum):
 #: not know yet: it is tracked and shown, but never treated as terminal.
 RUN_STATUSES: tuple[str, ...] = ("created", "running", "completed", "failed", "canceled")
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "canceled"})
+#: Monitor statuses a ``monitor.status`` change carries in ``from``/``to``: Exa's enabled/disabled,
+#: Olostep's provisioning/active/paused/failed/deleted. A monitor that disappeared from the listing
+#: goes to ``deleted``; one that appeared comes from nothing (``from`` empty).
+MONITOR_STATUSES: tuple[str, ...] = (
+    "enabled", "disabled", "provisioning", "active", "paused", "failed", "deleted",
+)  # fmt: skip
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
 
 
