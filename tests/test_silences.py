@@ -167,3 +167,85 @@ def test_silence_add_list_expire_from_the_cli(tmp_path: Path) -> None:
 
 def _now() -> float:
     return datetime.now(UTC).timestamp()
+
+
+UNSILENCE_RULES = """
+rules:
+  - name: failed-open
+    match: {kind: run.status, to: failed}
+    notify: [hook]
+    send_resolved: true
+  - name: failed-once
+    match: {kind: run.status, to: failed}
+    notify: [hook]
+"""
+
+
+@pytest.mark.anyio
+async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_path: Path) -> None:
+    """A lifecycle alert silenced when it fired is sent when the silence ends (it is still open);
+    the one-off notification of the same failure, and an alert that resolved while silenced, are not."""
+    from runwatch.app import Daemon
+    from runwatch.config import load_config
+    from runwatch.model import RunSnapshot
+    from runwatch.sources.base import MonitorBatch
+
+    from .conftest import write_config
+
+    clock = ManualClock(ts("2026-03-01T11:00:00+00:00"))
+    async with webhook_server(SECRET) as rx:
+        cfg = write_config(
+            tmp_path,
+            f"state_dir: {tmp_path / 'state'}\nmetrics_listen: 127.0.0.1:0\n"
+            f"channels:\n  hook:\n    webhook: {{url: '{rx.url}', secret: '{SECRET}'}}\n",
+            UNSILENCE_RULES,
+        )
+        daemon = Daemon(load_config(cfg), clock=clock)
+        daemon.detect.provider_settled("exa")
+        metrics = daemon.metrics.registry
+
+        def count(name: str) -> float:
+            return metrics.get_sample_value(name, {"channel": "hook"}) or 0.0
+
+        async def see(monitor: str, run_id: str, status: str) -> None:
+            snap = RunSnapshot("exa", monitor, run_id, status, {"id": run_id, "status": status})
+            await daemon.pipeline(MonitorBatch("exa", monitor, [snap]))
+
+        silence = daemon.silence_store.add(
+            {"provider": "exa"}, clock.now(), clock.now() + 3600, "deploy", "t"
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.deliverer.run)
+            await see("m1", "r1", "running")
+            await see("m2", "r2", "running")
+            await see("m1", "r1", "failed")  # stays open
+            await see("m2", "r2", "failed")  # resolves below, while silenced
+            daemon.deliverer.wake()
+            with anyio.fail_after(10):
+                while count("runwatch_notifications_silenced_total") < 4:
+                    await daemon.deliverer.workers["hook"].wait_progress()
+            await see("m2", "r3", "running")
+            await see("m2", "r3", "completed")
+            daemon.deliverer.wake()
+            with anyio.fail_after(10):
+                while count("runwatch_notifications_silenced_total") < 5:  # the resolved one too
+                    await daemon.deliverer.workers["hook"].wait_progress()
+            clock.advance(600)
+            daemon.lifecycle_tick()  # the silence still holds: nothing moves
+            assert count("runwatch_notifications_unsilenced_total") == 0
+            assert daemon.silence_store.expire(silence.id, clock.now())
+            clock.advance(10)  # past the muter's refresh of the CLI's silences
+            daemon.lifecycle_tick()
+            await rx.wait_for(1)
+            daemon.lifecycle_tick()  # and only once
+            clock.advance(10)
+            daemon.lifecycle_tick()
+            await daemon.deliverer.drain(5)
+            tg.cancel_scope.cancel()
+        got = [
+            (r.payload["rule"], r.payload["run_id"], r.payload["status"]) for r in rx.delivered() if r.payload
+        ]
+        assert got == [("failed-open", "r1", "firing")]
+        assert count("runwatch_notifications_unsilenced_total") == 1
+        daemon.silence_store.close()
+        daemon.store.close()

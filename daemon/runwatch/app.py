@@ -31,7 +31,7 @@ from runwatch.redact import register
 from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
 from runwatch.sanity import config_warnings
-from runwatch.silences import Muter, SilenceStore
+from runwatch.silences import Muter, SilenceStore, release_ended
 from runwatch.source_health import SourceHealth, outage_change
 from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
@@ -337,6 +337,12 @@ class Daemon:
             batch = Batch(MonitorBatch(change.provider, "", []), now, changes=[change])
             for stage in (self.match, self.lifecycle, self.record):
                 stage(batch)
+        released = release_ended(self.store.alerts.open.values(), self.store.outbox, self.muter, now)
+        for alert in released:
+            self.metrics.unsilenced.labels(alert.channel).inc()
+            log.info("notify.unsilenced", channel=alert.channel, id=alert.id, rule=alert.rule)
+        if released:
+            self.deliverer.wake({a.channel for a in released})
         notes, updates = self.lifecycle.tick(self.clock.now())
         if not updates:
             return 0

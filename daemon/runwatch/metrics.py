@@ -147,6 +147,12 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        self.unsilenced = Counter(
+            "runwatch_notifications_unsilenced_total",
+            "Silenced notifications sent after all: their silence ended while their alert was open.",
+            ["channel"],
+            registry=r,
+        )
         self.attempts = Counter(
             "runwatch_delivery_attempts_total",
             "Send attempts by channel and outcome (delivered, retry, permanent, expired).",
@@ -225,6 +231,7 @@ class Metrics:
             self.sent.labels(c)
             self.dead.labels(c)
             self.silenced.labels(c)
+            self.unsilenced.labels(c)
             self.latency.labels(c)
             for outcome in DELIVERY_OUTCOMES:
                 self.attempts.labels(c, outcome)

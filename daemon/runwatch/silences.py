@@ -16,7 +16,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +27,10 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runwatch.durations import Duration
+from runwatch.lifecycle import OpenAlert
 from runwatch.model import Alert
 from runwatch.store.database import connect
+from runwatch.store.interfaces import Outbox
 
 #: How long the daemon trusts its copy of the CLI's silences before reading them again (seconds).
 REFRESH = 2.0
@@ -225,3 +227,22 @@ class Muter:
                     self._cache = self.stored.all()
                 self._read_at = now
             return self._cache
+
+
+def release_ended(alerts: Iterable[OpenAlert], outbox: Outbox, muter: Muter, now: float) -> list[Alert]:
+    """Send what a silence held back, once it ends while the alert is still open.
+
+    A silenced notification of a lifecycle alert is not lost: while the alert fires, its silenced
+    rows go back to pending as soon as no silence holds them (sent then, with their own ids, so a
+    receiver that saw nothing sees them once). A one-off notification, or an alert that resolved
+    while silenced, stays silenced: nothing is open to tell about.
+    """
+    last = {str(p["id"]): p for a in alerts if a.firing for p in a.last if p.get("id")}
+    if not last:
+        return []
+    held = outbox.silenced_ids(list(last))
+    free = [Alert.from_payload(last[i]) for i in sorted(held)]
+    free = [a for a in free if muter.silenced_by(a, now) is None]
+    if free and outbox.unsilence([a.id for a in free], now):
+        return free
+    return []

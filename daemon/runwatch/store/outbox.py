@@ -125,6 +125,36 @@ class SqliteOutbox:
             (reason[:ERROR_LIMIT], now, seq),
         )
 
+    def silenced_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these notifications a silence held back (state ``silenced``)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found |= {
+                str(r[0])
+                for r in self._all(
+                    f"SELECT id FROM notifications WHERE state = 'silenced' AND id IN ({marks})", chunk
+                )
+            }
+        return found
+
+    def unsilence(self, ids: Sequence[str], now: float) -> int:
+        """Silenced rows back to pending, due now: their silence ended while their alert is still open.
+
+        Only rows still ``silenced`` move, so a release that races another (or a replay) sends once.
+        """
+        changed = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            changed += self._exec(
+                "UPDATE notifications SET state = 'pending', next_attempt_at = ?, finished_at = NULL,"
+                f" last_error = NULL WHERE state = 'silenced' AND id IN ({marks})",
+                (now, *chunk),
+            ).rowcount
+        return changed
+
     def expire(self, channel: str, created_before: float, now: float) -> int:
         """Pending rows older than the channel's ``max_age`` become dead letters; returns how many."""
         cur = self._exec(
