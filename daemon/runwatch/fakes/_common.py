@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 from pydantic import BeforeValidator
 
 #: Slack when comparing scenario times: a ManualClock at ~1.78e9 s has float steps of ~2.4e-7 s, so
@@ -57,9 +58,10 @@ class RequestLog:
     ``by_status`` per HTTP status sent.
     """
 
-    __slots__ = ("by_path", "by_route", "by_status", "total")
+    __slots__ = ("_changed", "by_path", "by_route", "by_status", "total")
 
     def __init__(self) -> None:
+        self._changed: anyio.Event | None = None
         self.total = 0
         self.by_route: Counter[str] = Counter()
         self.by_path: Counter[tuple[str, str]] = Counter()
@@ -70,6 +72,16 @@ class RequestLog:
         self.by_route[route] += 1
         self.by_path[(method, path)] += 1
         self.by_status[status] += 1
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_count(self, target: int, route: str | None = None, *, path: str | None = None) -> None:
+        """Until :meth:`count` reaches ``target`` (a test waits for a client's requests, not a timer)."""
+        while self.count(route, path=path) < target:
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
 
     def count(self, route: str | None = None, *, path: str | None = None, method: str = "GET") -> int:
         """Requests to one route, or to one exact path, or all of them."""
