@@ -190,11 +190,19 @@ def test_body_error_keeps_custom_title_and_falls_back_to_default_body() -> None:
 
 
 def test_title_error_keeps_custom_body() -> None:
-    _, body, _ = render(status_change(), title="{{ run.nope.deeper }}", body="custom")
+    _, body, _ = render(status_change(), title="{{ run.nope.deeper + 1 }}", body="custom")
     assert (
         body
         == "custom\n(template error in rule r1: title: UndefinedError: 'dict object' has no attribute 'nope')"
     )
+
+
+def test_a_key_missing_at_any_depth_renders_empty() -> None:
+    """``monitor.metadata.team`` on a monitor without metadata is empty, so ``or`` gives the default."""
+    title, _, errors = render(
+        status_change(), title="x={{ run.nope.deeper }}|{{ monitor.metadata.team or 'none' }}", body="b"
+    )
+    assert (title, errors) == ("x=|none", ())
 
 
 def test_both_templates_failing_give_two_notes() -> None:
@@ -207,7 +215,7 @@ def test_both_templates_failing_give_two_notes() -> None:
 
 def test_long_error_is_shortened_to_one_line() -> None:
     change = status_change(run={"k": "x" * 1000})
-    _, body, errors = render(change, body="{{ run[run.k].y }}")
+    _, body, errors = render(change, body="{{ run[run.k].y + 1 }}")
     assert len(errors) == 1
     assert errors[0].startswith(
         "(template error in rule r1: body: UndefinedError: 'dict object' has no attribute 'xxx"

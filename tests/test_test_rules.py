@@ -25,6 +25,15 @@ def test_every_example_rule_file_has_cases_and_every_case_file_a_rule_file() -> 
     assert [p.name for p in cases] == [p.name for p in EXAMPLES]
 
 
+def test_the_example_rule_files_load_together() -> None:
+    """A user who points ``rule_files`` at the folder gets every example at once: the names are unique
+    and only the two channels the README's config defines are named."""
+    from runwatch.rules import load_rules
+
+    ruleset = load_rules(EXAMPLES, channels={"ops-slack", "ops-mail"})
+    assert len({r.name for r in ruleset}) == len(list(ruleset)) >= len(EXAMPLES)
+
+
 @pytest.mark.parametrize("rule_file", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_the_example_rules_pass_their_cases(rule_file: Path, tmp_path: Path) -> None:
     """Run from an empty directory: the command reads its files and writes nothing anywhere."""

@@ -140,7 +140,8 @@ class Observed(_Strict):
 
     at: At
     provider: Annotated[str, _one_of(PROVIDERS, "a provider")]
-    monitor_id: Name
+    #: Empty only for a source.error (the provider, not a monitor).
+    monitor_id: str = ""
     run_id: str = ""
     kind: Annotated[str, _one_of(KINDS, "a change kind")]
     from_: Status | None = Field(None, alias="from")
@@ -150,9 +151,16 @@ class Observed(_Strict):
     message: str | None = None
     event_data: dict[str, Any] = Field(default_factory=dict)
     run: dict[str, Any] = Field(default_factory=dict)
+    #: The monitor as the provider's listing shows it: what ``monitor.*`` in templates reads.
+    monitor: dict[str, Any] = Field(default_factory=dict)
+    #: run.stuck: how long the run has been unfinished; source.error: how long the provider has failed
+    #: (what the rules' ``stuck_after`` and ``for`` are compared with).
+    lasted: At | None = None
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Observed:
+        if self.kind != ChangeKind.SOURCE_ERROR and not self.monitor_id.strip():
+            raise ValueError(f"a {self.kind} change needs monitor_id")
         if self.kind in (ChangeKind.RUN_STATUS, ChangeKind.RUN_EVENT) and not self.run_id:
             raise ValueError(f"a {self.kind} change needs run_id")
         if self.kind == ChangeKind.RUN_STATUS:
@@ -161,6 +169,8 @@ class Observed(_Strict):
             extra = [k for k in ("event", "message") if getattr(self, k) is not None]
             if extra or self.event_data:
                 raise ValueError(f"{(extra or ['event_data'])[0]!r} belongs to run.event changes")
+        if self.kind in (ChangeKind.RUN_STUCK, ChangeKind.SOURCE_ERROR) and self.lasted is None:
+            raise ValueError(f"a {self.kind} change needs 'lasted' (how long it has lasted, e.g. 45m)")
         if self.kind == ChangeKind.RUN_EVENT and not self.event:
             raise ValueError("a run.event change needs 'event' (the step name)")
         return self
@@ -190,6 +200,8 @@ class Observed(_Strict):
             event=event,
             failed_reason=self.failed_reason,
             detected_at=START + self.at,
+            failing_for=self.lasted or 0.0,
+            monitor=dict(self.monitor),
         )
 
 

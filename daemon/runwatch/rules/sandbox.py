@@ -473,7 +473,11 @@ class SandboxEnvironment(ImmutableSandboxedEnvironment):
 
     def __init__(self) -> None:
         # optimized=False: the optimizer folds constant expressions at compile time, doing their work.
-        super().__init__(autoescape=False, finalize=_finalize, optimized=False)
+        # ChainableUndefined: a key the API left out renders empty however deep (`run.metadata.team`,
+        # `monitor.metadata.team` on a monitor without metadata), as `or "default"` expects.
+        super().__init__(
+            autoescape=False, finalize=_finalize, optimized=False, undefined=jinja2.ChainableUndefined
+        )
         self.globals["range"] = _range
         self.globals["lipsum"] = _lipsum
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
