@@ -254,3 +254,30 @@ async def test_a_cron_in_the_hour_autumn_repeats_is_due_once(tmp_path: Path) -> 
             assert [a.rule for a in queued(daemon)] == ["missed", "missed-long"]
             rec = daemon.store.monitors.get("olostep", "monitor_autumn")
             assert rec is not None and rec.due == berlin(2027, 11, 1, 1, 30)  # 02:30 CET next day
+
+
+async def test_a_disabled_monitor_owes_no_run(tmp_path: Path) -> None:
+    scenario = Scenario.model_validate(
+        {
+            "exa": {
+                "monitors": [
+                    {
+                        "id": "monitor_off",
+                        "status_changes": [{"at": 50, "status": "disabled"}],
+                        "skipped_runs": [300],
+                    },
+                    {"id": "monitor_on", "skipped_runs": [300]},
+                ]
+            }
+        }
+    )
+    clock = ManualClock(T0)
+    async with fake_server("exa", scenario, clock) as exa:
+        cfg = config(tmp_path, "exa", exa)
+        async with daemon_for(cfg, clock) as daemon:
+            assert await daemon.poll_once("exa")
+            await step_to(daemon, clock, exa.fake.t0, 700, "exa")
+            assert sorted(missed(daemon)) == [
+                ("missed", "monitor_on", "firing", "monitor.missed_run"),
+                ("missed-long", "monitor_on", "firing", "monitor.missed_run"),
+            ]

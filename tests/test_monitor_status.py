@@ -194,3 +194,26 @@ async def test_olostep_failed_with_its_error_and_a_vanished_monitor_only_once_a_
             clock.advance(61)
             assert await daemon.poll_once("olostep")
             assert len([a for a in queued(daemon) if a.type == "monitor.status"]) == 3
+
+
+async def test_a_monitor_created_after_the_first_listing_appears_from_nothing(tmp_path: Path) -> None:
+    scenario = Scenario.model_validate(
+        {
+            "exa": {
+                "monitors": [
+                    {"id": "monitor_first"},
+                    {"id": "monitor_new", "metadata": {"team": "growth"}, "added_at": 30},
+                ]
+            }
+        }
+    )
+    clock = ManualClock(T0)
+    async with fake_server("exa", scenario, clock) as exa:
+        cfg = config(tmp_path, "exa", exa)
+        async with daemon_for(cfg, clock) as daemon:
+            assert await daemon.poll_once("exa")
+            clock.advance(61)
+            assert await daemon.poll_once("exa")
+            [note] = queued(daemon)
+            assert (note.monitor_id, note.from_status, note.to_status) == ("monitor_new", None, "enabled")
+            assert note.title == "monitor_new new -> enabled team=growth"

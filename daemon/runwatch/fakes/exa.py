@@ -69,10 +69,14 @@ class _Monitor:
     #: Status changes: their times and statuses, in order.
     status_times: list[float] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
+    added_at: float | None = None
     removed_at: float | None = None
     announce: bool = True
 
     def gone(self, now: float) -> bool:
+        """Not there at ``now``: not created yet, or deleted."""
+        if self.added_at is not None and now + EPS < self.added_at:
+            return True
         return self.removed_at is not None and now + EPS >= self.removed_at
 
     def visible(self, now: float) -> int:
@@ -149,6 +153,7 @@ def _compile_monitor(mon: ExaMonitor, position: int, t0: float) -> _Monitor:
         ),
         status_times=[c.at for c in mon.status_changes],
         statuses=[c.status for c in mon.status_changes],
+        added_at=mon.added_at,
         removed_at=mon.removed_at,
         announce=mon.announce_next_run,
     )

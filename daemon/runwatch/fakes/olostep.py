@@ -94,6 +94,7 @@ class _Monitor:
     #: Status changes: their times, statuses and error messages, in order.
     status_times: list[float] = field(default_factory=list)
     statuses: list[tuple[str, str | None]] = field(default_factory=list)
+    added_at: float | None = None
     removed_at: float | None = None
     announce: bool = True
 
@@ -110,6 +111,9 @@ class _Monitor:
         return self.purged(now) or self.status_at(now)[0] == "deleted"
 
     def purged(self, now: float) -> bool:
+        """Not there at all: not created yet, or purged."""
+        if self.added_at is not None and now + EPS < self.added_at:
+            return True
         return self.removed_at is not None and now + EPS >= self.removed_at
 
 
@@ -239,6 +243,7 @@ def _compile_monitor(mon: OlostepMonitor, t0: float) -> _Monitor:
         ),
         status_times=[c.at for c in mon.status_changes],
         statuses=[(c.status, c.error_message) for c in mon.status_changes],
+        added_at=mon.added_at,
         removed_at=mon.removed_at,
         announce=mon.announce_next_run,
     )
@@ -346,7 +351,7 @@ class FakeOlostep(FakeBase):
 
     async def _list_events(self, request: Request, now: float) -> Response:
         mon = self._by_id.get(request.path_params["monitor_id"])
-        if mon is None:
+        if mon is None or mon.purged(now):
             return self._error(404, "Monitor not found", "list_events")
         params = request.query_params
         limit = self.page_limit(request, 25, 100)
@@ -379,7 +384,7 @@ class FakeOlostep(FakeBase):
         if not _MONITOR_ID.match(monitor_id) or not _RUN_ID.match(run_id):
             return self._error(400, "Invalid monitor_id or run_id", "get_run")
         mon = self._by_id.get(monitor_id)
-        if mon is None:
+        if mon is None or mon.purged(now):
             return self._error(404, "Monitor not found", "get_run")
         run = mon.runs.get(run_id)
         k = run.visible_events(now) if run is not None else 0

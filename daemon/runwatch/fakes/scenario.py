@@ -102,6 +102,8 @@ class ExaMonitor(_Model):
     status: Literal["enabled", "disabled"] = "enabled"
     #: Later statuses, in time order.
     status_changes: list[ExaMonitorStatus] = Field(default_factory=list)
+    #: Created at this time: not in the list (404 on every path under it) before.
+    added_at: Offset | None = None
     #: Deleted at this time: gone from the list, 404 on every path under it.
     removed_at: Offset | None = None
     #: Times the schedule fired but no run was ever created (``nextRunAt`` announces them).
@@ -179,6 +181,8 @@ class OlostepMonitor(_Model):
     status: OlostepStatus = "active"
     #: Later statuses, in time order.
     status_changes: list[OlostepMonitorStatus] = Field(default_factory=list)
+    #: Created at this time: not in the list (404 on GET) before.
+    added_at: Offset | None = None
     #: Purged at this time: gone from the list (even with ``include_deleted``), 404 on GET.
     removed_at: Offset | None = None
     #: Times the schedule fired but no run was ever created (``next_run_at`` announces them).
