@@ -170,7 +170,7 @@ Status = Annotated[str, AfterValidator(_status)]
 Statuses = Annotated[
     tuple[Status, ...] | None,
     _one_or_many(_status, "a run status"),
-    _one_or_many_schema({"enum": list(dict.fromkeys(RUN_STATUSES + MONITOR_STATUSES))}),
+    _one_or_many_schema({"enum": list(RUN_STATUSES)}),
 ]
 Providers = Annotated[
     tuple[Annotated[str, AfterValidator(_provider)], ...] | None,
