@@ -155,9 +155,9 @@ class MonitorWatch:
         top = wanted[-1] if wanted else DEFAULT_GRACE
         changes: list[Change] = []
         updates: list[MonitorRecord] = []
-        for rec in self.monitors.records():
+        for rec in self.monitors.due_by(now - (wanted[0] if wanted else top)):
             due = rec.due
-            if due is None or rec.status not in RUNNABLE or now < due + (wanted[0] if wanted else top):
+            if due is None or rec.status not in RUNNABLE:
                 continue
             changed = False
             if self._satisfied(rec, due):

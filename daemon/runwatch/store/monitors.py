@@ -50,6 +50,11 @@ class SqliteMonitors:
     def records(self) -> list[MonitorRecord]:
         return [replace(r) for r in self._records.values()]
 
+    def due_by(self, at: float) -> list[MonitorRecord]:
+        """Copies of the records whose watched run was due at or before ``at`` (what a tick looks at:
+        a few, not every monitor every second)."""
+        return [replace(r) for r in self._records.values() if r.due is not None and r.due <= at]
+
     def write(self, updates: Sequence[MonitorRecord], now: float, baselined: str | None) -> None:
         """Inside the caller's transaction."""
         self.db.executemany(
