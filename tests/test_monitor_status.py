@@ -217,3 +217,41 @@ async def test_a_monitor_created_after_the_first_listing_appears_from_nothing(tm
             [note] = queued(daemon)
             assert (note.monitor_id, note.from_status, note.to_status) == ("monitor_new", None, "enabled")
             assert note.title == "monitor_new new -> enabled team=growth"
+
+
+async def test_a_stuck_run_carries_its_monitor_too(tmp_path: Path) -> None:
+    scenario = Scenario.model_validate(
+        {
+            "exa": {
+                "monitors": [
+                    {
+                        "id": "monitor_slow",
+                        "metadata": {"team": "infra"},
+                        "runs": [{"id": "mrun_slow", "timeline": [{"at": 30, "status": "running"}]}],
+                    }
+                ]
+            }
+        }
+    )
+    rules = """
+rules:
+  - name: stuck
+    match: {kind: run.stuck}
+    stuck_after: 2m
+    notify: [ch]
+    title: "{{ run_id }} stuck, team={{ monitor.metadata.team }}"
+"""
+    clock = ManualClock(T0)
+    async with fake_server("exa", scenario, clock) as exa:
+        cfg = config(tmp_path, "exa", exa)
+        (tmp_path / "rules" / "main.yaml").write_text(rules)
+        async with daemon_for(cfg, clock) as daemon:
+            assert await daemon.poll_once("exa")
+            clock.advance(40)
+            assert await daemon.poll_once("exa")
+        # After a restart, before any listing: the monitor comes from the state.
+        async with daemon_for(cfg, clock) as daemon:
+            clock.advance(200)
+            daemon.lifecycle_tick()
+            [note] = queued(daemon)
+            assert note.title == "mrun_slow stuck, team=infra"
