@@ -12,7 +12,7 @@ import pytest
 
 from runwatch.errors import StateCorruptError, StateError, StateLockedError, StateTooNewError
 from runwatch.model import RunEvent, RunSnapshot, notification_id
-from runwatch.store import Notification, State, open_outbox
+from runwatch.store import MonitorRecord, Notification, State, open_outbox
 
 from .conftest import make_alert
 
@@ -251,3 +251,32 @@ def test_a_row_being_sent_is_not_replayed_beside_its_sender(tmp_path: Path) -> N
     assert state.outbox.claim("ch", 2.0, 10, "other", lease=60) == []  # still the worker's alone
     assert state.outbox.replay([held.id], dead=False, channel=None, now=100.0) == 1  # lease over
     state.close()
+
+
+def test_a_v2_state_is_migrated_to_v3_keeping_its_runs_and_baselining_monitors_silently(
+    tmp_path: Path,
+) -> None:
+    state = State(tmp_path)
+    state.record("exa", [snap("running", "live")], [Notification(make_alert(1))], 1.0, monitor_id="m1")
+    state.set_meta("baseline_done:exa", "1")
+    state.close()
+    # What 0.2 (schema v2) left: no monitor_state table, version 2.
+    db = sqlite3.connect(tmp_path / "runwatch.sqlite3")
+    db.execute("DROP TABLE monitor_state")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="older runwatch"):
+        open_outbox(tmp_path)  # operator commands wait for the daemon to upgrade it
+    state = State(tmp_path)
+    assert state.get_meta("schema_version") == "3"
+    assert list(state.runs.unfinished("exa", "m1")) == ["live"]
+    assert [c.alert.run_id for c in state.outbox.claim("ch", 2.0, 10, "me", 60)] == ["run_1"]
+    assert state.monitors.records() == [] and state.monitors.baselined == set()  # first listing: silent
+    rec = MonitorRecord("exa", "m1", "enabled", {"id": "m1", "metadata": {"team": "data"}}, due=100.0)
+    state.record("exa", [], [], 3.0, monitor_updates=[rec], baselined="exa")
+    state.close()
+    again = State(tmp_path)
+    assert again.monitors.get("exa", "m1") == rec and again.monitors.baselined == {"exa"}
+    assert again.runs.listed_monitors("exa") == ["m1"]
+    again.close()

@@ -26,7 +26,8 @@ from runwatch.httpserver import Listening, serve
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics, OutboxCollector
 from runwatch.model import ChangeKind
-from runwatch.pipeline import Batch, Detect, Lifecycle, Match, Pipeline, Record, alerts_for
+from runwatch.monitors import MonitorWatch
+from runwatch.pipeline import Batch, Detect, Lifecycle, Match, Monitors, Pipeline, Record, alerts_for
 from runwatch.redact import register
 from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
@@ -160,7 +161,11 @@ class Daemon:
         self.lifecycle = Lifecycle(self.store.alerts, lambda: self.ruleset, self.metrics)
         self.record = Record(self.store, self.deliverer.wake)
         self.match = Match(lambda: self.ruleset, self.metrics)
-        self.pipeline = Pipeline([self.detect, self.match, self.lifecycle, self.record], self.clock)
+        slack = {n: s.poll_interval for n, s in self.config.enabled_providers().items()}
+        self.monitors = Monitors(MonitorWatch(self.store.monitors, slack), self.metrics)
+        self.pipeline = Pipeline(
+            [self.detect, self.monitors, self.match, self.lifecycle, self.record], self.clock
+        )
         self.source_health = SourceHealth()
         self.stuck = StuckRuns()
         self.sources: dict[str, Source] = {}
@@ -241,6 +246,8 @@ class Daemon:
             ):
                 async for batch in batches:
                     await self.pipeline(batch)
+        if report.listing is not None:
+            self._through(self.monitors.listing(report.listing, self.clock.now()))
         ok = not report.errors
         self._source_outcome(name, report)
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
@@ -328,15 +335,39 @@ class Daemon:
             if r.matcher.kinds is not None and ChangeKind.RUN_STUCK.value in r.matcher.kinds
         ]
 
+    def _graces(self) -> list[float]:
+        """The grace of the rules that name monitor.missed_run."""
+        return [
+            r.grace
+            for r in self.ruleset
+            if r.matcher.kinds is not None and ChangeKind.MONITOR_MISSED_RUN.value in r.matcher.kinds
+        ]
+
+    def _through(self, batch: Batch) -> None:
+        """A batch the daemon made itself (a listing, the clock) through Match, Lifecycle, Record."""
+        for stage in (self.match, self.lifecycle, self.record):
+            stage(batch)
+
     def lifecycle_tick(self) -> int:
-        """Time-driven decisions: source.error changes of providers failing long enough, repeats that
-        are due (and stale pending alerts); returns how many notifications were queued."""
+        """Time-driven decisions: source.error changes of providers failing long enough, runs stuck
+        and scheduled runs missed, repeats that are due (and stale pending alerts); returns how many
+        notifications were queued."""
         now = self.clock.now()
-        stuck = self.stuck.changes(self.store.runs.runs, now, self._stuck_thresholds())
+        stuck = [
+            dataclasses.replace(ch, monitor=self.store.monitors.raw(ch.provider, ch.monitor_id))
+            for ch in self.stuck.changes(self.store.runs.runs, now, self._stuck_thresholds())
+        ]
         for change in [*self.source_health.changes(now, (r.for_ for r in self.ruleset)), *stuck]:
+            self._through(Batch(MonitorBatch(change.provider, "", []), now, changes=[change]))
+        missed, records = self.monitors.watch.missed(now, self._graces())
+        by_monitor = {(r.provider, r.monitor_id): r for r in records}
+        for change in missed:
             batch = Batch(MonitorBatch(change.provider, "", []), now, changes=[change])
-            for stage in (self.match, self.lifecycle, self.record):
-                stage(batch)
+            rec = by_monitor.pop((change.provider, change.monitor_id), None)
+            batch.monitor_updates = [rec] if rec is not None else []
+            self._through(batch)  # the decision and its notifications in one transaction
+        if by_monitor:
+            self.store.record("", [], [], now, monitor_updates=list(by_monitor.values()))
         released = release_ended(self.store.alerts.open.values(), self.store.outbox, self.muter, now)
         for alert in released:
             self.metrics.unsilenced.labels(alert.channel).inc()

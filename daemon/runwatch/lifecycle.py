@@ -155,10 +155,17 @@ def decide_match(
 
 
 def resolves(alert: OpenAlert, change: Change) -> bool:
-    """The condition no longer holds: a stuck run ended, or a later run of the alert's group completed."""
+    """The condition no longer holds: a stuck run ended, a missed run's monitor ran again, or a later
+    run of the alert's group completed."""
     if not alert.firing or change.kind is not ChangeKind.RUN_STATUS:
         return False
     kind = alert.last[0].get("type") if alert.last else None
+    if kind == ChangeKind.MONITOR_MISSED_RUN.value:
+        # A run of the monitor showed up (first seen): the schedule runs again.
+        return change.from_status is None and any(
+            p.get("provider") == change.provider and p.get("monitor_id") == change.monitor_id
+            for p in alert.last
+        )
     if kind == ChangeKind.RUN_STUCK.value:
         return change.to_status in TERMINAL_STATUSES and any(
             p.get("run_id") == change.run_id for p in alert.last

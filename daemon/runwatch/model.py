@@ -127,6 +127,7 @@ class Change:
             "run": dict(self.run),
             "monitor": dict(self.monitor),
             "resolved": self.resolved,
+            "due_at": (rfc3339(self.occurred_at) or "") if self.kind is ChangeKind.MONITOR_MISSED_RUN else "",
         }
 
 

@@ -1,7 +1,11 @@
 """The stages between a source and the outbox, one small class each.
 
-    MonitorBatch -> Detect (diff against the state; baseline on first sight) -> Match (rules)
+    MonitorBatch -> Detect (diff against the state; baseline on first sight) -> Monitors (the
+                 monitor object on each change; a scheduled run that came) -> Match (rules)
                  -> Record (state + outbox rows in one transaction) -> wake Delivery
+
+A monitor listing goes through :meth:`Monitors.listing` (monitor.status changes) and the same
+Match -> Lifecycle -> Record stages.
 
 A later stage (grouping, silences, flap damping) slots in between Match and Record as another
 ``Stage``; nothing before or after it changes.
@@ -26,12 +30,13 @@ from runwatch.lifecycle import (
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.model import TERMINAL_STATUSES, Alert, Change, ChangeKind, notification_id
+from runwatch.monitors import MonitorWatch
 from runwatch.rules import Decision, Rule, RuleSet
-from runwatch.sources.base import MonitorBatch
+from runwatch.sources.base import MonitorBatch, MonitorListing
 from runwatch.sources.registry import PROVIDERS
 from runwatch.store import State
 from runwatch.store.alerts import SqliteAlerts
-from runwatch.store.interfaces import Notification, Recorder
+from runwatch.store.interfaces import MonitorRecord, Notification, Recorder
 
 log = get_logger(__name__)
 
@@ -46,6 +51,9 @@ class Batch:
     decisions: list[Decision] = field(default_factory=list)
     baseline: bool = False
     alert_updates: list[AlertUpdate] = field(default_factory=list)
+    monitor_updates: list[MonitorRecord] = field(default_factory=list)
+    #: A provider whose first monitor listing this batch records (silently).
+    monitors_baselined: str | None = None
 
 
 class Detect:
@@ -94,6 +102,43 @@ class Detect:
                 to_status=ch.to_status,
                 step=ch.event.name if ch.event else None,
             )
+
+
+class Monitors:
+    """Give each change the monitor as last listed; note a scheduled run that came (see
+    :mod:`runwatch.monitors`). Also turns a listing into a batch of ``monitor.status`` changes."""
+
+    def __init__(self, watch: MonitorWatch, metrics: Metrics) -> None:
+        self.watch = watch
+        self.metrics = metrics
+
+    def __call__(self, batch: Batch) -> None:
+        src = batch.source
+        if src.monitor_id:
+            raw = src.monitor
+            if raw is None:
+                raw = self.watch.monitors.raw(src.provider, src.monitor_id)
+            if raw:
+                batch.changes = [replace(ch, monitor=raw) for ch in batch.changes]
+            rec = self.watch.polled(src, batch.now)
+            if rec is not None:
+                batch.monitor_updates.append(rec)
+
+    def listing(self, listing: MonitorListing, now: float) -> Batch:
+        """The batch a listing makes: its changes (none on the provider's first listing) and records."""
+        out = self.watch.listing(listing, now)
+        batch = Batch(MonitorBatch(listing.provider, "", []), now, changes=out.changes)
+        batch.monitor_updates = out.updates
+        batch.monitors_baselined = out.baselined
+        if out.baselined:
+            log.info("monitors.baseline", provider=listing.provider, monitors=len(listing.monitors))
+        for ch in out.changes:
+            self.metrics.changes.labels(ch.provider, ch.kind.value).inc()
+            log.info(
+                "change.detected", provider=ch.provider, monitor_id=ch.monitor_id, kind=ch.kind.value,
+                from_status=ch.from_status, to_status=ch.to_status,
+            )  # fmt: skip
+        return batch
 
 
 class Match:
@@ -192,7 +237,10 @@ class Lifecycle:
                 log.info("alert.fired", rule=rule.name, group=alert.group)
             touched[key] = alert
         for ch in batch.changes:
-            if ch.kind is not ChangeKind.RUN_STATUS or ch.to_status not in TERMINAL_STATUSES:
+            # A run that ends may close an alert; so may a run first seen (a missed run that came).
+            if ch.kind is not ChangeKind.RUN_STATUS or (
+                ch.to_status not in TERMINAL_STATUSES and ch.from_status is not None
+            ):
                 continue
             candidates = {a.key: a for a in self.alerts.for_monitor(ch.provider, ch.monitor_id)}
             candidates.update({k: v for k, v in touched.items() if v is not None})
@@ -275,6 +323,8 @@ class Record:
             monitor_id=src.monitor_id,
             retired=src.retired,
             alert_updates=batch.alert_updates,
+            monitor_updates=batch.monitor_updates,
+            baselined=batch.monitors_baselined,
         )
         if queued:
             self.wake({n.channel for n in notes})

@@ -66,6 +66,18 @@ class _Monitor:
     runs: dict[str, _Run] = field(default_factory=dict)
     #: When each scheduled (not hand-started) run is due, in order: what ``nextRunAt`` announces.
     dues: list[float] = field(default_factory=list)
+    #: Status changes: their times and statuses, in order.
+    status_times: list[float] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    added_at: float | None = None
+    removed_at: float | None = None
+    announce: bool = True
+
+    def gone(self, now: float) -> bool:
+        """Not there at ``now``: not created yet, or deleted."""
+        if self.added_at is not None and now + EPS < self.added_at:
+            return True
+        return self.removed_at is not None and now + EPS >= self.removed_at
 
     def visible(self, now: float) -> int:
         return bisect_right(self.starts, now + EPS)
@@ -130,8 +142,20 @@ def _compile_monitor(mon: ExaMonitor, position: int, t0: float) -> _Monitor:
         starts=[r.start for r in runs],
         runs={r.id: r for r in runs},
         dues=sorted(
-            r.timeline[0].at if r.scheduled_at is None else r.scheduled_at for r in mon.runs if not r.manual
+            [
+                *(
+                    r.timeline[0].at if r.scheduled_at is None else r.scheduled_at
+                    for r in mon.runs
+                    if not r.manual
+                ),
+                *mon.skipped_runs,
+            ]
         ),
+        status_times=[c.at for c in mon.status_changes],
+        statuses=[c.status for c in mon.status_changes],
+        added_at=mon.added_at,
+        removed_at=mon.removed_at,
+        announce=mon.announce_next_run,
     )
 
 
@@ -199,13 +223,18 @@ class FakeExa(FakeBase):
             last = mon.runs_by_start[n - 1]
             obj["lastRun"] = last.states[last.index_at(now)]
         due = bisect_right(mon.dues, now + EPS)
-        if due < len(mon.dues):
+        if due < len(mon.dues) and mon.announce:
             # The next scheduled scenario run stands in for the cron's next fire time.
             obj["nextRunAt"] = iso(self.t0 + mon.dues[due])
+        changed = bisect_right(mon.status_times, now + EPS)
+        if changed:
+            obj["status"] = mon.statuses[changed - 1]
+            obj["updatedAt"] = iso(self.t0 + mon.status_times[changed - 1])
         return obj
 
     def _monitor(self, request: Request) -> _Monitor | None:
-        return self._by_id.get(request.path_params["monitor"])
+        mon = self._by_id.get(request.path_params["monitor"])
+        return None if mon is None or mon.gone(self.scenario_time()) else mon
 
     # -- handlers -------------------------------------------------------------------------------------
 
@@ -220,6 +249,7 @@ class FakeExa(FakeBase):
             start = pos
         webset = params.get("websetId")
         positions = self._by_webset.get(webset, []) if webset else self._all_positions
+        positions = [p for p in positions if not self._monitors[p].gone(now)]
         first = bisect_left(positions, start)
         page = positions[first : first + limit]
         has_more = first + limit < len(positions)

@@ -91,6 +91,30 @@ class _Monitor:
     runs: dict[str, _Run] = field(default_factory=dict)
     #: When each scheduled (not hand-started) run is due, in order: what ``next_run_at`` announces.
     dues: list[float] = field(default_factory=list)
+    #: Status changes: their times, statuses and error messages, in order.
+    status_times: list[float] = field(default_factory=list)
+    statuses: list[tuple[str, str | None]] = field(default_factory=list)
+    added_at: float | None = None
+    removed_at: float | None = None
+    announce: bool = True
+
+    def status_at(self, now: float) -> tuple[str, str | None, float | None]:
+        """Status, error message and when it was set (None: the scenario's initial status)."""
+        i = bisect_right(self.status_times, now + EPS)
+        if not i:
+            return str(self.static["status"]), None, None
+        status, error = self.statuses[i - 1]
+        return status, error, self.status_times[i - 1]
+
+    def hidden(self, now: float) -> bool:
+        """Not in the list (without ``include_deleted``): deleted by then, or purged."""
+        return self.purged(now) or self.status_at(now)[0] == "deleted"
+
+    def purged(self, now: float) -> bool:
+        """Not there at all: not created yet, or purged."""
+        if self.added_at is not None and now + EPS < self.added_at:
+            return True
+        return self.removed_at is not None and now + EPS >= self.removed_at
 
 
 def _compile_run(run: OlostepRun, monitor_id: str, t0: float) -> _Run:
@@ -208,8 +232,20 @@ def _compile_monitor(mon: OlostepMonitor, t0: float) -> _Monitor:
         finish_times=[r.complete_at or 0.0 for r in finished],
         runs={r.id: r for r in runs},
         dues=sorted(
-            r.events[0].at if r.scheduled_at is None else r.scheduled_at for r in mon.runs if not r.manual
+            [
+                *(
+                    r.events[0].at if r.scheduled_at is None else r.scheduled_at
+                    for r in mon.runs
+                    if not r.manual
+                ),
+                *mon.skipped_runs,
+            ]
         ),
+        status_times=[c.at for c in mon.status_changes],
+        statuses=[(c.status, c.error_message) for c in mon.status_changes],
+        added_at=mon.added_at,
+        removed_at=mon.removed_at,
+        announce=mon.announce_next_run,
     )
 
 
@@ -271,7 +307,7 @@ class FakeOlostep(FakeBase):
         """GET /v1/monitors/{id} (``single``) or an entry of the list."""
         obj = dict(mon.static)
         due = bisect_right(mon.dues, now + EPS)
-        if due < len(mon.dues):
+        if due < len(mon.dues) and mon.announce:
             # The next scheduled scenario run stands in for the cron's next fire time.
             obj["schedule"] = {**obj["schedule"], "next_run_at": iso(self.t0 + mon.dues[due])}
         with_last_run = single or self.scenario.olostep.list_last_run
@@ -281,6 +317,12 @@ class FakeOlostep(FakeBase):
             obj["error_message"] = last.error_message
             if with_last_run:
                 obj["last_run"] = last.last_run
+        status, error, since = mon.status_at(now)
+        if since is not None:
+            obj["status"] = status
+            obj["updated"] = int(self.t0 + since)
+            if error is not None:
+                obj["error_message"] = error
         if single:
             # GET /v1/monitors/{id} also counts the monitor's snapshot events (one per run here).
             obj["total_count"] = bisect_right(mon.starts, now + EPS)
@@ -297,19 +339,19 @@ class FakeOlostep(FakeBase):
         monitors = [
             self._monitor_object(m, now, single=False)
             for m in self._monitors
-            if include_deleted or not m.deleted
+            if not m.purged(now) and (include_deleted or not (m.deleted or m.hidden(now)))
         ]
         return json_response({"monitors": monitors, "count": len(monitors)})
 
     async def _get_monitor(self, request: Request, now: float) -> Response:
         mon = self._by_id.get(request.path_params["monitor_id"])
-        if mon is None:
+        if mon is None or mon.purged(now):
             return self._error(404, "Monitor not found", "get_monitor")
         return json_response(self._monitor_object(mon, now, single=True))
 
     async def _list_events(self, request: Request, now: float) -> Response:
         mon = self._by_id.get(request.path_params["monitor_id"])
-        if mon is None:
+        if mon is None or mon.purged(now):
             return self._error(404, "Monitor not found", "list_events")
         params = request.query_params
         limit = self.page_limit(request, 25, 100)
@@ -342,7 +384,7 @@ class FakeOlostep(FakeBase):
         if not _MONITOR_ID.match(monitor_id) or not _RUN_ID.match(run_id):
             return self._error(400, "Invalid monitor_id or run_id", "get_run")
         mon = self._by_id.get(monitor_id)
-        if mon is None:
+        if mon is None or mon.purged(now):
             return self._error(404, "Monitor not found", "get_run")
         run = mon.runs.get(run_id)
         k = run.visible_events(now) if run is not None else 0

@@ -29,11 +29,13 @@ from runwatch.fakes.faults import Fault
 __all__ = [
     "EXA_STATUSES",
     "ExaMonitor",
+    "ExaMonitorStatus",
     "ExaRun",
     "ExaSection",
     "ExaStep",
     "OlostepEvent",
     "OlostepMonitor",
+    "OlostepMonitorStatus",
     "OlostepRun",
     "OlostepSection",
     "Scenario",
@@ -85,12 +87,29 @@ class ExaRun(_Model):
     timeline: list[ExaStep] = Field(min_length=1)
 
 
+class ExaMonitorStatus(_Model):
+    """The monitor's status from ``at`` on (someone disabled or re-enabled it)."""
+
+    at: Offset
+    status: Literal["enabled", "disabled"]
+
+
 class ExaMonitor(_Model):
     id: str = ""
     webset_id: str = ""
     cron: str = "0 9 * * *"
     timezone: str = "Etc/UTC"
     status: Literal["enabled", "disabled"] = "enabled"
+    #: Later statuses, in time order.
+    status_changes: list[ExaMonitorStatus] = Field(default_factory=list)
+    #: Created at this time: not in the list (404 on every path under it) before.
+    added_at: Offset | None = None
+    #: Deleted at this time: gone from the list, 404 on every path under it.
+    removed_at: Offset | None = None
+    #: Times the schedule fired but no run was ever created (``nextRunAt`` announces them).
+    skipped_runs: list[Offset] = Field(default_factory=list)
+    #: False: ``nextRunAt`` stays null, so a client must compute due times from ``cadence``.
+    announce_next_run: bool = True
     behavior: Literal["search", "refresh"] = "search"
     #: ``behavior.config``; None gives a minimal valid one (search: a result count, refresh: contents).
     behavior_config: dict[str, Any] | None = None
@@ -145,9 +164,31 @@ class OlostepRun(_Model):
     events: list[OlostepEvent] = Field(min_length=1)
 
 
+OlostepStatus = Literal["provisioning", "active", "paused", "failed", "deleted"]
+
+
+class OlostepMonitorStatus(_Model):
+    """The monitor's status from ``at`` on; ``deleted`` hides it from the list (GET still answers)."""
+
+    at: Offset
+    status: OlostepStatus
+    #: The monitor's ``error_message`` while in this status (e.g. why it ``failed``).
+    error_message: str | None = None
+
+
 class OlostepMonitor(_Model):
     id: str = Field(default="", pattern=r"^monitor_")
-    status: Literal["provisioning", "active", "paused", "failed", "deleted"] = "active"
+    status: OlostepStatus = "active"
+    #: Later statuses, in time order.
+    status_changes: list[OlostepMonitorStatus] = Field(default_factory=list)
+    #: Created at this time: not in the list (404 on GET) before.
+    added_at: Offset | None = None
+    #: Purged at this time: gone from the list (even with ``include_deleted``), 404 on GET.
+    removed_at: Offset | None = None
+    #: Times the schedule fired but no run was ever created (``next_run_at`` announces them).
+    skipped_runs: list[Offset] = Field(default_factory=list)
+    #: False: ``schedule.next_run_at`` stays null, so a client must use ``cron``/``timezone``.
+    announce_next_run: bool = True
     #: What the monitor watches, in words (a required field of Olostep's monitor object).
     query: str = "Tell me when this page changes"
     frequency: str = "daily"
@@ -217,6 +258,7 @@ def check_scenario(scenario: Scenario) -> list[tuple[Loc, str]]:
     check_unique([m.id for m in exa_mons], ("exa", "monitors"), "monitor")
     for m_i, exa_mon in enumerate(exa_mons):
         check_unique([r.id for r in exa_mon.runs], ("exa", "monitors", m_i, "runs"), "run")
+        check_times([c.at for c in exa_mon.status_changes], ("exa", "monitors", m_i), "status_changes")
         for r_i, exa_run in enumerate(exa_mon.runs):
             where: Loc = ("exa", "monitors", m_i, "runs", r_i)
             check_times([s.at for s in exa_run.timeline], where, "timeline")
@@ -225,6 +267,7 @@ def check_scenario(scenario: Scenario) -> list[tuple[Loc, str]]:
     check_unique([m.id for m in ol_mons], ("olostep", "monitors"), "monitor")
     for m_i, ol_mon in enumerate(ol_mons):
         check_unique([r.id for r in ol_mon.runs], ("olostep", "monitors", m_i, "runs"), "run")
+        check_times([c.at for c in ol_mon.status_changes], ("olostep", "monitors", m_i), "status_changes")
         for r_i, ol_run in enumerate(ol_mon.runs):
             where = ("olostep", "monitors", m_i, "runs", r_i)
             check_times([e.at for e in ol_run.events], where, "events")

@@ -20,7 +20,10 @@ from runwatch.rules.templates import RuleTemplate, compile_template, render_part
 log = get_logger(__name__)
 
 #: Kinds the daemon's clock makes (not a poll): only rules naming them in ``kind`` see them.
-TIMED_KINDS = frozenset({ChangeKind.SOURCE_ERROR, ChangeKind.RUN_STUCK})
+TIMED_KINDS = frozenset({ChangeKind.SOURCE_ERROR, ChangeKind.RUN_STUCK, ChangeKind.MONITOR_MISSED_RUN})
+#: Kinds only rules naming them in ``kind`` see: the timed ones, and the monitor's own status (a rule
+#: written for runs, such as ``to: failed``, must not start alerting on a monitor).
+OPT_IN_KINDS = TIMED_KINDS | {ChangeKind.MONITOR_STATUS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,8 @@ class Rule:
     for_: float = 300.0
     #: ``run.stuck`` changes match only once the run has been unfinished this long since created.
     stuck_after: float = 1800.0
+    #: ``monitor.missed_run`` changes match only once the scheduled run is this late.
+    grace: float = 600.0
     #: ``file:line`` of the rule, for messages (``rules/prod.yaml:12``).
     source: str = ""
     #: The parts (title, body) whose failure was logged already: once per rule as loaded, not per
@@ -83,6 +88,7 @@ class Rule:
             lifecycle=spec.lifecycle(),
             for_=spec.for_,
             stuck_after=spec.stuck_after,
+            grace=spec.grace,
             source=source,
         )
 
@@ -94,11 +100,17 @@ class Rule:
 
         (A rule written before those kinds existed, with no ``kind``, keeps its meaning.)
         """
-        if change.kind not in TIMED_KINDS:
+        if change.kind not in OPT_IN_KINDS:
             return True
         if self.matcher.kinds is None:
             return False
-        wait = self.for_ if change.kind is ChangeKind.SOURCE_ERROR else self.stuck_after
+        if change.kind not in TIMED_KINDS:
+            return True
+        wait = {
+            ChangeKind.SOURCE_ERROR: self.for_,
+            ChangeKind.RUN_STUCK: self.stuck_after,
+            ChangeKind.MONITOR_MISSED_RUN: self.grace,
+        }[change.kind]
         return change.failing_for >= wait
 
     def decide(self, change: Change) -> Decision:

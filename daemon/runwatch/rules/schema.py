@@ -28,7 +28,7 @@ from pydantic import (
 
 from runwatch.durations import Duration
 from runwatch.lifecycle import GROUP_LABELS, LifecycleSpec, Threshold
-from runwatch.model import RUN_STATUSES, SEVERITIES, ChangeKind
+from runwatch.model import MONITOR_STATUSES, RUN_STATUSES, SEVERITIES, ChangeKind
 from runwatch.rules.templates import check_template
 from runwatch.sources.registry import PROVIDERS as PROVIDER_SPECS
 
@@ -61,7 +61,7 @@ def _describe(value: Any) -> str:
 
 
 def _status(value: str, info: ValidationInfo) -> str:
-    if value not in RUN_STATUSES:
+    if value not in RUN_STATUSES + MONITOR_STATUSES:
         raise ValueError(f"{value!r} is not a run status")
     return value
 
@@ -280,6 +280,10 @@ class RuleSpec(_Spec):
     )
     stuck_after: Duration = Field(
         1800.0, description="run.stuck rules: a run still unfinished this long after it was created."
+    )
+    grace: Duration = Field(
+        600.0,
+        description="monitor.missed_run rules: a scheduled run not seen this long after its due time.",
     )
     # The alert lifecycle (opt-in: a rule with none of these notifies once per matching change).
     group_by: list[str] | None = Field(

@@ -121,6 +121,12 @@ def default_title(change: Change, severity: str) -> str:
     """
     if change.kind == ChangeKind.SOURCE_ERROR:
         return f"[{severity}] {change.provider} {_what(change)}"
+    if change.kind == ChangeKind.MONITOR_MISSED_RUN:
+        due = change.template_vars()["due_at"]
+        late = f"{change.failing_for:.0f}s late"
+        return f"[{severity}] {change.provider} monitor {change.monitor_id}: run due {due} missed ({late})"
+    if change.kind == ChangeKind.MONITOR_STATUS:
+        return f"[{severity}] {change.provider} monitor {change.monitor_id}: {_what(change)}"
     return f"[{severity}] {change.provider} {change.monitor_id} run {change.run_id}: {_what(change)}"
 
 
@@ -129,7 +135,7 @@ def default_body(change: Change) -> str:
     v = change.template_vars()
     lines = [
         f"{key}: {str(v[key]).strip()}".replace("\n", "\n  ")
-        for key in ("from", "to", "event", "message", "failed_reason")
+        for key in ("from", "to", "event", "message", "failed_reason", "due_at")
         if str(v[key]).strip()
     ]
     return "\n".join(lines) if lines else f"kind: {change.kind}"

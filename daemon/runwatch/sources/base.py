@@ -9,7 +9,15 @@ skipping a page). Each bound is counted in ``runwatch_poll_errors_total{provider
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,6 +73,29 @@ class MonitorBatch:
     monitor_id: str
     snapshots: Sequence[RunSnapshot]
     retired: Sequence[str] = ()
+    #: The monitor's raw object as the source last read it (its listing, or its own GET), for
+    #: templates and matchers; None when the source has not read it.
+    monitor: Mapping[str, Any] | None = None
+    #: Unix seconds: when the newest run this poll saw was created (or started), by the provider's
+    #: clock; what tells the daemon a scheduled run came.
+    last_started: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorListing:
+    """One successful read of a provider's monitor list: every monitor's raw object and next due run.
+
+    ``gone`` are monitors the source confirmed gone (absent from a complete listing, or, for a
+    provider whose docs say so, a GET that answered 404 or ``status: deleted``), with their last
+    raw object when the provider gave one. A monitor neither listed nor in ``gone`` is unknown this
+    cycle: the daemon leaves it as it was.
+    """
+
+    provider: str
+    monitors: Mapping[str, Mapping[str, Any]]
+    #: Unix seconds of each listed monitor's next scheduled run (None: not known).
+    due: Mapping[str, float | None]
+    gone: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -77,6 +108,8 @@ class PollReport:
     skipped: int = 0
     #: Monitors not due this cycle (idle, polled at the idle pace).
     idle: int = 0
+    #: The monitor list, when this cycle read it: the daemon records it once the batches are in.
+    listing: MonitorListing | None = None
 
 
 class RunView(Protocol):
@@ -88,6 +121,10 @@ class RunView(Protocol):
 
     def unfinished(self, provider: str, monitor_id: str) -> Collection[str]:
         """The recorded unfinished runs of one monitor."""
+        ...
+
+    def listed_monitors(self, provider: str) -> Collection[str]:
+        """The monitors the last recorded listing showed (not deleted): whose absence is news."""
         ...
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from runwatch.sources.base import (
     Backlog,
     MissingRuns,
     MonitorBatch,
+    MonitorListing,
     Page,
     PageShape,
     PollReport,
@@ -111,6 +113,8 @@ class ExaSource:
         #: Where a catch-up that ran out of pages this cycle goes on next cycle.
         self.backlog = Backlog(PROVIDER)
         self.missing = MissingRuns(PROVIDER, metrics)
+        #: Each monitor's raw object as the last listing showed it (what templates see as ``monitor``).
+        self.listed: dict[str, Mapping[str, Any]] = {}
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -118,6 +122,7 @@ class ExaSource:
     async def list_monitors(self, now: float) -> dict[str, float | None]:
         """Every monitor of the account (or the configured ones) and its next scheduled run."""
         found: dict[str, float | None] = {}
+        raw: dict[str, Mapping[str, Any]] = {}
         pages = read_pages(
             self.api,
             "/v0/monitors",
@@ -131,11 +136,22 @@ class ExaSource:
             for m in page:
                 if isinstance(m, Mapping) and isinstance(m.get("id"), str) and m["id"]:
                     found.setdefault(m["id"], next_run_at(m, now))
+                    raw.setdefault(m["id"], m)
                 else:
                     self.metrics.poll_errors.labels(PROVIDER, "bad_id").inc()
         if self.settings.monitors:
-            return {mid: found.get(mid) for mid in dict.fromkeys(self.settings.monitors)}
+            wanted = dict.fromkeys(self.settings.monitors)
+            self.listed = {mid: m for mid, m in raw.items() if mid in wanted}
+            return {mid: found.get(mid) for mid in wanted}
+        self.listed = raw
         return found
+
+    def _listing(self, view: RunView, due: Mapping[str, float | None]) -> MonitorListing:
+        """The listing as the daemon records it: Exa's list is complete (every page read, or an
+        error), so a monitor listed before and absent now is gone."""
+        before = set(view.listed_monitors(PROVIDER))
+        gone: dict[str, Mapping[str, Any]] = {mid: {} for mid in sorted(before - set(self.listed))}
+        return MonitorListing(PROVIDER, dict(self.listed), {m: due.get(m) for m in self.listed}, gone)
 
     def poll(
         self, view: RunView, *, now: float, not_before: float | None
@@ -152,6 +168,7 @@ class ExaSource:
                     self.monitors = list(listing)
                     self.schedule.listed(now, listing)
                     self.backlog.keep(listing)
+                    report.listing = self._listing(view, listing)
             due = [
                 m for m in self.monitors
                 if m in self.backlog or self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
@@ -172,7 +189,13 @@ class ExaSource:
                     self.schedule.started(monitor_id, max(created))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
-                await send.send(batch)
+                await send.send(
+                    replace(
+                        batch,
+                        monitor=self.listed.get(monitor_id),
+                        last_started=max(created) if created else None,
+                    )
+                )
 
             async with anyio.create_task_group() as tg:
                 for mid in due:

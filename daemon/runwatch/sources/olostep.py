@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any, TypeGuard
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from runwatch.sources.base import (
     Backlog,
     MissingRuns,
     MonitorBatch,
+    MonitorListing,
     Page,
     PageShape,
     PollReport,
@@ -239,6 +241,8 @@ class OlostepSource:
         self.missing = MissingRuns(PROVIDER, metrics)
         #: Where a catch-up that ran out of event pages this cycle goes on next cycle.
         self.backlog = Backlog(PROVIDER)
+        #: Monitors the last listing showed with ``status: deleted`` (a list that includes them).
+        self.listed_deleted: dict[str, Mapping[str, Any]] = {}
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -251,11 +255,14 @@ class OlostepSource:
             self.metrics.poll_errors.labels(PROVIDER, "bad_shape").inc()
             raise ApiError(PROVIDER, "bad_shape", "monitor list has no 'monitors' array", path="/v1/monitors")
         found: dict[str, Mapping[str, Any]] = {}
+        self.listed_deleted = {}
         for m in items:
             mid = (m.get("id") or m.get("monitor_id")) if isinstance(m, Mapping) else None
             if isinstance(mid, str) and MONITOR_ID.match(mid):
                 if m.get("status") != "deleted":
                     found.setdefault(mid, m)
+                else:
+                    self.listed_deleted.setdefault(mid, m)
             else:
                 self.metrics.poll_errors.labels(PROVIDER, "bad_id").inc()
         if self.settings.monitors:
@@ -283,7 +290,9 @@ class OlostepSource:
                     if not self.monitors:
                         return
                 else:
+                    before = {m for m, obj in self.monitors.items() if obj}
                     self.monitors = listing
+                    report.listing = await self._listing(view, before, now)
                     self.list_has_last_run = any("last_run" in m for m in listing.values())
                     self.schedule.listed(now, {m: next_run_at(obj, now) for m, obj in listing.items()})
                     self.backlog.keep(listing)
@@ -304,13 +313,41 @@ class OlostepSource:
                     self.schedule.started(monitor_id, max(started))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
-                await send.send(batch)
+                await send.send(replace(batch, last_started=max(started) if started else None))
 
             async with anyio.create_task_group() as tg:
                 for mid in due:
                     tg.start_soon(one, mid)
 
         return poll_stream(produce)
+
+    async def _listing(self, view: RunView, before: set[str], now: float) -> MonitorListing:
+        """The listing as the daemon records it. The list holds live monitors only, and Olostep's docs
+        say to check with a GET before calling a vanished one gone: 404 or ``status: deleted``
+        confirms it; any other answer leaves it unknown this cycle (asked again next listing)."""
+        live = {mid: obj for mid, obj in self.monitors.items() if obj}
+        absent = (set(view.listed_monitors(PROVIDER)) | before) - set(live)
+        if self.settings.monitors:
+            absent &= set(self.settings.monitors)
+        gone: dict[str, Mapping[str, Any]] = {}
+        for mid in sorted(absent):
+            if mid in self.listed_deleted:
+                gone[mid] = self.listed_deleted[mid]
+                continue
+            if not MONITOR_ID.match(mid):
+                continue
+            try:
+                got = await self.api.get_json(f"/v1/monitors/{quote(mid, safe='')}", endpoint="get_monitor")
+            except ApiError as exc:
+                if exc.reason == "not_found":
+                    gone[mid] = {}
+                else:
+                    log.warning("monitor.unconfirmed", provider=PROVIDER, monitor_id=mid, reason=exc.reason)
+                continue
+            if isinstance(got, Mapping) and got.get("status") == "deleted":
+                gone[mid] = got
+        due = {mid: next_run_at(obj, now) for mid, obj in live.items()}
+        return MonitorListing(PROVIDER, live, due, gone)
 
     async def _discover(
         self, monitor_id: str, mpath: str, view: RunView, not_before: float | None
@@ -365,6 +402,7 @@ class OlostepSource:
         err = monitor.get("error_message")
         monitor_error = err if isinstance(err, str) and err else None
         candidates, left = await self._discover(monitor_id, mpath, view, not_before)
+        listed = monitor or None
         if last_run and isinstance(last_run.get("id"), str):
             ran_at = parse_time(last_run.get("ran_at"))
             in_scope = not_before is None or ran_at is None or ran_at >= not_before
@@ -392,7 +430,7 @@ class OlostepSource:
             for gap in event_gaps(detail.get("events")):
                 self.metrics.poll_errors.labels(PROVIDER, gap).inc()
             snaps.append(derive(monitor_id, run_id, detail, last_run, monitor_error))
-        return MonitorBatch(PROVIDER, monitor_id, snaps, retired), left
+        return MonitorBatch(PROVIDER, monitor_id, snaps, retired, monitor=listed), left
 
 
 SPEC = ProviderSpec(

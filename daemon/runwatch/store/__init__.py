@@ -18,11 +18,13 @@ from runwatch.store.database import STATE_FILE, check_readable, open_state
 from runwatch.store.interfaces import (
     OUTBOX_STATES,
     Claimed,
+    MonitorRecord,
     Notification,
     OutboxItem,
     RunRecord,
 )
 from runwatch.store.lock import StateLock
+from runwatch.store.monitors import SqliteMonitors
 from runwatch.store.outbox import SqliteOutbox
 from runwatch.store.runs import SqliteRuns
 
@@ -30,6 +32,7 @@ __all__ = [
     "OUTBOX_STATES",
     "STATE_FILE",
     "Claimed",
+    "MonitorRecord",
     "Notification",
     "OutboxItem",
     "RunRecord",
@@ -53,6 +56,7 @@ class State:
             self.db = open_state(self.path)
             self.runs = SqliteRuns(self.db)
             self.alerts = SqliteAlerts(self.db)
+            self.monitors = SqliteMonitors(self.db)
             self.outbox = SqliteOutbox(self.path)
         except BaseException:
             self.lock.release()
@@ -83,15 +87,24 @@ class State:
         monitor_id: str | None = None,
         retired: Sequence[str] = (),
         alert_updates: Sequence[AlertUpdate] = (),
+        monitor_updates: Sequence[MonitorRecord] = (),
+        baselined: str | None = None,
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
         Returns how many notifications were new (a change decided again after a crash is not queued
-        twice: the notification id is the row's unique key).
+        twice: the notification id is the row's unique key). ``monitor_updates`` are monitors as a
+        listing or the missed-run check left them; ``baselined`` names a provider whose first
+        listing this is.
         """
         notifications = list(notifications)
         if not (
-            notifications or retired or alert_updates or self.runs.changes(provider, snapshots, monitor_id)
+            notifications
+            or retired
+            or alert_updates
+            or monitor_updates
+            or baselined
+            or self.runs.changes(provider, snapshots, monitor_id)
         ):
             return 0  # a poll that saw nothing new writes nothing (most polls of most monitors)
         db = self.db
@@ -100,12 +113,14 @@ class State:
             self.runs.write(provider, snapshots, now, monitor_id, retired)
             new_rows = SqliteOutbox.enqueue(db, notifications, now)
             self.alerts.write(alert_updates)
+            self.monitors.write(monitor_updates, now, baselined)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         self.runs.apply(provider, snapshots, monitor_id, retired, now)
         self.alerts.apply(alert_updates)
+        self.monitors.apply(monitor_updates, baselined)
         return new_rows
 
 

@@ -14,13 +14,20 @@ from pathlib import Path
 from runwatch.errors import StateCorruptError, StateError, StateTooNewError
 from runwatch.model import ALERT_VERSION
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATE_FILE = "runwatch.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS monitors (
     provider TEXT NOT NULL, monitor_id TEXT NOT NULL, first_seen REAL NOT NULL,
+    PRIMARY KEY (provider, monitor_id)
+) WITHOUT ROWID;
+-- v3: each monitor as its provider's listing last showed it, and what the missed-run check decided.
+CREATE TABLE IF NOT EXISTS monitor_state (
+    provider TEXT NOT NULL, monitor_id TEXT NOT NULL, status TEXT, raw TEXT NOT NULL,
+    due REAL, next_due REAL, last_started REAL, missed_due REAL, missed_grace REAL NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
     PRIMARY KEY (provider, monitor_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
@@ -125,6 +132,8 @@ def _migrate(db: sqlite3.Connection, version: int | None) -> None:
     try:
         if version == 1:
             _v1_outbox_to_notifications(db)
+        # v2 -> v3: the monitor_state table only (created empty by the schema above); the first
+        # listing after the upgrade is a silent baseline (meta ``monitors_baseline_done:<provider>``).
         db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )

@@ -12,9 +12,9 @@ threads (the event loop side only records and reads, in short transactions).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from runwatch.lifecycle import AlertUpdate
 from runwatch.model import Alert, RunSnapshot
@@ -35,6 +35,28 @@ class RunRecord:
     events: set[str] = field(default_factory=set)
     #: When the run was created (the provider's time, else when runwatch first saw it); memory only.
     created_at: float = 0.0
+
+
+@dataclass(slots=True)
+class MonitorRecord:
+    """One monitor as its provider's listing last showed it, and where its schedule stands.
+
+    ``due`` is the scheduled run being watched: the provider's next one, kept once passed until a run
+    created at or after it (less a poll interval of slack) shows, or its missed run was reported;
+    ``next_due`` is the provider's next one meanwhile. ``missed_due``/``missed_grace``: the due time
+    a missed run was last reported for, and the largest ``grace`` reported (so a restart does not
+    report it again).
+    """
+
+    provider: str
+    monitor_id: str
+    status: str | None
+    raw: Mapping[str, Any]
+    due: float | None = None
+    next_due: float | None = None
+    last_started: float | None = None
+    missed_due: float | None = None
+    missed_grace: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +132,8 @@ class Recorder(Protocol):
         monitor_id: str | None = None,
         retired: Sequence[str] = (),
         alert_updates: Sequence[AlertUpdate] = (),
+        monitor_updates: Sequence[MonitorRecord] = (),
+        baselined: str | None = None,
     ) -> int: ...
 
 

@@ -71,6 +71,14 @@ class SqliteRuns:
     def unfinished(self, provider: str, monitor_id: str) -> Collection[str]:
         return self._unfinished.get((provider, monitor_id), ())
 
+    def listed_monitors(self, provider: str) -> list[str]:
+        """Monitors the last recorded listing showed, not deleted (read at the listing's idle pace)."""
+        rows = self.db.execute(
+            "SELECT monitor_id FROM monitor_state WHERE provider = ? AND COALESCE(status, '') != 'deleted'",
+            (provider,),
+        )
+        return [str(r[0]) for r in rows]
+
     def knows_monitor(self, provider: str, monitor_id: str) -> bool:
         return (provider, monitor_id) in self.monitors
 

@@ -1,0 +1,98 @@
+"""Monitors as their providers' listings last showed them, in SQLite, with a copy in memory.
+
+Written only inside a recorder's transaction (with the notifications the listing or the missed-run
+check decided), applied to memory after the commit: a restart reads back exactly what was decided.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from runwatch.store.interfaces import MonitorRecord
+
+#: Meta key set (in the listing's own transaction) once a provider's monitors were first recorded.
+BASELINE_KEY = "monitors_baseline_done:{provider}"
+
+
+class SqliteMonitors:
+    """The ``monitor_state`` table and its in-memory copy, keyed by (provider, monitor_id)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self._records: dict[tuple[str, str], MonitorRecord] = {}
+        for row in db.execute(
+            "SELECT provider, monitor_id, status, raw, due, next_due, last_started, missed_due,"
+            " missed_grace FROM monitor_state"
+        ):
+            provider, monitor_id, status, raw, due, next_due, started, missed_due, missed_grace = row
+            self._records[(str(provider), str(monitor_id))] = MonitorRecord(
+                str(provider), str(monitor_id), status, _load(raw), due, next_due, started, missed_due,
+                float(missed_grace or 0.0),
+            )  # fmt: skip
+        self.baselined: set[str] = {
+            str(k).split(":", 1)[1]
+            for (k,) in db.execute("SELECT key FROM meta WHERE key LIKE 'monitors_baseline_done:%'")
+        }
+
+    def get(self, provider: str, monitor_id: str) -> MonitorRecord | None:
+        """A copy: a stage changes it and hands it back to be recorded."""
+        rec = self._records.get((provider, monitor_id))
+        return None if rec is None else replace(rec)
+
+    def raw(self, provider: str, monitor_id: str) -> Mapping[str, Any]:
+        rec = self._records.get((provider, monitor_id))
+        return rec.raw if rec is not None else {}
+
+    def records(self) -> list[MonitorRecord]:
+        return [replace(r) for r in self._records.values()]
+
+    def due_by(self, at: float) -> list[MonitorRecord]:
+        """Copies of the records whose watched run was due at or before ``at`` (what a tick looks at:
+        a few, not every monitor every second)."""
+        return [replace(r) for r in self._records.values() if r.due is not None and r.due <= at]
+
+    def write(self, updates: Sequence[MonitorRecord], now: float, baselined: str | None) -> None:
+        """Inside the caller's transaction."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO monitor_state (provider, monitor_id, status, raw, due, next_due,"
+            " last_started, missed_due, missed_grace, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    r.provider,
+                    r.monitor_id,
+                    r.status,
+                    json.dumps(dict(r.raw), default=str),
+                    r.due,
+                    r.next_due,
+                    r.last_started,
+                    r.missed_due,
+                    r.missed_grace,
+                    now,
+                )
+                for r in updates
+            ],
+        )
+        if baselined is not None and baselined not in self.baselined:
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')",
+                (BASELINE_KEY.format(provider=baselined),),
+            )
+
+    def apply(self, updates: Sequence[MonitorRecord], baselined: str | None) -> None:
+        """After the commit."""
+        for r in updates:
+            self._records[(r.provider, r.monitor_id)] = replace(r)
+        if baselined is not None:
+            self.baselined.add(baselined)
+
+
+def _load(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(str(text))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
