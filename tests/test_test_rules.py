@@ -289,8 +289,9 @@ def test_a_failing_template_shows_as_the_daemon_would_send_it(tmp_path: Path) ->
             """,
             [
                 "cases.yaml:3: [0].timeline[0].at: -1: a time must be 0 or more seconds",
-                "cases.yaml:3: [0].timeline[0].to: 'faild' is not a run status"
-                " (created, running, completed, failed, canceled)",
+                "cases.yaml:3: [0].timeline[0].to: 'faild' is not a run or monitor status"
+                " (created, running, completed, failed, canceled, enabled, disabled, provisioning, active,"
+                " paused, deleted)",
                 "cases.yaml:4: [0].timeline[1].at: '5x' is not a duration (use e.g. 500ms, 30s, 5m, 1h)",
                 "cases.yaml:4: [0].timeline[1].provider: 'exa2' is not a provider (exa, olostep)",
                 "cases.yaml:5: [0].timeline[2]: 'event' belongs to run.event changes",

@@ -39,7 +39,7 @@ from pydantic import (
 from runwatch import yamlfile
 from runwatch.durations import format_duration, parse_duration
 from runwatch.metrics import Metrics
-from runwatch.model import RUN_STATUSES, SEVERITIES, Alert, Change, ChangeKind, RunEvent
+from runwatch.model import MONITOR_STATUSES, RUN_STATUSES, SEVERITIES, Alert, Change, ChangeKind, RunEvent
 from runwatch.pipeline import Batch, Lifecycle, Match, alerts_for
 from runwatch.rules import RuleSet, load_rules
 from runwatch.rules.schema import KINDS, PROVIDERS
@@ -90,7 +90,9 @@ def _some(items: list[Any]) -> list[Any]:
 
 At = Annotated[float, BeforeValidator(_at)]
 Name = Annotated[str, AfterValidator(_non_empty)]
-Status = Annotated[str, _one_of(RUN_STATUSES, "a run status")]
+Status = Annotated[
+    str, _one_of(tuple(dict.fromkeys(RUN_STATUSES + MONITOR_STATUSES)), "a run or monitor status")
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +155,8 @@ class Observed(_Strict):
     run: dict[str, Any] = Field(default_factory=dict)
     #: The monitor as the provider's listing shows it: what ``monitor.*`` in templates reads.
     monitor: dict[str, Any] = Field(default_factory=dict)
-    #: run.stuck: how long the run has been unfinished; source.error: how long the provider has failed
-    #: (what the rules' ``stuck_after`` and ``for`` are compared with).
+    #: run.stuck: how long the run has been unfinished; source.error: how long the provider has failed;
+    #: monitor.missed_run: how late the run is (what ``stuck_after``, ``for``, ``grace`` are compared with).
     lasted: At | None = None
 
     @model_validator(mode="after")
@@ -169,7 +171,8 @@ class Observed(_Strict):
             extra = [k for k in ("event", "message") if getattr(self, k) is not None]
             if extra or self.event_data:
                 raise ValueError(f"{(extra or ['event_data'])[0]!r} belongs to run.event changes")
-        if self.kind in (ChangeKind.RUN_STUCK, ChangeKind.SOURCE_ERROR) and self.lasted is None:
+        timed = (ChangeKind.RUN_STUCK, ChangeKind.SOURCE_ERROR, ChangeKind.MONITOR_MISSED_RUN)
+        if self.kind in timed and self.lasted is None:
             raise ValueError(f"a {self.kind} change needs 'lasted' (how long it has lasted, e.g. 45m)")
         if self.kind == ChangeKind.RUN_EVENT and not self.event:
             raise ValueError("a run.event change needs 'event' (the step name)")
@@ -188,8 +191,11 @@ class Observed(_Strict):
                 raw=dict(self.event_data),
             )
         what = f"event:event-{index}" if event is not None else f"status:{self.to}"
+        key = f"{self.provider}:{self.run_id}:{what}"
+        if not self.run_id:  # the monitor's or the provider's own change: one key per entry
+            key = f"{self.provider}:{self.monitor_id}:{self.kind}:{index}"
         return Change(
-            key=f"{self.provider}:{self.run_id}:{what}",
+            key=key,
             kind=kind,
             provider=self.provider,
             monitor_id=self.monitor_id,
@@ -201,6 +207,10 @@ class Observed(_Strict):
             failed_reason=self.failed_reason,
             detected_at=START + self.at,
             failing_for=self.lasted or 0.0,
+            # A missed run happened at its due time: ``lasted`` before it was reported.
+            occurred_at=START + self.at - (self.lasted or 0.0)
+            if kind is ChangeKind.MONITOR_MISSED_RUN
+            else None,
             monitor=dict(self.monitor),
         )
 
