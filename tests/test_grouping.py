@@ -1,0 +1,178 @@
+"""Grouping (``group_wait``, ``group_interval``) through the real pipeline stages and state: a storm is
+one notification listing every match, later matches wait for the interval, nothing new sends nothing,
+and a restart between a match and the flush still sends the group exactly once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from runwatch.clock import ManualClock
+from runwatch.model import Alert
+from runwatch.rules import load_rules
+
+from .test_lifecycle import T0, Rig
+
+pytestmark = pytest.mark.anyio
+
+SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "webhook-v1.json").read_text())
+
+STORM = """
+rules:
+  - name: storm
+    match: {provider: exa, kind: run.status, to: failed}
+    notify: [ch]
+    group_by: [provider]
+    group_wait: 30s
+    group_interval: 5m
+    body: |
+      {% for a in alerts %}{{ a.monitor_id }}/{{ a.run_id }} {{ a.from }}->{{ a.to }}: {{ a.failed_reason }}
+      {% endfor %}
+"""
+
+
+def queued(r: Rig) -> list[Alert]:
+    rows = r.state.db.execute("SELECT alert FROM notifications ORDER BY seq").fetchall()
+    return [Alert.from_payload(json.loads(row[0])) for row in rows]
+
+
+async def test_a_storm_within_group_wait_is_one_notification_listing_every_failure(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    r = Rig(tmp_path, STORM, clock)
+    for i in range(50):  # 50 failures over 10 s, across monitors of one provider
+        await r.see(f"r{i}", "failed", monitor=f"m{i % 3}", reason=f"quota {i}")
+        if i % 5 == 4:
+            clock.advance(1)
+        r.tick()
+    assert queued(r) == []  # collected, not sent: group_wait has not passed
+    clock.advance(19)
+    r.tick()
+    assert queued(r) == []
+    clock.advance(1)  # 30 s after the first failure
+    r.tick()
+    r.tick()  # a second tick at the same time sends nothing more
+    [note] = queued(r)
+    assert note.title == "[warning] exa: 50 runs failed (rule storm)"
+    assert note.body.splitlines()[:2] == ["m0/r0 ->failed: quota 0", "m1/r1 ->failed: quota 1"]
+    assert len(note.body.splitlines()) == 50
+    payload = note.payload()
+    jsonschema.validate(payload, SCHEMA)
+    assert [a["run_id"] for a in payload["alerts"]] == [f"r{i}" for i in range(50)]
+    assert payload["alerts"][7]["failed_reason"] == "quota 7"
+    assert payload["alerts"][7]["run"]["id"] == "r7"
+    # The notification's own fields are those of the first change in it.
+    assert (payload["run_id"], payload["monitor_id"]) == ("r0", "m0")
+
+
+async def test_later_matches_wait_for_the_interval_and_nothing_new_sends_nothing(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    r = Rig(tmp_path, STORM, clock)
+    await r.see("r1", "failed", monitor="m1")
+    clock.advance(30)
+    r.tick()
+    assert [len(a.items()) for a in queued(r)] == [1]
+    assert queued(r)[0].title == "[warning] exa m1 run r1: failed"  # one change: the usual title
+    clock.advance(10)
+    await r.see("r2", "failed", monitor="m2")
+    await r.see("r3", "failed", monitor="m1")
+    clock.advance(200)
+    r.tick()
+    assert len(queued(r)) == 1  # held until the group_interval after the last send
+    clock.advance(89)
+    r.tick()
+    assert len(queued(r)) == 1
+    clock.advance(1)  # 5 min after the first send
+    r.tick()
+    second = queued(r)[1]
+    assert [a["run_id"] for a in second.items()] == ["r2", "r3"]
+    assert second.title == "[warning] exa: 2 runs failed (rule storm)"
+    clock.advance(300)
+    r.tick()  # an interval with nothing new: nothing sent, and the group closes
+    assert len(queued(r)) == 2
+    [alert] = r.state.alerts.open.values()
+    assert alert.next_flush_at is None and alert.pending == []
+    await r.see("r4", "failed", monitor="m3")  # a new group: waits group_wait again, not an interval
+    clock.advance(29)
+    r.tick()
+    assert len(queued(r)) == 2
+    clock.advance(1)
+    r.tick()
+    assert [a.run_id for a in queued(r)] == ["r1", "r2", "r4"]
+    ids = [a.id for a in queued(r)]
+    assert len(set(ids)) == 3
+
+
+async def test_a_restart_between_a_match_and_the_flush_sends_the_group_once(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    r = Rig(tmp_path, STORM, clock)
+    await r.see("r1", "failed", reason="a")
+    clock.advance(5)
+    await r.see("r2", "failed", reason="b")
+    r.state.close()  # kill -9 here: everything collected is already in the state
+
+    again = Rig(tmp_path, STORM, clock)
+    await again.see("r2", "failed", reason="b")  # seen again after the restart: not listed twice
+    clock.advance(10)
+    await again.see("r3", "failed", reason="c")
+    again.tick()
+    assert queued(again) == []
+    clock.advance(15)
+    again.tick()
+    again.tick()
+    [note] = queued(again)
+    assert [a["run_id"] for a in note.items()] == ["r1", "r2", "r3"]
+    again.state.close()
+
+    third = Rig(tmp_path, STORM, clock)
+    third.tick()
+    clock.advance(600)
+    third.tick()
+    assert len(queued(third)) == 1  # the group was sent once; a restart does not send it again
+
+
+RESOLVING = """
+rules:
+  - name: grouped
+    match: {provider: exa, kind: run.status, to: failed}
+    notify: [ch]
+    group_wait: 1m
+    send_resolved: true
+"""
+
+
+async def test_a_resolve_before_the_group_is_sent_follows_it(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    r = Rig(tmp_path, RESOLVING, clock)
+    await r.see("r1", "failed")
+    await r.see("r2", "failed")
+    clock.advance(10)
+    await r.see("r3", "completed")  # resolves the alert, but its firing notification is not sent yet
+    r.tick()
+    assert queued(r) == []
+    clock.advance(50)
+    r.tick()
+    got = [(a.status, len(a.items()), a.title) for a in queued(r)]
+    assert got == [
+        ("firing", 2, "[warning] exa m1: 2 runs failed (rule grouped)"),
+        ("resolved", 1, "[resolved] [warning] exa m1 run r3: completed"),
+    ]
+    clock.advance(3600)
+    r.tick()
+    assert r.state.alerts.open == {}  # nothing new for an interval, and resolved: gone
+
+
+def test_only_one_of_the_two_keys_takes_the_default_for_the_other(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - {name: a, notify: [ch], group_wait: 10s}\n"
+        "  - {name: b, notify: [ch], group_interval: 1h}\n"
+        "  - {name: c, notify: [ch]}\n"
+    )
+    a, b, c = load_rules([path], channels={"ch"})
+    assert a.lifecycle is not None and (a.lifecycle.wait(), a.lifecycle.interval()) == (10, 300)
+    assert b.lifecycle is not None and (b.lifecycle.wait(), b.lifecycle.interval()) == (30, 3600)
+    assert c.lifecycle is None  # no lifecycle key: one notification per change, as before
