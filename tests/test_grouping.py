@@ -5,19 +5,27 @@ and a restart between a match and the flush still sends the group exactly once."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 
+from runwatch.app import Daemon
 from runwatch.clock import ManualClock
+from runwatch.config import load_config
+from runwatch.fakes import Scenario, fake_server
 from runwatch.model import Alert
 from runwatch.rules import load_rules
 
+from .conftest import write_config
+from .test_end_to_end import EXA_KEY, FAST
 from .test_lifecycle import T0, Rig
+from .webhook_server import webhook_server
 
 pytestmark = pytest.mark.anyio
 
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "webhook-v1.json").read_text())
 
 STORM = """
@@ -176,3 +184,84 @@ def test_only_one_of_the_two_keys_takes_the_default_for_the_other(tmp_path: Path
     assert a.lifecycle is not None and (a.lifecycle.wait(), a.lifecycle.interval()) == (10, 300)
     assert b.lifecycle is not None and (b.lifecycle.wait(), b.lifecycle.interval()) == (30, 3600)
     assert c.lifecycle is None  # no lifecycle key: one notification per change, as before
+
+
+DAEMON_RULES = """
+rules:
+  - name: exa-storm
+    match: {provider: exa, kind: run.status, to: failed}
+    notify: [tickets]
+    group_by: [provider]
+    group_wait: 30s
+    group_interval: 5m
+"""
+
+
+def storm_scenario() -> Scenario:
+    def run(i: int, at: int) -> dict[str, object]:
+        return {
+            "id": f"mrun_{i}",
+            "timeline": [
+                {"at": 0, "status": "created"},
+                {"at": at, "status": "failed", "failed_reason": f"quota {i}"},
+            ],
+        }
+
+    later = [run(99, 200)]  # one more failure, a few minutes after the storm
+    monitors = [
+        {
+            "id": f"monitor_{m}",
+            "runs": [run(m * 10 + k, 20 + k) for k in range(4)] + (later if m == 0 else []),
+        }
+        for m in range(3)
+    ]
+    return Scenario.model_validate({"exa": {"monitors": monitors}})
+
+
+async def test_the_daemon_sends_a_storm_as_one_signed_webhook_listing_every_failure(tmp_path: Path) -> None:
+    clock = ManualClock(time.time())
+    async with fake_server("exa", storm_scenario(), clock) as exa, webhook_server(SECRET) as rx:
+        (tmp_path / "hook.secret").write_text(SECRET + "\n")
+        body = f"""
+state_dir: {tmp_path / "state"}
+metrics_listen: 127.0.0.1:0
+providers:
+  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 1h, idle_poll_interval: 1h}}
+channels:
+  tickets: {{webhook: {{url: "{rx.url}", secret_file: hook.secret}}}}
+"""
+        daemon = Daemon(
+            load_config(write_config(tmp_path, body, DAEMON_RULES)), clock=clock, client_options=FAST
+        )
+        assert await daemon.poll_once("exa")  # the baseline: every run created
+        clock.advance(30)
+        assert await daemon.poll_once("exa")  # 12 failures across 3 monitors
+        assert daemon.lifecycle_tick() == 0
+        clock.advance(29)
+        assert daemon.lifecycle_tick() == 0
+        clock.advance(1)
+        assert daemon.lifecycle_tick() == 1  # group_wait after the first: one notification
+        assert daemon.lifecycle_tick() == 0
+        clock.advance(150)
+        assert await daemon.poll_once("exa")  # one more failure, within the group_interval
+        assert daemon.lifecycle_tick() == 0
+        clock.advance(300 - 150)
+        assert daemon.lifecycle_tick() == 1
+        grouped = daemon.metrics.registry.get_sample_value(
+            "runwatch_alert_transitions_total", {"event": "grouped"}
+        )
+        assert grouped == 2
+        async with daemon.running():
+            await rx.wait_for(2)
+    first, second = (r.payload for r in rx.delivered())
+    assert first is not None and second is not None
+    jsonschema.validate(first, SCHEMA)
+    jsonschema.validate(second, SCHEMA)
+    assert first["title"] == "[warning] exa: 12 runs failed (rule exa-storm)"
+    assert sorted(a["run_id"] for a in first["alerts"]) == sorted(
+        f"mrun_{m * 10 + k}" for m in range(3) for k in range(4)
+    )
+    assert {a["failed_reason"] for a in first["alerts"]} >= {"quota 0", "quota 23"}
+    assert all(a["run"]["status"] == "failed" for a in first["alerts"])
+    assert [a["run_id"] for a in second["alerts"]] == ["mrun_99"]
+    assert second["title"] == "[warning] exa monitor_0 run mrun_99: created -> failed"
