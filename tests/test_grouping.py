@@ -251,6 +251,10 @@ channels:
             "runwatch_alert_transitions_total", {"event": "grouped"}
         )
         assert grouped == 2
+        fired = daemon.metrics.registry.get_sample_value(
+            "runwatch_alert_transitions_total", {"event": "fired"}
+        )
+        assert fired == 1  # one alert (the provider's group) opened once
         async with daemon.running():
             await rx.wait_for(2)
     first, second = (r.payload for r in rx.delivered())

@@ -264,7 +264,11 @@ def test_grouped_and_flapping_notifications_on_the_case_clock(tmp_path: Path) ->
             - {{at: 0, channel: chat, rule: flaky, resolved: false}}
             - {{at: 1m, channel: chat, rule: flaky, resolved: true}}
             - {{at: 2m, channel: chat, rule: flaky, resolved: false}}
-            - {{at: 3m, channel: chat, rule: flaky, labels: {{flapping: "true"}}, title: {{regex: '^\\[flapping\\] '}}}}
+            - at: 3m
+              channel: chat
+              rule: flaky
+              labels: {{flapping: "true"}}
+              title: {{regex: '^\\[flapping\\] '}}
             - {{at: 15m, channel: chat, rule: flaky, resolved: true, labels: {{flapping: ended}}}}
         """,
         rules,

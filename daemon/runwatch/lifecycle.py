@@ -1,8 +1,9 @@
 """The alert lifecycle: an alert that opens, stays open while its condition holds, repeats at a pace,
 and resolves once (Alertmanager's model, adapted to monitor runs). Opt-in per rule.
 
-A rule with none of ``group_by``, ``threshold``, ``repeat_interval``, ``send_resolved`` behaves as it
-always did: one notification per matching change. With any of them, a match belongs to an **alert**,
+A rule with none of ``group_by``, ``threshold``, ``repeat_interval``, ``send_resolved``,
+``group_wait``, ``group_interval``, ``flapping`` behaves as it always did: one notification per
+matching change. With any of them, a match belongs to an **alert**,
 identified by the rule and the values of its ``group_by`` labels (default: provider, monitor_id):
 
 - the first match opens it and notifies (or, with ``threshold: {count, within}``, the match that makes
@@ -10,7 +11,9 @@ identified by the rule and the values of its ``group_by`` labels (default: provi
 - ``repeat_interval``: while open, it is notified again at that pace (by the daemon's clock, not on
   every poll);
 - it resolves when a run of its group completes (a ``run.status`` change to ``completed`` the rule
-  itself does not match); ``send_resolved: true`` then sends one resolved notification.
+  itself does not match); ``send_resolved: true`` then sends one resolved notification;
+- ``group_wait``/``group_interval`` and ``flapping`` change when and how often it notifies (grouped
+  notifications, flap damping): see :mod:`runwatch.grouping`. Their state lives in the same row.
 
 Open alerts live in the state (:class:`runwatch.store.alerts.SqliteAlerts`) and every change to them
 is recorded in the same transaction as the change that caused it, so a restart or ``kill -9`` keeps

@@ -174,7 +174,7 @@ class Alert:
     """One decided notification for one channel, kept as data in the outbox.
 
     Every channel kind renders from this (apprise sends ``title``/``body``; the webhook kind sends
-    :meth:`payload`), and a later grouping stage can merge several. Its serialised form is versioned
+    :meth:`payload`); a grouped one lists its changes in ``alerts``. Its serialised form is versioned
     (:data:`ALERT_VERSION`) and is the webhook body of ``schemas/webhook-v1.json``.
     """
 

@@ -3,8 +3,8 @@
     MonitorBatch -> Detect (diff against the state; baseline on first sight) -> Match (rules)
                  -> Record (state + outbox rows in one transaction) -> wake Delivery
 
-A later stage (grouping, silences, flap damping) slots in between Match and Record as another
-``Stage``; nothing before or after it changes.
+The Lifecycle stage (alerts of rules with lifecycle keys: open, repeat, resolve, grouping and flap
+damping) sits between Match and Record; its time-driven half is :meth:`Lifecycle.tick`.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class Lifecycle:
         now = batch.now
         touched: dict[str, OpenAlert] = {}
         matched: dict[str, Change] = {}  # alert key -> the last change of this batch the rule matched
-        fired: dict[str, Decision] = {}  # alert key -> the decision that opened it (not grouped)
+        fired: dict[str, Decision] = {}  # alert key -> the decision that opened it
         kept: list[Decision] = []
         for d in batch.decisions:
             rule = self._rule(d.rule)
@@ -211,10 +211,8 @@ class Lifecycle:
             key = alert_key(rule.name, lr.group(d.change))
             alert, notify = decide_match(touched.get(key) or self.alerts.get(key), lr, d.change, now)
             matched[key] = d.change
-            if notify and not lr.spec.grouped():
-                fired.setdefault(key, d)
             if notify:
-                log.info("alert.fired", rule=rule.name, group=alert.group)
+                fired.setdefault(key, d)
             if lr.spec.grouped() and alert.firing:
                 alert = collect(alert, d.change, now, lr.spec.wait())
             touched[key] = alert
@@ -271,11 +269,12 @@ class Lifecycle:
             log.info("alert.flapping", rule=alert.rule, group=alert.group, alternations=len(alert.flips))
         elif alert.flapping:  # damped: what the storm would have sent is not sent
             alert = replace(alert, pending=[], dropped=0, next_flush_at=None, held=[])
-        elif fired is not None:
+        elif fired is not None and spec is not None and not spec.grouped():
             out.append(fired)
             alert.last = [a.payload() for a in alerts_for(fired)]
-        if fired is not None and not alert.flapping:
+        if fired is not None and not alert.flapping:  # grouped: it opened; the group sends it later
             self.metrics.alert_transitions.labels("fired").inc()
+            log.info("alert.fired", rule=alert.rule, group=alert.group)
         if not (resolving and good is not None):
             return alert
         log.info("alert.resolved", rule=alert.rule, group=alert.group, run_id=good.run_id)
