@@ -136,3 +136,28 @@ def test_a_row_written_before_grouping_still_loads() -> None:
     a = OpenAlert.from_json("k", old)
     assert (a.pending, a.next_flush_at, a.flapping, a.flips) == ([], None, False, [])
     assert Alert.from_payload({"id": "msg_1", "run_id": "r1"}).payload()["alerts"][0]["run_id"] == "r1"
+
+
+def test_bad_flapping_and_grouping_keys_name_file_line_and_field(tmp_path: Path) -> None:
+    from runwatch.rules import load_rules
+    from runwatch.yamlfile import FileProblems
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: a\n"
+        "    notify: ch\n"
+        "    flapping: {count: 0}\n"
+        "  - name: b\n"
+        "    notify: ch\n"
+        "    group_wait: 0s\n"
+        "    flapping: {within: 1h, quiet: soon}\n"
+    )
+    with pytest.raises(FileProblems) as caught:
+        load_rules([path])
+    assert [str(p).replace(str(path), "r.yaml") for p in caught.value.problems] == [
+        "r.yaml:4: rules[0].flapping.count: Input should be greater than or equal to 1",
+        "r.yaml:4: rules[0].flapping.within: required key is missing",
+        "r.yaml:7: rules[1].group_wait: '0s': a duration must be positive",
+        "r.yaml:8: rules[1].flapping.quiet: 'soon' is not a duration (use e.g. 500ms, 30s, 5m, 1h)",
+    ]

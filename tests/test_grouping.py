@@ -269,3 +269,24 @@ channels:
     assert all(a["run"]["status"] == "failed" for a in first["alerts"])
     assert [a["run_id"] for a in second["alerts"]] == ["mrun_99"]
     assert second["title"] == "[warning] exa monitor_0 run mrun_99: created -> failed"
+
+
+async def test_a_reload_mid_group_neither_loses_nor_resends_it(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    r = Rig(tmp_path, STORM, clock)
+    await r.see("r1", "failed")
+    clock.advance(30)
+    r.tick()
+    await r.see("r2", "failed")
+    path = tmp_path / "rules.yaml"
+    path.write_text(STORM.replace("notify: [ch]", "notify: [ch]\n    severity: critical"))
+    r.ruleset = load_rules([path], channels={"ch"})  # what SIGHUP does: a new rule set, same names
+    r.tick()
+    await r.see("r1", "failed")
+    clock.advance(300)
+    r.tick()
+    r.tick()
+    assert [(a.severity, [i["run_id"] for i in a.items()]) for a in queued(r)] == [
+        ("warning", ["r1"]),
+        ("critical", ["r2"]),
+    ]
