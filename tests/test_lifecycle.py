@@ -30,7 +30,7 @@ class Rig:
         self.ruleset = load_rules([path], channels={"ch"})
         self.clock = clock
         self.state = State(tmp_path / "state")
-        metrics = Metrics()
+        self.metrics = metrics = Metrics()
         self.detect = Detect(self.state, metrics)
         self.detect.provider_settled("exa")
         self.lifecycle = Lifecycle(self.state.alerts, lambda: self.ruleset, metrics)

@@ -228,6 +228,77 @@ def test_the_alert_lifecycle_repeats_and_resolves_on_the_case_clock(tmp_path: Pa
     assert code == 0, out
 
 
+def test_grouped_and_flapping_notifications_on_the_case_clock(tmp_path: Path) -> None:
+    rules = """
+    rules:
+      - name: digest
+        match: {provider: exa, kind: run.status, to: failed}
+        notify: [mail]
+        group_by: [provider]
+        group_wait: 1m
+        group_interval: 24h
+        title: "{{ alerts | length }} failed: {% for a in alerts %}{{ a.run_id }} {% endfor %}"
+      - name: flaky
+        match: {provider: olostep, kind: run.status, to: failed}
+        notify: [chat]
+        flapping: {count: 2, within: 1h, quiet: 10m}
+        send_resolved: true
+    """
+    fail = "provider: exa, kind: run.status, to: failed"
+    olo = "provider: olostep, monitor_id: p1, kind: run.status"
+    code, out = run(
+        tmp_path,
+        f"""
+        - name: a day of failures is a heads-up, then one digest a day later
+          timeline:
+            - {{at: 0, monitor_id: m1, run_id: r1, {fail}}}
+            - {{at: 30s, monitor_id: m2, run_id: r2, {fail}}}
+            - {{at: 2h, monitor_id: m1, run_id: r3, {fail}}}
+            - {{at: 5h, monitor_id: m3, run_id: r4, {fail}}}
+            - {{at: 9h, monitor_id: m1, run_id: r5, {fail}}}
+          until: 48h
+          expect:
+            - {{at: 1m, channel: mail, rule: digest, alerts: 2, title: "2 failed: r1 r2"}}
+            - {{at: 1441m, channel: mail, rule: digest, alerts: 3, title: "3 failed: r3 r4 r5"}}
+        - name: a flapping monitor is reported once, and its end once
+          timeline:
+            - {{at: 0, {olo}, run_id: q1, to: failed}}
+            - {{at: 1m, {olo}, run_id: q2, to: completed}}
+            - {{at: 2m, {olo}, run_id: q3, to: failed}}
+            - {{at: 3m, {olo}, run_id: q4, to: completed}}
+            - {{at: 4m, {olo}, run_id: q5, to: failed}}
+            - {{at: 5m, {olo}, run_id: q6, to: completed}}
+          until: 1h
+          expect:
+            - {{at: 0, channel: chat, rule: flaky, resolved: false}}
+            - {{at: 1m, channel: chat, rule: flaky, resolved: true}}
+            - {{at: 2m, channel: chat, rule: flaky, resolved: false}}
+            - at: 3m
+              channel: chat
+              rule: flaky
+              labels: {{flapping: "true"}}
+              title: {{regex: '^\\[flapping\\] '}}
+            - {{at: 15m, channel: chat, rule: flaky, resolved: true, labels: {{flapping: ended}}}}
+        """,
+        rules,
+    )
+    assert code == 0, out
+    code, out = run(
+        tmp_path,
+        f"""
+        - name: the digest's count is compared
+          timeline:
+            - {{at: 0, monitor_id: m1, run_id: r1, {fail}}}
+            - {{at: 30s, monitor_id: m2, run_id: r2, {fail}}}
+          expect:
+            - {{at: 1m, channel: mail, rule: digest, alerts: 3}}
+        """,
+        rules,
+    )
+    assert code == 1
+    assert "    alerts: expected 3 listed, sent 2" in out.splitlines(), out
+
+
 def test_a_case_that_never_stops_sending_is_cut_off(tmp_path: Path) -> None:
     rules = "rules:\n  - {name: r, notify: ops, repeat_interval: 1s}\n"
     code, out = run(

@@ -51,6 +51,9 @@ RETRIED_REASONS = frozenset(
 #: Outcomes of one poll cycle (``crash`` is a bug in runwatch, caught so the loop goes on).
 POLL_OUTCOMES = ("ok", "error", "crash")
 CHANGE_KINDS = ("run.status", "run.event")
+#: Transitions of a lifecycle rule's alert (``runwatch_alert_transitions_total{event}``): ``grouped`` is
+#: one grouped notification sent, ``flapping``/``flapping_ended`` a group starting/ending to flap.
+ALERT_TRANSITIONS = ("fired", "repeated", "resolved", "grouped", "flapping", "flapping_ended")
 #: Outcomes of one delivery attempt.
 DELIVERY_OUTCOMES = ("delivered", "retry", "permanent", "expired")
 #: Why a delivery attempt failed: the reasons every channel kind can meet (others appear when they
@@ -193,7 +196,8 @@ class Metrics:
         )
         self.alert_transitions = Counter(
             "runwatch_alert_transitions_total",
-            "Lifecycle rules' alerts by transition (fired, repeated, resolved).",
+            "Lifecycle rules' alerts by transition (fired, repeated, resolved, grouped, flapping,"
+            " flapping_ended).",
             ["event"],
             registry=r,
         )
@@ -240,7 +244,7 @@ class Metrics:
             self.circuit_open.labels(c)
         for outcome in ("success", "failure"):
             self.reloads.labels(outcome)
-        for event in ("fired", "repeated", "resolved"):
+        for event in ALERT_TRANSITIONS:
             self.alert_transitions.labels(event)
         self.prime_rules(rules)
 

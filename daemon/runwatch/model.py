@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -130,6 +130,24 @@ class Change:
             "due_at": (rfc3339(self.occurred_at) or "") if self.kind is ChangeKind.MONITOR_MISSED_RUN else "",
         }
 
+    def payload_item(self) -> dict[str, Any]:
+        """This change as one item of a notification's ``alerts`` list (webhook payload)."""
+        ev = self.event
+        return {
+            "type": self.kind.value,
+            "provider": self.provider,
+            "monitor_id": self.monitor_id,
+            "run_id": self.run_id,
+            "from": self.from_status,
+            "to": self.to_status,
+            "event": ev.name if ev else None,
+            "message": ev.message if ev else None,
+            "failed_reason": self.failed_reason,
+            "occurred_at": rfc3339(self.occurred_at if self.occurred_at is not None else self.detected_at),
+            "detected_at": rfc3339(self.detected_at),
+            "run": dict(self.run),
+        }
+
 
 #: The version of :class:`Alert`'s serialised form (the outbox row and the webhook body).
 ALERT_VERSION = 1
@@ -157,7 +175,7 @@ class Alert:
     """One decided notification for one channel, kept as data in the outbox.
 
     Every channel kind renders from this (apprise sends ``title``/``body``; the webhook kind sends
-    :meth:`payload`), and a later grouping stage can merge several. Its serialised form is versioned
+    :meth:`payload`); a grouped one lists its changes in ``alerts``. Its serialised form is versioned
     (:data:`ALERT_VERSION`) and is the webhook body of ``schemas/webhook-v1.json``.
     """
 
@@ -184,6 +202,30 @@ class Alert:
     format: str = "text"
     #: ``firing``, or ``resolved`` for the notification that an open alert closed.
     status: str = "firing"
+    #: The changes it reports, as payload items (:meth:`Change.payload_item`): several for a grouped
+    #: notification; empty means the one change described by the fields above.
+    alerts: tuple[Mapping[str, Any], ...] = ()
+
+    def items(self) -> list[dict[str, Any]]:
+        """The ``alerts`` list of the payload: always at least the one change it is about."""
+        if self.alerts:
+            return [dict(a) for a in self.alerts]
+        return [
+            {
+                "type": self.type,
+                "provider": self.provider,
+                "monitor_id": self.monitor_id,
+                "run_id": self.run_id,
+                "from": self.from_status,
+                "to": self.to_status,
+                "event": self.event,
+                "message": self.message,
+                "failed_reason": self.failed_reason,
+                "occurred_at": rfc3339(self.occurred_at),
+                "detected_at": rfc3339(self.detected_at),
+                "run": dict(self.run),
+            }
+        ]
 
     def payload(self) -> dict[str, Any]:
         """The JSON object a webhook receives (schema version 1; later versions only add fields)."""
@@ -210,11 +252,21 @@ class Alert:
             "status": self.status,
             "channel": self.channel,
             "run": dict(self.run),
+            "alerts": self.items(),
         }
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> Alert:
-        """The inverse of :meth:`payload` (what the outbox stores), for this and older versions."""
+        """The inverse of :meth:`payload` (what the outbox stores), for this and older versions
+        (a payload without ``alerts`` is about its one change)."""
+        alert = cls._from_fields(data)
+        items = [dict(a) for a in data.get("alerts") or () if isinstance(a, Mapping)]
+        if items and items != alert.items():
+            return replace(alert, alerts=tuple(items))
+        return alert
+
+    @classmethod
+    def _from_fields(cls, data: Mapping[str, Any]) -> Alert:
         return cls(
             id=str(data["id"]),
             type=str(data.get("type") or ""),

@@ -7,8 +7,8 @@
 A monitor listing goes through :meth:`Monitors.listing` (monitor.status changes) and the same
 Match -> Lifecycle -> Record stages.
 
-A later stage (grouping, silences, flap damping) slots in between Match and Record as another
-``Stage``; nothing before or after it changes.
+The Lifecycle stage (alerts of rules with lifecycle keys: open, repeat, resolve, grouping and flap
+damping) sits between Match and Record; its time-driven half is :meth:`Lifecycle.tick`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,25 @@ from dataclasses import dataclass, field, replace
 
 from runwatch.clock import Clock
 from runwatch.diff import diff
+from runwatch.grouping import (
+    BAD,
+    GOOD,
+    change_from_data,
+    collect,
+    flapping_ended,
+    flush_due,
+    flushed,
+    forget_flips,
+    observe,
+)
 from runwatch.lifecycle import (
     AlertUpdate,
     LifecycleRule,
+    LifecycleSpec,
     OpenAlert,
     alert_key,
+    close,
+    completes_group,
     decide_match,
     repeat_alerts,
     resolves,
@@ -32,6 +46,7 @@ from runwatch.metrics import Metrics
 from runwatch.model import TERMINAL_STATUSES, Alert, Change, ChangeKind, notification_id
 from runwatch.monitors import MonitorWatch
 from runwatch.rules import Decision, Rule, RuleSet
+from runwatch.rules.templates import cut_title
 from runwatch.sources.base import MonitorBatch, MonitorListing
 from runwatch.sources.registry import PROVIDERS
 from runwatch.store import State
@@ -160,13 +175,16 @@ class Match:
             batch.decisions.extend(decisions)
 
 
-def alerts_for(decision: Decision) -> list[Alert]:
-    """One alert per channel of a decision: the change and the decision, as data."""
+def alerts_for(decision: Decision, key: str | None = None) -> list[Alert]:
+    """One alert per channel of a decision: the change (or the group of them) and the decision, as data.
+
+    ``key`` names a notification that is not one change's (a grouped or flapping one); it makes the id.
+    """
     ch = decision.change
     ev = ch.event
     return [
         Alert(
-            id=notification_id(ch.key, decision.rule, channel),
+            id=notification_id(key or ch.key, decision.rule, channel),
             type=ch.kind.value,
             channel=channel,
             provider=ch.provider,
@@ -187,15 +205,22 @@ def alerts_for(decision: Decision) -> list[Alert]:
             run=ch.run,
             format=decision.format,
             status="resolved" if ch.resolved else "firing",
+            alerts=tuple(c.payload_item() for c in decision.group),
         )
         for channel in decision.channels
     ]
 
 
+def _prefixed(decision: Decision, prefix: str) -> Decision:
+    return replace(decision, title=cut_title(f"{prefix} {decision.title}"))
+
+
 class Lifecycle:
     """For rules with lifecycle keys: a match opens an alert (notify) or finds it open (quiet); a run
-    of its monitor completing closes it (a resolved notification if the rule asks). Rules without
-    those keys pass through untouched. The alert changes go to Record, into the same transaction."""
+    of its monitor completing closes it (a resolved notification if the rule asks). With grouping,
+    matches are collected and sent by :meth:`tick`; with flap damping, a group alternating too often
+    is reported once as flapping and then kept quiet. Rules without those keys pass through untouched.
+    The alert changes go to Record, into the same transaction."""
 
     def __init__(self, alerts: SqliteAlerts, rules: Callable[[], RuleSet], metrics: Metrics) -> None:
         self.alerts = alerts
@@ -217,8 +242,10 @@ class Lifecycle:
         return LifecycleRule(rule.name, rule.lifecycle, rule.labels)
 
     def __call__(self, batch: Batch) -> None:
-        touched: dict[str, OpenAlert | None] = {}
-        matched: set[str] = set()
+        now = batch.now
+        touched: dict[str, OpenAlert] = {}
+        matched: dict[str, Change] = {}  # alert key -> the last change of this batch the rule matched
+        fired: dict[str, Decision] = {}  # alert key -> the decision that opened it
         kept: list[Decision] = []
         for d in batch.decisions:
             rule = self._rule(d.rule)
@@ -227,15 +254,15 @@ class Lifecycle:
                 continue
             lr = self._lifecycle_rule(rule)
             key = alert_key(rule.name, lr.group(d.change))
-            prev = touched[key] if key in touched else self.alerts.get(key)
-            alert, notify = decide_match(prev, lr, d.change, batch.now)
-            matched.add(key)
+            alert, notify = decide_match(touched.get(key) or self.alerts.get(key), lr, d.change, now)
+            matched[key] = d.change
             if notify:
-                kept.append(d)
-                alert.last = [a.payload() for a in alerts_for(d)]
-                self.metrics.alert_transitions.labels("fired").inc()
-                log.info("alert.fired", rule=rule.name, group=alert.group)
+                fired.setdefault(key, d)
+            if lr.spec.grouped() and alert.firing:
+                alert = collect(alert, d.change, now, lr.spec.wait())
             touched[key] = alert
+        # A run completing: the alerts it resolves (and, for flap damping, the groups it belongs to).
+        completed: dict[str, tuple[Change, bool]] = {}
         for ch in batch.changes:
             # A run that ends may close an alert; so may a run first seen (a missed run that came).
             if ch.kind is not ChangeKind.RUN_STATUS or (
@@ -243,21 +270,73 @@ class Lifecycle:
             ):
                 continue
             candidates = {a.key: a for a in self.alerts.for_monitor(ch.provider, ch.monitor_id)}
-            candidates.update({k: v for k, v in touched.items() if v is not None})
+            candidates.update(touched)
             for key, alert in candidates.items():
-                if key in matched or (key in touched and touched[key] is None) or not resolves(alert, ch):
+                if key in matched or key in completed:
                     continue
-                touched[key] = None
-                self.metrics.alert_transitions.labels("resolved").inc()
-                log.info("alert.resolved", rule=alert.rule, group=alert.group, run_id=ch.run_id)
                 rule = self._rule(alert.rule)
-                if rule is not None and rule.lifecycle is not None and rule.lifecycle.send_resolved:
-                    decision = rule.decide(replace(ch, resolved=True))
-                    if rule.title is None:
-                        decision = replace(decision, title=f"[resolved] {decision.title}")
-                    kept.append(decision)
+                flaps = (
+                    rule is not None and rule.lifecycle is not None and rule.lifecycle.flapping is not None
+                )
+                resolving = resolves(alert, ch)
+                if resolving or (flaps and completes_group(alert, ch)):
+                    completed[key] = (ch, resolving)
+                    touched[key] = alert
+        updates: list[AlertUpdate] = []
+        for key, alert in touched.items():
+            bad = matched.get(key)
+            good, resolving = completed.get(key, (None, False))
+            result = self._settle(alert, bad, good, resolving, fired.get(key), now, kept)
+            updates.append(AlertUpdate(key, result))
         batch.decisions = kept
-        batch.alert_updates = [AlertUpdate(k, v) for k, v in touched.items()]
+        batch.alert_updates = updates
+
+    def _settle(
+        self,
+        alert: OpenAlert,
+        bad: Change | None,
+        good: Change | None,
+        resolving: bool,
+        fired: Decision | None,
+        now: float,
+        out: list[Decision],
+    ) -> OpenAlert | None:
+        """One alert after this batch: flap damping first (it may silence the rest), then the fire and
+        the resolve; the notifications go to ``out``. None: the alert closed and keeps nothing."""
+        rule = self._rule(alert.rule)
+        spec = rule.lifecycle if rule is not None else None
+        change = bad or good
+        started = False
+        if rule is not None and spec is not None and spec.flapping is not None and change is not None:
+            alert, started = observe(alert, BAD if bad else GOOD, change, now, spec.flapping)
+        if started and rule is not None and change is not None:
+            alert = replace(alert, pending=[], dropped=0, next_flush_at=None, held=[])
+            decision = _prefixed(rule.decide(change, flapping="true"), "[flapping]")
+            out.append(decision)
+            self.metrics.alert_transitions.labels("flapping").inc()
+            log.info("alert.flapping", rule=alert.rule, group=alert.group, alternations=len(alert.flips))
+        elif alert.flapping:  # damped: what the storm would have sent is not sent
+            alert = replace(alert, pending=[], dropped=0, next_flush_at=None, held=[])
+        elif fired is not None and spec is not None and not spec.grouped():
+            out.append(fired)
+            alert.last = [a.payload() for a in alerts_for(fired)]
+        if fired is not None and not alert.flapping:  # grouped: it opened; the group sends it later
+            self.metrics.alert_transitions.labels("fired").inc()
+            log.info("alert.fired", rule=alert.rule, group=alert.group)
+        if not (resolving and good is not None):
+            return alert
+        log.info("alert.resolved", rule=alert.rule, group=alert.group, run_id=good.run_id)
+        if not alert.flapping:
+            self.metrics.alert_transitions.labels("resolved").inc()
+        if not alert.flapping and rule is not None and spec is not None and spec.send_resolved:
+            decision = rule.decide(replace(good, resolved=True))
+            if rule.title is None:
+                decision = replace(decision, title=f"[resolved] {decision.title}")
+            if alert.pending:  # the group's firing notification is not sent yet: this one follows it
+                alert = replace(alert, held=[*alert.held, *(a.payload() for a in alerts_for(decision))])
+            else:
+                out.append(decision)
+        return close(alert)
 
     def end_outage(self, change: Change) -> tuple[list[Decision], list[AlertUpdate]]:
         """A provider polls again: its ``source.error`` alerts close (resolved notifications if asked)."""
@@ -282,27 +361,85 @@ class Lifecycle:
         return decisions, updates
 
     def tick(self, now: float) -> tuple[list[Notification], list[AlertUpdate]]:
-        """What time alone decides: repeats that are due, and pending alerts whose window passed."""
+        """What time alone decides: groups that are due, flapping that ended, repeats that are due, and
+        pending alerts whose window passed."""
         notes: list[Notification] = []
         updates: list[AlertUpdate] = []
         for alert in list(self.alerts.open.values()):
             rule = self._rule(alert.rule)
             spec = rule.lifecycle if rule is not None else None
-            if spec is None:
+            if rule is None or spec is None:
                 updates.append(AlertUpdate(alert.key, None))  # the rule is gone (reload): so is its alert
                 continue
-            if not alert.firing:
-                th = spec.threshold
-                if th is None or all(t <= now - th.within for t in alert.matches):
-                    updates.append(AlertUpdate(alert.key, None))
-                continue
-            if spec.repeat_interval and alert.next_repeat_at is not None and alert.next_repeat_at <= now:
-                sent, nxt = repeat_alerts(alert, now, spec.repeat_interval)
-                notes.extend(Notification(a) for a in sent)
-                updates.append(AlertUpdate(alert.key, nxt))
+            a = alert
+            if flapping_ended(a, now):
+                a = self._flapping_ended(a, rule, spec, now, notes)
+            if flush_due(a, now):
+                a = self._flush(a, rule, spec, now, notes)
+            if (
+                a.firing and not a.flapping and a.last and spec.repeat_interval
+                and a.next_repeat_at is not None and a.next_repeat_at <= now
+            ):  # fmt: skip
+                sent, a = repeat_alerts(a, now, spec.repeat_interval)
+                notes.extend(Notification(x) for x in sent)
                 self.metrics.alert_transitions.labels("repeated").inc()
-                log.info("alert.repeated", rule=alert.rule, group=alert.group, repeats=nxt.repeats)
+                log.info("alert.repeated", rule=a.rule, group=a.group, repeats=a.repeats)
+            a = forget_flips(a, now, spec.flapping)
+            if not a.firing and not a.keeps_state():
+                th = spec.threshold
+                if th is None or all(t <= now - th.within for t in a.matches):
+                    updates.append(AlertUpdate(a.key, None))
+                    continue
+            if a != alert:
+                updates.append(AlertUpdate(a.key, a))
         return notes, updates
+
+    def _flush(
+        self, a: OpenAlert, rule: Rule, spec: LifecycleSpec, now: float, notes: list[Notification]
+    ) -> OpenAlert:
+        """A group is due: one notification listing what it collected (then the resolved ones held)."""
+        due = a.next_flush_at
+        if a.pending:
+            changes = tuple(change_from_data(p) for p in a.pending)
+            decision = rule.decide(changes[0], group=changes, more=a.dropped)
+            sent = [
+                replace(x, detected_at=now)
+                for x in alerts_for(decision, key=f"group:{a.key}:{due}:{changes[0].key}")
+            ]
+            notes.extend(Notification(x) for x in sent)
+            notes.extend(Notification(Alert.from_payload(h)) for h in a.held)
+            if a.firing:
+                a = replace(a, last=[x.payload() for x in sent])
+                if spec.repeat_interval:
+                    a.next_repeat_at = now + spec.repeat_interval
+            self.metrics.alert_transitions.labels("grouped").inc()
+            log.info("alert.grouped", rule=a.rule, group=a.group, changes=len(changes) + a.dropped)
+        return flushed(a, now, spec.interval())
+
+    def _flapping_ended(
+        self, a: OpenAlert, rule: Rule, spec: LifecycleSpec, now: float, notes: list[Notification]
+    ) -> OpenAlert:
+        """Quiet long enough: still failing fires again; completed closes (resolved if the rule asks)."""
+        until = a.flapping_until
+        a = replace(a, flapping_until=None, flips=[])
+        self.metrics.alert_transitions.labels("flapping_ended").inc()
+        log.info("alert.flapping_ended", rule=a.rule, group=a.group, firing=a.firing)
+        if a.last_change is None:
+            return a
+        change = change_from_data(a.last_change)
+        key = f"flapping-ended:{a.key}:{until}"
+        if a.firing:
+            decision = _prefixed(rule.decide(change, flapping="ended"), "[flapping ended]")
+            sent = [replace(x, detected_at=now) for x in alerts_for(decision, key=key)]
+            notes.extend(Notification(x) for x in sent)
+            a = replace(a, last=[x.payload() for x in sent], opened_at=now, repeats=0)
+            a.next_repeat_at = now + spec.repeat_interval if spec.repeat_interval else None
+        elif spec.send_resolved:
+            decision = _prefixed(
+                rule.decide(replace(change, resolved=True), flapping="ended"), "[flapping ended]"
+            )
+            notes.extend(Notification(replace(x, detected_at=now)) for x in alerts_for(decision, key=key))
+        return a
 
 
 class Record:

@@ -225,6 +225,10 @@ class Expected(_Strict):
     title: Text | None = None
     body: Text | None = None
     resolved: StrictBool | None = None
+    #: How many changes the notification lists (its ``alerts``): 1 unless grouped.
+    alerts: Annotated[int, Field(ge=1)] | None = None
+    #: Labels it must carry (others are not compared): ``{flapping: "true"}``.
+    labels: dict[str, str] | None = None
 
 
 class Case(_Strict):
@@ -308,6 +312,8 @@ class Sent:
     title: str
     body: str
     resolved: bool
+    alerts: int = 1
+    labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, alert: Alert) -> Sent:
@@ -319,6 +325,8 @@ class Sent:
             title=alert.title,
             body=alert.body,
             resolved=alert.status == "resolved",
+            alerts=len(alert.items()),
+            labels=tuple(sorted(alert.labels.items())),
         )
 
 
@@ -345,12 +353,9 @@ def run_case(ruleset: RuleSet, case: Case) -> list[Sent]:
                 raise TooManyNotifications(f"more than {MAX_NOTIFICATIONS} notifications")
 
         def advance(to: float) -> None:
-            """Every repeat that falls due up to ``to`` (case seconds)."""
+            """Every repeat, group send and end of flapping that falls due up to ``to`` (case seconds)."""
             while True:
-                due = min(
-                    (a.next_repeat_at for a in alerts.open.values() if a.firing and a.next_repeat_at),
-                    default=None,
-                )
+                due = min((t for a in alerts.open.values() if (t := a.next_due()) is not None), default=None)
                 if due is None or due > START + to:
                     return
                 notes, updates = lifecycle.tick(due)
@@ -396,7 +401,13 @@ def _matches(exp: Expected, got: Sent) -> bool:
         and (exp.title is None or exp.title(got.title))
         and (exp.body is None or exp.body(got.body))
         and (exp.resolved is None or exp.resolved == got.resolved)
+        and (exp.alerts is None or exp.alerts == got.alerts)
+        and (exp.labels is None or _has_labels(exp.labels, got))
     )
+
+
+def _has_labels(labels: dict[str, str], got: Sent) -> bool:
+    return all(dict(got.labels).get(k) == v for k, v in labels.items())
 
 
 def _secs(at: float) -> str:
@@ -405,6 +416,7 @@ def _secs(at: float) -> str:
 
 def _describe(got: Sent) -> str:
     flag = " (resolved)" if got.resolved else ""
+    flag += f" ({got.alerts} alerts)" if got.alerts != 1 else ""
     return f"at {_secs(got.at)} to {got.channel} by rule {got.rule} [{got.severity}]{flag}: {got.title!r}"
 
 
@@ -416,6 +428,10 @@ def _field_diff(exp: Expected, got: Sent) -> list[str]:
         lines.append(f"    severity: expected {exp.severity}, sent {got.severity}")
     if exp.resolved is not None and exp.resolved != got.resolved:
         lines.append(f"    resolved: expected {str(exp.resolved).lower()}, sent {str(got.resolved).lower()}")
+    if exp.alerts is not None and exp.alerts != got.alerts:
+        lines.append(f"    alerts: expected {exp.alerts} listed, sent {got.alerts}")
+    if exp.labels is not None and not _has_labels(exp.labels, got):
+        lines.append(f"    labels: expected {exp.labels} among them, sent {dict(got.labels)}")
     if exp.title is not None and not exp.title(got.title):
         lines.append(f"    title: expected {exp.title.shown()}")
         lines.append(f"           sent     {got.title!r}")

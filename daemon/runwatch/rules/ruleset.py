@@ -44,6 +44,8 @@ class Decision:
     template_errors: tuple[str, ...] = ()
     #: How ``body`` is written (text, markdown, html): channels that can format use it.
     format: str = "text"
+    #: The changes a grouped notification reports (``change`` is the first); empty: just ``change``.
+    group: tuple[Change, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,19 +115,32 @@ class Rule:
         }[change.kind]
         return change.failing_for >= wait
 
-    def decide(self, change: Change) -> Decision:
+    def decide(
+        self,
+        change: Change,
+        *,
+        group: tuple[Change, ...] = (),
+        more: int = 0,
+        flapping: str = "",
+    ) -> Decision:
         """The decision for a change this rule matched; renders the templates, never raises.
 
         Rendering is bounded in size and time (:mod:`runwatch.rules.sandbox`), so this stays cheap
-        enough to call on the event loop whatever the rule's templates say.
+        enough to call on the event loop whatever the rule's templates say. ``group``: a grouped
+        notification of these changes (``change`` is the first); ``flapping``: ``"true"`` for the
+        notification that the group is flapping, ``"ended"`` for the one that it stopped (a label).
         """
+        labels = {**self.labels, "flapping": flapping} if flapping else self.labels
         title, body, failures = render_parts(
             change,
             rule=self.name,
             severity=self.severity,
-            labels=self.labels,
+            labels=labels,
             title=self.title,
             body=self.body,
+            group=group,
+            flapping=flapping == "true",
+            more=more,
         )
         for failure in failures:
             if failure.part not in self._logged_failures:
@@ -143,12 +158,13 @@ class Rule:
             rule=self.name,
             severity=self.severity,
             channels=self.channels,
-            labels=self.labels,
+            labels=labels,
             title=title,
             body=body,
             change=change,
             template_errors=errors,
             format=self.format,
+            group=group,
         )
 
 

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from runwatch.durations import Duration
-from runwatch.lifecycle import GROUP_LABELS, LifecycleSpec, Threshold
+from runwatch.lifecycle import GROUP_LABELS, Flapping, LifecycleSpec, Threshold
 from runwatch.model import MONITOR_STATUSES, RUN_STATUSES, SEVERITIES, ChangeKind
 from runwatch.rules.templates import check_template
 from runwatch.sources.registry import PROVIDERS as PROVIDER_SPECS
@@ -298,6 +298,21 @@ class RuleSpec(_Spec):
     send_resolved: StrictBool = Field(
         False, description="When the alert closes (a later run of its monitor completes), send once more."
     )
+    group_wait: Duration | None = Field(
+        None,
+        description="Grouping: the first match of a group waits this long, then one notification lists "
+        "every match collected (default 30s when only group_interval is given).",
+    )
+    group_interval: Duration | None = Field(
+        None,
+        description="Grouping: later matches of a group are sent together at most once per this "
+        "(default 5m when only group_wait is given); a group with nothing new for this long closes.",
+    )
+    flapping: Flapping | None = Field(
+        None,
+        description="Flap damping: a group alternating between failing and completing more than count "
+        "times within `within` is reported once as flapping, then quiet until `quiet` passes.",
+    )
 
     @model_validator(mode="after")
     def _group_labels(self) -> RuleSpec:
@@ -316,6 +331,9 @@ class RuleSpec(_Spec):
             threshold=self.threshold,
             repeat_interval=self.repeat_interval,
             send_resolved=self.send_resolved,
+            group_wait=self.group_wait,
+            group_interval=self.group_interval,
+            flapping=self.flapping,
         )
         return spec if spec.used() else None
 

@@ -12,13 +12,14 @@ than an ugly alert.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 from jinja2 import meta
 
+from runwatch.grouping import group_body, group_title
 from runwatch.model import Change, ChangeKind
 from runwatch.rules.sandbox import (
     DEFAULT_LIMITS,
@@ -39,12 +40,13 @@ TITLE_LIMIT = 1024
 BODY_LIMIT = 65536
 BODY_CUT = f"[… cut: a notification body is limited to {BODY_LIMIT} characters]"
 
-#: Names a template may use: everything ``Change.template_vars()`` gives, plus the rule's own.
+#: Names a template may use: everything ``Change.template_vars()`` gives, plus the rule's own, plus
+#: ``alerts`` (the changes a notification reports: several for a grouped one) and ``flapping``.
 TEMPLATE_VARIABLES: frozenset[str] = frozenset(
     Change(key="", kind=ChangeKind.RUN_STATUS, provider="", monitor_id="", run_id="", run={})
     .template_vars()
     .keys()
-) | {"rule", "severity", "labels"}
+) | {"rule", "severity", "labels", "alerts", "flapping"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +100,28 @@ def check_template(source: str) -> str:
 
 
 def template_variables(
-    change: Change, *, rule: str, severity: str, labels: Mapping[str, str]
+    change: Change,
+    *,
+    rule: str,
+    severity: str,
+    labels: Mapping[str, str],
+    group: Sequence[Change] = (),
+    flapping: bool = False,
 ) -> dict[str, Any]:
-    """Everything a title or body template sees (documented in rules/README.md)."""
-    return {**change.template_vars(), "rule": rule, "severity": severity, "labels": dict(labels)}
+    """Everything a title or body template sees (documented in rules/README.md).
+
+    ``alerts`` lists the single-change variables of every change the notification reports: one item
+    for a notification about one change, so one template serves grouped and single notifications; the
+    other variables are those of ``change`` (the first of a group).
+    """
+    return {
+        **change.template_vars(),
+        "rule": rule,
+        "severity": severity,
+        "labels": dict(labels),
+        "alerts": [c.template_vars() for c in (group or (change,))],
+        "flapping": flapping,
+    }
 
 
 def _what(change: Change) -> str:
@@ -175,10 +195,18 @@ def render_parts(
     labels: Mapping[str, str],
     title: RuleTemplate | None,
     body: RuleTemplate | None,
+    group: Sequence[Change] = (),
+    flapping: bool = False,
+    more: int = 0,
 ) -> tuple[str, str, tuple[RenderFailure, ...]]:
-    """(title, body, failures) for one matched rule; never raises (see :func:`render_texts`)."""
+    """(title, body, failures) for one matched rule; never raises (see :func:`render_texts`).
+
+    With ``group`` (a grouped notification, ``change`` its first), the defaults are the group's.
+    """
     failures: list[RenderFailure] = []
-    variables = template_variables(change, rule=rule, severity=severity, labels=labels)
+    variables = template_variables(
+        change, rule=rule, severity=severity, labels=labels, group=group, flapping=flapping
+    )
     title_text = ""
     if title is not None:
         try:
@@ -194,6 +222,10 @@ def render_parts(
             body_text = raw.rstrip() if len(raw) <= BODY_LIMIT else cut_body(raw)
         except Exception as exc:
             failures.append(RenderFailure("body", exc, _error_note(rule, "body", exc)))
+    if len(group) > 1 or more:
+        title_text = cut_title(title_text or group_title(group, severity, rule, more))
+        body_text = "\n".join([cut_body(body_text or group_body(group, more)), *(f.note for f in failures)])
+        return title_text, body_text, tuple(failures)
     title_text = cut_title(title_text or default_title(change, severity))
     body_text = "\n".join([cut_body(body_text or default_body(change)), *(f.note for f in failures)])
     return title_text, body_text, tuple(failures)
