@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from runwatch.model import RUN_STATUSES, SEVERITIES
+from runwatch.model import SEVERITIES
 from runwatch.rules import rule_file_json_schema
-from runwatch.rules.schema import MatchSpec, RuleSpec
+from runwatch.rules.schema import STATUSES, MatchSpec, RuleSpec
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 REGENERATE = (
@@ -35,7 +35,7 @@ def test_schema_shape() -> None:
     assert match["additionalProperties"] is False
     assert set(rule["required"]) == {"name", "notify"}
     assert "from" in match["properties"]
-    assert match["properties"]["to"]["anyOf"][0] == {"enum": list(RUN_STATUSES)}
+    assert match["properties"]["to"]["anyOf"][0] == {"enum": list(STATUSES)}
     assert rule["properties"]["severity"]["enum"] == list(SEVERITIES)
     assert '"default": null' not in json.dumps(schema)
 

@@ -137,6 +137,7 @@ def config_warnings(config: Config, ruleset: RuleSet) -> list[Problem]:
         else:
             why = "no rule file is loaded"
         out.append(Problem(config.shown, line, field, f"{why}, so no change will ever be notified"))
+    out.extend(ruleset.warnings)  # keys with no effect for their rule (runwatch.rules.kinds)
     return out
 
 

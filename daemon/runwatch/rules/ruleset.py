@@ -16,6 +16,7 @@ from runwatch.model import Change, ChangeKind
 from runwatch.rules.matcher import Matcher
 from runwatch.rules.schema import RuleSpec
 from runwatch.rules.templates import RuleTemplate, compile_template, render_parts
+from runwatch.yamlfile import Problem
 
 log = get_logger(__name__)
 
@@ -150,6 +151,8 @@ class RuleSet:
 
     rules: tuple[Rule, ...] = ()
     files: tuple[Path, ...] = ()
+    #: What ``runwatch check`` prints as ``warning:`` lines: keys that change nothing for their rule.
+    warnings: tuple[Problem, ...] = ()
     _index: dict[tuple[str, str], tuple[Rule, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
