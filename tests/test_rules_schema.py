@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from runwatch.model import SEVERITIES
 from runwatch.rules import rule_file_json_schema
-from runwatch.rules.schema import STATUSES, MatchSpec, RuleSpec
+from runwatch.rules.schema import FIELD_OPERATORS, STATUSES, MatchSpec, RuleSpec
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 REGENERATE = (
@@ -81,10 +81,18 @@ def _table_keys(section: str) -> set[str]:
 
 def _section(title: str) -> str:
     text = (RULES_DIR / "README.md").read_text(encoding="utf-8")
-    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    # The key table comes before the section's subsections (whose tables are operators and kinds).
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
 
 
 @pytest.mark.parametrize(("title", "model"), [("Rule keys", RuleSpec), ("Match keys", MatchSpec)])
 def test_readme_documents_every_key(title: str, model: Any) -> None:
     keys = {f.alias or name for name, f in model.model_fields.items()}
     assert _table_keys(_section(title)) == keys
+
+
+def test_readme_documents_every_fields_operator() -> None:
+    text = (RULES_DIR / "README.md").read_text(encoding="utf-8")
+    table = text.split("| operator  |", 1)[1].split("\n\n", 1)[0]
+    first_columns = re.findall(r"^\| ([^|]+)\|", table, flags=re.MULTILINE)
+    assert {op for col in first_columns for op in re.findall(r"`(\w+)`", col)} == set(FIELD_OPERATORS)

@@ -304,6 +304,18 @@ class Matcher:
             return False
         if self.monitor is not None and not self.monitor.match(change.monitor_id):
             return False
+        return self.rest(change)
+
+    def selects(self, provider: str, kind: str, monitor_id: str) -> bool:
+        """The keys an index can decide once per provider, kind and monitor (not per change)."""
+        return (
+            (self.kinds is None or kind in self.kinds)
+            and (self.providers is None or provider in self.providers)
+            and (self.monitor is None or self.monitor.match(monitor_id) is not None)
+        )
+
+    def rest(self, change: Change) -> bool:
+        """Every key but those :meth:`selects` decides: for a change already selected by an index."""
         if self.to_statuses is not None and change.to_status not in self.to_statuses:
             return False
         # A run first seen has no previous status: a rule that names ``from`` does not fire for it.
