@@ -328,17 +328,17 @@ CASES: list[tuple[str, str, list[str]]] = [
               {{ x y }}
           - name: b
             notify: ops-slack
-            title: "{{ monitor }} {{ to }}"
+            title: "{{ monitorid }} {{ to }}"
             body: "{{ nonsense }}"
         """,
         [
             "r.yaml:4: rules[0].title: template syntax error: unexpected '}'",
             "r.yaml:5: rules[0].body: template syntax error: expected token 'end of print statement', "
             "got 'y' (template line 2)",
-            "r.yaml:10: rules[1].title: unknown template variable 'monitor' (did you mean 'monitor_id'?)",
+            "r.yaml:10: rules[1].title: unknown template variable 'monitorid' (did you mean 'monitor_id'?)",
             "r.yaml:11: rules[1].body: unknown template variable 'nonsense' (known: event, event_data, "
-            "failed_reason, from, kind, labels, message, monitor_id, provider, resolved, rule, run, run_id, "
-            "severity, to)",
+            "failed_reason, from, kind, labels, message, monitor, monitor_id, provider, resolved, rule, run, "
+            "run_id, severity, to)",
         ],
     ),
     (
