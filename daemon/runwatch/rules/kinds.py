@@ -135,14 +135,13 @@ def _never(named: frozenset[str], explicit: bool, why: str) -> str:
     return f"never matches any change this rule sees (with no kind, it sees {seen} changes; {why})"
 
 
-def _status_values(raw: Any, key: str) -> list[tuple[tuple[str | int, ...], str]]:
-    """Each status as written with where it is: ``to: x`` -> [(("to",), x)], a list by index."""
-    value = raw.get(key) if isinstance(raw, Mapping) else None
-    if isinstance(value, str):
-        return [((key,), value)]
-    if isinstance(value, list | tuple):
-        return [((key, i), v) for i, v in enumerate(value) if isinstance(v, str)]
-    return []
+def _status_values(spec: RuleSpec, raw_match: Any, key: str) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each status of ``from``/``to`` with where it is: ``to: x`` at ("to",), a list's items by index."""
+    values = (spec.match.from_ if key == "from" else spec.match.to) or ()
+    written = raw_match.get(key) if isinstance(raw_match, Mapping) else None
+    if isinstance(written, list | tuple):
+        return [((key, i), v) for i, v in enumerate(values)]
+    return [((key,), v) for v in values]
 
 
 def _match_keys(spec: RuleSpec, raw_match: Any) -> list[tuple[tuple[str | int, ...], str, Applies]]:
@@ -185,7 +184,7 @@ def match_findings(spec: RuleSpec, raw_match: Any) -> list[Finding]:
     explicit = spec.match.kind is not None
     named = frozenset(spec.match.kind) if spec.match.kind is not None else UNNAMED_KINDS
     possible = named
-    narrowed_by: list[tuple[str, str]] = []  # (key as named, what it keeps) of the keys applied so far
+    narrowed_by: list[str] = []  # the keys (as named in messages) that narrowed ``possible`` so far
     for loc, name, applies in _match_keys(spec, raw_match):
         if not applies.kinds & named:
             why = _lacking(applies, named)
@@ -194,7 +193,7 @@ def match_findings(spec: RuleSpec, raw_match: Any) -> list[Finding]:
         kinds, what = applies.kinds, applies.have
         if loc[0] in _STATUS_KINDS:
             table = _STATUS_KINDS[str(loc[0])]
-            values = _status_values(raw_match, str(loc[0]))
+            values = _status_values(spec, raw_match, str(loc[0]))
             bad = False
             for where, status in values:
                 fits = table.get(status, frozenset())
@@ -212,7 +211,7 @@ def match_findings(spec: RuleSpec, raw_match: Any) -> list[Finding]:
             kinds = frozenset().union(*(table.get(s, frozenset()) for _, s in values)) or kinds
             what = f"{loc[0]}: {', '.join(s for _, s in values)}"
         if not kinds & possible:
-            others = _join([n for n, _ in narrowed_by], "and")
+            others = _join(narrowed_by, "and")
             findings.append(
                 Finding(
                     ("match", *loc),
@@ -224,7 +223,7 @@ def match_findings(spec: RuleSpec, raw_match: Any) -> list[Finding]:
             continue
         if not possible <= kinds:
             possible = possible & kinds
-            narrowed_by.append((name, what))
+            narrowed_by.append(name)
     return findings
 
 
