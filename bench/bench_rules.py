@@ -3,9 +3,11 @@
     python bench/bench_rules.py            # 1,000 rules, 20,000 changes, 10,000 open alerts
     python bench/bench_rules.py --quick
 
-Prints changes per second through 1,000 rules on one core (the daemon's RuleSet, indexed by provider
-and kind) beside the same rules scanned in order without the index and beside a single rule (the
-floor), and the memory per open alert (tracemalloc) beside the size of its JSON in the state.
+Prints changes per second through 1,000 rules on one core (the daemon's RuleSet, indexed by
+provider, kind and monitor; half the run.status and run.event rules also have ``match.fields``
+conditions on the run, the event and the monitor) beside the same rules scanned in order without the
+index and beside a single rule (the floor), and the memory per open alert (tracemalloc) beside the
+size of its JSON in the state.
 """
 
 from __future__ import annotations
@@ -36,8 +38,16 @@ def rules_yaml(n: int, rng: random.Random) -> str:
         if kind == "run.status":
             match.append("to: failed")
             match.append('failed_reason: "(?i)quota|timeout"')
+            if i % 2:  # half of them also read the run and the monitor (match.fields operators)
+                match.append(
+                    "fields: {run.snapshot.items_count: {gt: 0}, monitor.metadata.team: {in: [search, ads]}}"
+                )
         if kind == "run.event":
             match.append(f"event: step_{i % 7}")
+            if i % 2:
+                match.append(
+                    'fields: {event.message: {regex: "(?i)^msg"}, run.snapshot.items_count: {gte: 0}}'
+                )
         lines.append(f"  - name: rule-{i}")
         lines.append(f"    match: {{{', '.join(match)}}}")
         lines.append("    notify: [ch]")
@@ -61,7 +71,8 @@ def changes(n: int, rng: random.Random) -> list[Change]:
                 provider=provider,
                 monitor_id=f"monitor_team{rng.randrange(500)}_{i % 13}",
                 run_id=f"run_{i}",
-                run={"id": f"run_{i}"},
+                run={"id": f"run_{i}", "snapshot": {"items_count": rng.randrange(3)}},
+                monitor={"id": "m", "metadata": {"team": rng.choice(["search", "ads", "infra"])}},
                 to_status=to,
                 from_status="running" if to else None,
                 failed_reason=rng.choice(["Quota exceeded", "crawler blocked", None])

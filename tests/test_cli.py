@@ -74,7 +74,7 @@ def test_check_names_file_line_and_field_of_every_problem(tmp_path: Path) -> Non
     out = runwatch_cli("check", "--config", str(cfg))
     assert out.returncode == 1
     lines = out.stdout.strip().splitlines()
-    assert "rules/main.yaml:8: rules[1].match.to: 'faild' is not a run status" in lines
+    assert "rules/main.yaml:8: rules[1].match.to: 'faild' is not a run or monitor status" in lines
     assert any(
         line.startswith("rules/main.yaml:9: rules[1].notify") and "ops-pager" in line for line in lines
     )

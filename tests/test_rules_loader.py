@@ -247,10 +247,10 @@ CASES: list[tuple[str, str, list[str]]] = [
             match: {from: 5, to: [failed, Failed]}
         """,
         [
-            "r.yaml:5: rules[0].match.from[1]: 'runing' is not a run status",
-            "r.yaml:6: rules[0].match.to: 'faild' is not a run status",
-            "r.yaml:9: rules[1].match.from: expected a run status or a list of them, got a number",
-            "r.yaml:9: rules[1].match.to[1]: 'Failed' is not a run status",
+            "r.yaml:5: rules[0].match.from[1]: 'runing' is not a run or monitor status",
+            "r.yaml:6: rules[0].match.to: 'faild' is not a run or monitor status",
+            "r.yaml:9: rules[1].match.from: expected a run or monitor status or a list of them, got a number",
+            "r.yaml:9: rules[1].match.to[1]: 'Failed' is not a run or monitor status",
         ],
     ),
     (
@@ -421,8 +421,8 @@ def test_problem_in_merged_value_points_at_the_merging_map(tmp_path: Path) -> No
         notify: ops-slack
     """
     assert problems([write(tmp_path, "r.yaml", text)], tmp_path) == [
-        "r.yaml:3: rules[0].match.to: 'faild' is not a run status",
-        "r.yaml:6: rules[1].match.to: 'faild' is not a run status",
+        "r.yaml:3: rules[0].match.to: 'faild' is not a run or monitor status",
+        "r.yaml:6: rules[1].match.to: 'faild' is not a run or monitor status",
     ]
 
 
@@ -456,7 +456,7 @@ def test_every_problem_in_every_file_is_reported(tmp_path: Path) -> None:
     )
     missing = tmp_path / "rules" / "missing.yaml"
     assert problems([prod, broken, team, missing], tmp_path) == [
-        "rules/prod.yaml:7: rules[1].match.to: 'faild' is not a run status",
+        "rules/prod.yaml:7: rules[1].match.to: 'faild' is not a run or monitor status",
         "rules/broken.yaml:2: invalid YAML: expected the node content, but found '<stream end>'",
         "rules/team.yaml:3: rules[0].notify: 'team-pager' is not a configured channel "
         "(configured: ops-mail, ops-slack)",

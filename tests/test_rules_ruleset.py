@@ -9,6 +9,7 @@ import pytest
 
 from runwatch.model import Change, ChangeKind
 from runwatch.rules import Decision, Rule, RuleSet
+from runwatch.rules.ruleset import MONITOR_CACHE_SIZE
 from runwatch.rules.schema import RuleSpec
 
 
@@ -135,3 +136,42 @@ def test_rule_set_is_a_sequence_of_rules() -> None:
     assert len(rs) == 2
     assert list(rs) == [a, b]
     assert a.matches(change())
+
+
+def test_the_monitor_index_decides_as_a_scan_does() -> None:
+    rs = RuleSet(
+        rules=(
+            rule("prod", match={"monitor": "monitor_prod_*", "to": "failed"}),
+            rule("prod-stop", match={"monitor": ["monitor_prod_a*", "x"]}, stop=True),
+            rule("any-failed", match={"to": "failed"}),
+            rule("olostep", match={"provider": "olostep", "monitor": "monitor_*"}),
+            rule("team", match={"fields": {"monitor.metadata.team": {"eq": "search"}}}),
+        )
+    )
+    monitors = ["monitor_prod_a", "monitor_prod_b", "monitor_dev", "x", ""]
+    for _ in range(2):  # the second round is answered from the index
+        for monitor_id in monitors:
+            for provider in ("exa", "olostep"):
+                for to, team in (("failed", "search"), ("completed", "ads")):
+                    ch = change(
+                        monitor_id=monitor_id,
+                        provider=provider,
+                        to_status=to,
+                        monitor={"metadata": {"team": team}},
+                    )
+                    scanned: list[str] = []
+                    for r in rs.rules:
+                        if r.matches(ch):
+                            scanned.append(r.name)
+                            if r.stop:
+                                break
+                    assert names(rs.match(ch)) == scanned, ch
+    assert names(rs.match(change(monitor_id="monitor_prod_a"))) == ["prod", "prod-stop"]
+    assert names(rs.match(change(monitor_id="monitor_dev"))) == ["any-failed"]
+
+
+def test_the_monitor_index_is_bounded() -> None:
+    rs = RuleSet(rules=(rule("a", match={"monitor": "m1*"}),))
+    for i in range(MONITOR_CACHE_SIZE + 10):
+        assert names(rs.match(change(monitor_id=f"m{i}"))) == (["a"] if str(i).startswith("1") else [])
+    assert len(rs._by_monitor) <= MONITOR_CACHE_SIZE

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from runwatch.model import RUN_STATUSES, SEVERITIES
+from runwatch.model import SEVERITIES
 from runwatch.rules import rule_file_json_schema
-from runwatch.rules.schema import MatchSpec, RuleSpec
+from runwatch.rules.schema import FIELD_OPERATORS, STATUSES, MatchSpec, RuleSpec
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "rules"
 REGENERATE = (
@@ -35,7 +35,7 @@ def test_schema_shape() -> None:
     assert match["additionalProperties"] is False
     assert set(rule["required"]) == {"name", "notify"}
     assert "from" in match["properties"]
-    assert match["properties"]["to"]["anyOf"][0] == {"enum": list(RUN_STATUSES)}
+    assert match["properties"]["to"]["anyOf"][0] == {"enum": list(STATUSES)}
     assert rule["properties"]["severity"]["enum"] == list(SEVERITIES)
     assert '"default": null' not in json.dumps(schema)
 
@@ -81,10 +81,18 @@ def _table_keys(section: str) -> set[str]:
 
 def _section(title: str) -> str:
     text = (RULES_DIR / "README.md").read_text(encoding="utf-8")
-    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    # The key table comes before the section's subsections (whose tables are operators and kinds).
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
 
 
 @pytest.mark.parametrize(("title", "model"), [("Rule keys", RuleSpec), ("Match keys", MatchSpec)])
 def test_readme_documents_every_key(title: str, model: Any) -> None:
     keys = {f.alias or name for name, f in model.model_fields.items()}
     assert _table_keys(_section(title)) == keys
+
+
+def test_readme_documents_every_fields_operator() -> None:
+    text = (RULES_DIR / "README.md").read_text(encoding="utf-8")
+    table = text.split("| operator  |", 1)[1].split("\n\n", 1)[0]
+    first_columns = re.findall(r"^\| ([^|]+)\|", table, flags=re.MULTILINE)
+    assert {op for col in first_columns for op in re.findall(r"`(\w+)`", col)} == set(FIELD_OPERATORS)

@@ -420,7 +420,7 @@ def test_rule_file_problems_are_reported_like_check_does(
     code = run_test_rules([Path("rules.yaml"), Path("missing.yaml")], [Path("cases.yaml")], out=out)
     assert code == 1
     assert out.getvalue().splitlines() == [
-        "rules.yaml:2: rules[0].match.to: 'faild' is not a run status",
+        "rules.yaml:2: rules[0].match.to: 'faild' is not a run or monitor status",
         "missing.yaml: file not found",
     ]
 

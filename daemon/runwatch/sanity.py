@@ -9,6 +9,9 @@ what the user means (a staging box with no key yet, the fake servers, which take
 The checks are conservative: a key is a placeholder only when all of it is one of a few shapes
 (``...``, ``<key>``, ``YOUR_API_KEY``, ``changeme``, ``${EXA_API_KEY}``), never because of a part of it.
 Messages never include a key's value.
+
+Rule keys that have no effect for their rule (``stuck_after`` on a ``run.status`` rule) are found by
+the rule loader (:mod:`runwatch.rules.kinds`) and passed on here, so ``check`` prints them alike.
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ def config_warnings(config: Config, ruleset: RuleSet) -> list[Problem]:
         else:
             why = "no rule file is loaded"
         out.append(Problem(config.shown, line, field, f"{why}, so no change will ever be notified"))
+    out.extend(ruleset.warnings)  # keys with no effect for their rule (runwatch.rules.kinds)
     return out
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from runwatch import yamlfile
+from runwatch.rules.kinds import rule_findings
 from runwatch.rules.ruleset import Rule, RuleSet
-from runwatch.rules.schema import CHANNELS_CONTEXT, MatchSpec, RuleSpec
+from runwatch.rules.schema import CHANNELS_CONTEXT, FIELD_OPERATORS, MatchSpec, RuleSpec
 from runwatch.yamlfile import FileProblems, Problem
 
 
@@ -37,10 +38,16 @@ _FILE_KEYS = ("rules",)
 _RULE_KEYS = tuple(f.alias or name for name, f in RuleSpec.model_fields.items())
 _MATCH_KEYS = tuple(f.alias or name for name, f in MatchSpec.model_fields.items())
 _UNKNOWN_AT = re.compile(r"^(?:(?P<rule>rules\[\d+\])(?P<match>\.match)?\.)?(?P<key>[^.\[\]]+)$")
+#: An unknown key inside a ``fields`` condition is an operator (the path itself may hold dots).
+_UNKNOWN_OPERATOR = re.compile(r"^rules\[\d+\]\.match\.fields\..+\.(?P<op>[^.]+)$")
 
 
 def _with_hint(problem: Problem) -> Problem:
     """Add a hint to an unknown key: the key it looks like, or that matchers go under ``match:``."""
+    if problem.message == "unknown key" and (op := _UNKNOWN_OPERATOR.match(problem.field)):
+        close = difflib.get_close_matches(op["op"], FIELD_OPERATORS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"operators: {', '.join(FIELD_OPERATORS)}"
+        return dataclasses.replace(problem, message=f"unknown operator {op['op']!r} ({hint})")
     m = _UNKNOWN_AT.match(problem.field) if problem.message == "unknown key" else None
     if m is None:
         return problem
@@ -88,10 +95,12 @@ def load_rules(
     """Load ``files`` in order into one RuleSet; raise FileProblems listing every problem found.
 
     ``channels``, when given, are the configured channel names: a rule notifying any other is an error.
-    Paths in messages are relative to ``display_root`` when given.
+    Paths in messages are relative to ``display_root`` when given. A rule that loads but has a key
+    with no effect (:func:`runwatch.rules.kinds.rule_warnings`) is kept, its Problem in ``warnings``.
     """
     context = {CHANNELS_CONTEXT: frozenset(channels) if channels is not None else None}
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     rules: list[Rule] = []
     first_seen: dict[str, str] = {}  # rule name -> "file:line" where it was first defined
     for path in files:
@@ -102,6 +111,7 @@ def load_rules(
             problems.extend(exc.problems)
             continue
         file_problems: list[Problem] = []
+        file_warnings: list[Problem] = []
         for i, item in enumerate(_rule_items(root, shown, file_problems)):
             loc: tuple[str | int, ...] = ("rules", i)
             name = item.get("name") if isinstance(item, dict) else None
@@ -123,8 +133,16 @@ def load_rules(
             except ValidationError as exc:
                 file_problems.extend(yamlfile.problems_from_validation(exc, root, shown, loc))
                 continue
+            findings = rule_findings(spec, item)
+            for f in findings:
+                at = [*loc, *f.loc]
+                problem = Problem(shown, yamlfile.line_of(root, at), yamlfile.dotted(at), f.message)
+                (file_warnings if f.warning else file_problems).append(problem)
+            if any(not f.warning for f in findings):
+                continue
             rules.append(Rule.from_spec(spec, source=f"{shown}:{yamlfile.line_of(root, loc)}"))
         problems.extend(sorted((_with_hint(p) for p in file_problems), key=lambda p: p.line))
+        warnings.extend(sorted(file_warnings, key=lambda p: p.line))
     if problems:
         raise FileProblems(problems)
-    return RuleSet(rules=tuple(rules), files=tuple(files))
+    return RuleSet(rules=tuple(rules), files=tuple(files), warnings=tuple(warnings))

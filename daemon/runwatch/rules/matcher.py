@@ -1,7 +1,9 @@
 """A rule's ``match:`` block, compiled once at load time into one cheap predicate.
 
 The daemon asks every rule about every change, so globs become one anchored regex per key, value
-lists become frozensets, and the checks run cheapest first.
+lists become frozensets, and the checks run cheapest first. A ``fields`` path is resolved once, here:
+its namespace (``run.``, ``event.``, ``monitor.``, ``change.``) becomes a getter, its operators one
+predicate, so matching a change does no string work on the path.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-from runwatch.model import Change
-from runwatch.rules.schema import MatchSpec
+from runwatch.model import Change, ChangeKind
+from runwatch.rules.schema import FieldOps, MatchSpec
 
 
 def compile_globs(globs: Sequence[str]) -> re.Pattern[str]:
@@ -23,14 +25,18 @@ def compile_globs(globs: Sequence[str]) -> re.Pattern[str]:
 
 
 class _Missing:
-    pass
+    """The value at a path that is not there (distinct from a JSON ``null``)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
 
 
 _MISSING = _Missing()
+MISSING: Final[Any] = _MISSING
 
 
 def lookup(root: Any, path: Sequence[str]) -> Any:
-    """Follow a dotted path into the raw run; list items by index (``steps.0.name``, ``steps.-1``)."""
+    """Follow a dotted path into a raw object; list items by index (``steps.0.name``, ``steps.-1``)."""
     node = root
     for part in path:
         if isinstance(node, Mapping):
@@ -48,7 +54,8 @@ def lookup(root: Any, path: Sequence[str]) -> Any:
 
 
 def as_text(value: Any) -> str | None:
-    """The string a ``fields`` regex is searched in, as the value reads in the API's JSON.
+    """The string a ``fields`` regex or glob is searched in (and a string ``eq`` compares to), as the
+    value reads in the API's JSON.
 
     ``str()`` for strings and numbers; ``true``/``false`` for booleans (what the user sees in the
     JSON, not Python's ``True``); JSON for objects and lists; None (no match) for a missing or null value.
@@ -65,6 +72,199 @@ def as_text(value: Any) -> str | None:
         return str(value)
 
 
+# --- ``fields``: where a path points, and what a condition asks of the value there ------------------------
+
+#: First parts of a ``fields`` path that name an object other than the raw run.
+NAMESPACES: tuple[str, ...] = ("run", "event", "monitor", "change")
+
+#: Kinds whose ``failing_for`` means something (elsewhere it is 0.0, which reads as missing).
+_FAILING_FOR_KINDS = frozenset({ChangeKind.RUN_STUCK, ChangeKind.SOURCE_ERROR, ChangeKind.MONITOR_MISSED_RUN})
+
+#: ``change.<name>``: the change's own fields, as a template sees them (``from``, not ``from_status``).
+CHANGE_FIELDS: dict[str, Callable[[Change], Any]] = {
+    "from": lambda c: c.from_status,
+    "to": lambda c: c.to_status,
+    "failed_reason": lambda c: c.failed_reason,
+    "failing_for": lambda c: c.failing_for if c.kind in _FAILING_FOR_KINDS else None,
+    "provider": lambda c: c.provider,
+    "monitor_id": lambda c: c.monitor_id,
+    "run_id": lambda c: c.run_id,
+    "kind": lambda c: c.kind.value,
+    "event": lambda c: c.event.name if c.event is not None else None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPath:
+    """A ``fields`` key split once: the object it starts from and the keys to follow in it."""
+
+    namespace: str
+    parts: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, path: str) -> FieldPath:
+        """``run.a.b``, ``event.x``, ``monitor.x``, ``change.to``; any other path is into the raw run."""
+        parts = tuple(path.split("."))
+        if parts[0] in NAMESPACES:
+            return cls(parts[0], parts[1:])
+        return cls("run", parts)
+
+    def problem(self) -> str | None:
+        """Why the path can never point at anything (a ``change.`` field that does not exist), if so."""
+        if self.namespace != "change":
+            return None
+        known = ", ".join(f"change.{name}" for name in CHANGE_FIELDS)
+        if not self.parts:
+            return f"name a field of the change ({known})"
+        if self.parts[0] not in CHANGE_FIELDS:
+            return f"{'change.' + self.parts[0]!r} is not a field of the change (known: {known})"
+        if len(self.parts) > 1:
+            return f"change.{self.parts[0]} is a plain value: it has no {self.parts[1]!r} inside"
+        return None
+
+    def getter(self) -> Callable[[Change], Any]:
+        """The function that reads this path's value from a change (MISSING when it is not there)."""
+        parts = self.parts
+        if self.namespace == "change":
+            read = CHANGE_FIELDS[parts[0]]
+            # An empty id (a source.error has no monitor or run) reads as missing, like a null.
+            return lambda c: _MISSING if (v := read(c)) is None or v == "" else v
+        if self.namespace == "event":
+            return lambda c: _event_value(c, parts)
+        if self.namespace == "monitor":
+            if not parts:
+                return lambda c: c.monitor or _MISSING
+            return lambda c: lookup(c.monitor, parts)
+        if not parts:
+            return lambda c: c.run or _MISSING
+        if len(parts) == 1:
+            key = parts[0]
+            return lambda c: c.run.get(key, _MISSING) if isinstance(c.run, Mapping) else _MISSING
+        return lambda c: lookup(c.run, parts)
+
+
+def _event_value(change: Change, parts: tuple[str, ...]) -> Any:
+    event = change.event
+    if event is None:
+        return _MISSING
+    if not parts:
+        return event.raw or _MISSING
+    found = lookup(event.raw, parts)
+    if found is _MISSING and parts == ("error",):
+        # ``event.error``: an AgentLogEvent keeps its error inside the step object (or says it only by
+        # a failed status or the step's name); the error runwatch read from it stands in.
+        return event.error if event.error else _MISSING
+    return found
+
+
+#: A number written as text ("42", "-1.5", "1e3"): what gt/gte/lt/lte (and a numeric eq) read in a string.
+_NUMERIC = re.compile(r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$")
+_INTEGER = re.compile(r"^\s*[-+]?\d+\s*$")
+
+
+def as_number(value: Any) -> int | float | None:
+    """The number a value is (JSON numbers, and strings that are a number), else None; never a bool."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and len(value) < 400 and _NUMERIC.match(value):
+        return int(value) if _INTEGER.match(value) else float(value)
+    return None
+
+
+Condition = Callable[[Any], bool]
+
+
+def _present(value: Any) -> bool:
+    return value is not _MISSING and value is not None
+
+
+def _equals(operand: Any) -> Condition:
+    if operand is None:
+        return lambda v: v is _MISSING or v is None
+    if isinstance(operand, bool):
+        return lambda v: isinstance(v, bool) and v is operand
+    if isinstance(operand, int | float):
+        return lambda v: (n := as_number(v)) is not None and n == operand
+    text = str(operand)
+    return lambda v: as_text(v) == text
+
+
+def _one_of(operands: Sequence[Any]) -> Condition:
+    texts = frozenset(o for o in operands if isinstance(o, str))
+    numbers = frozenset(o for o in operands if isinstance(o, int | float) and not isinstance(o, bool))
+    bools = frozenset(o for o in operands if isinstance(o, bool))
+    null = any(o is None for o in operands)
+
+    def check(v: Any) -> bool:
+        if v is _MISSING or v is None:
+            return null
+        if isinstance(v, bool) and v in bools:
+            return True
+        if numbers and (n := as_number(v)) is not None and n in numbers:
+            return True
+        return bool(texts) and as_text(v) in texts
+
+    return check
+
+
+def _compare(op: str, operand: int | float) -> Condition:
+    if op == "gt":
+        return lambda v: (n := as_number(v)) is not None and n > operand
+    if op == "gte":
+        return lambda v: (n := as_number(v)) is not None and n >= operand
+    if op == "lt":
+        return lambda v: (n := as_number(v)) is not None and n < operand
+    return lambda v: (n := as_number(v)) is not None and n <= operand
+
+
+def _negate(check: Condition) -> Condition:
+    return lambda v: not check(v)
+
+
+def _searched(rx: re.Pattern[str]) -> Condition:
+    return lambda v: (t := as_text(v)) is not None and rx.search(t) is not None
+
+
+def _whole(rx: re.Pattern[str]) -> Condition:
+    return lambda v: (t := as_text(v)) is not None and rx.match(t) is not None
+
+
+def _presence(want: bool) -> Condition:
+    return lambda v: _present(v) is want
+
+
+def compile_condition(ops: FieldOps) -> Condition:
+    """One predicate on a value for every operator given (all must hold); see rules/README.md."""
+    checks: list[Condition] = []
+    for op in sorted(ops.model_fields_set):
+        if op == "eq":
+            checks.append(_equals(ops.eq))
+        elif op == "ne":
+            checks.append(_negate(_equals(ops.ne)))
+        elif op == "regex":
+            checks.append(_searched(re.compile(ops.regex)))
+        elif op == "glob":
+            checks.append(_whole(compile_globs([ops.glob])))
+        elif op == "in_":
+            checks.append(_one_of(ops.in_ or ()))
+        elif op in ("gt", "gte", "lt", "lte"):
+            checks.append(_compare(op, getattr(ops, op)))
+        elif op == "present":
+            checks.append(_presence(bool(ops.present)))
+    if len(checks) == 1:
+        return checks[0]
+    every = tuple(checks)
+    return lambda v: all(check(v) for check in every)
+
+
+def holds_when_missing(ops: FieldOps) -> bool:
+    """True when the condition holds for a path that is not there (``present: false``, ``eq: null``):
+    such a condition can match any kind of change, whatever object the path is in."""
+    return compile_condition(ops)(_MISSING)
+
+
 @dataclass(frozen=True, slots=True)
 class Matcher:
     """Compiled ``match:``; ``None`` means the key was absent and matches anything."""
@@ -77,7 +277,8 @@ class Matcher:
     event: re.Pattern[str] | None = None
     failed_reason: re.Pattern[str] | None = None
     message: re.Pattern[str] | None = None
-    fields: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = ()
+    #: ``fields``: (read the value from a change, the condition on it), in the order written.
+    fields: tuple[tuple[Callable[[Change], Any], Condition], ...] = ()
 
     @classmethod
     def from_spec(cls, spec: MatchSpec) -> Matcher:
@@ -91,7 +292,8 @@ class Matcher:
             failed_reason=re.compile(spec.failed_reason) if spec.failed_reason is not None else None,
             message=re.compile(spec.message) if spec.message is not None else None,
             fields=tuple(
-                (tuple(path.split(".")), re.compile(rx)) for path, rx in (spec.fields or {}).items()
+                (FieldPath.parse(path).getter(), compile_condition(ops))
+                for path, ops in (spec.fields or {}).items()
             ),
         )
 
@@ -102,6 +304,18 @@ class Matcher:
             return False
         if self.monitor is not None and not self.monitor.match(change.monitor_id):
             return False
+        return self.rest(change)
+
+    def selects(self, provider: str, kind: str, monitor_id: str) -> bool:
+        """The keys an index can decide once per provider, kind and monitor (not per change)."""
+        return (
+            (self.kinds is None or kind in self.kinds)
+            and (self.providers is None or provider in self.providers)
+            and (self.monitor is None or self.monitor.match(monitor_id) is not None)
+        )
+
+    def rest(self, change: Change) -> bool:
+        """Every key but those :meth:`selects` decides: for a change already selected by an index."""
         if self.to_statuses is not None and change.to_status not in self.to_statuses:
             return False
         # A run first seen has no previous status: a rule that names ``from`` does not fire for it.
@@ -118,8 +332,7 @@ class Matcher:
             not change.failed_reason or not self.failed_reason.search(change.failed_reason)
         ):
             return False
-        for path, rx in self.fields:
-            text = as_text(lookup(change.run, path))
-            if text is None or not rx.search(text):
+        for read, condition in self.fields:  # noqa: SIM110 (all() over a generator is slower here)
+            if not condition(read(change)):
                 return False
         return True

@@ -16,8 +16,12 @@ from runwatch.model import Change, ChangeKind
 from runwatch.rules.matcher import Matcher
 from runwatch.rules.schema import RuleSpec
 from runwatch.rules.templates import RuleTemplate, compile_template, render_parts
+from runwatch.yamlfile import Problem
 
 log = get_logger(__name__)
+
+#: How many (provider, kind, monitor) rule lists a RuleSet keeps (about 100 bytes each, plus the list).
+MONITOR_CACHE_SIZE = 50_000
 
 #: Kinds the daemon's clock makes (not a poll): only rules naming them in ``kind`` see them.
 TIMED_KINDS = frozenset({ChangeKind.SOURCE_ERROR, ChangeKind.RUN_STUCK, ChangeKind.MONITOR_MISSED_RUN})
@@ -172,13 +176,21 @@ class Rule:
 class RuleSet:
     """Rules in evaluation order (files in the order given, rules in file order).
 
-    Rules are indexed by the provider and kind they can match, so a change is only asked of the
-    rules that could take it (in their order): 1,000 rules cost what the few that apply cost.
+    Rules are indexed by the provider and kind they can match, then by monitor id (their ``monitor``
+    globs), so a change is only asked of the rules that could take it (in their order): 1,000 rules
+    cost what the few that apply cost.
     """
 
     rules: tuple[Rule, ...] = ()
     files: tuple[Path, ...] = ()
+    #: What ``runwatch check`` prints as ``warning:`` lines: keys that change nothing for their rule.
+    warnings: tuple[Problem, ...] = ()
     _index: dict[tuple[str, str], tuple[Rule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    #: (provider, kind, monitor id) -> the candidates whose monitor globs take that monitor: a
+    #: monitor's changes skip the glob of every rule; bounded (cleared when full).
+    _by_monitor: dict[tuple[str, str, str], tuple[Rule, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -204,8 +216,15 @@ class RuleSet:
     def match(self, change: Change) -> list[Decision]:
         """Every rule that matches fires, in order, until one with ``stop: true`` has fired."""
         out: list[Decision] = []
-        for rule in self.candidates(change.provider, change.kind.value):
-            if rule.matcher(change) and rule.holds(change):
+        key = (change.provider, change.kind.value, change.monitor_id)
+        rules = self._by_monitor.get(key)
+        if rules is None:
+            rules = tuple(r for r in self.candidates(key[0], key[1]) if r.matcher.selects(*key))
+            if len(self._by_monitor) >= MONITOR_CACHE_SIZE:
+                self._by_monitor.clear()
+            self._by_monitor[key] = rules
+        for rule in rules:
+            if rule.matcher.rest(change) and rule.holds(change):
                 out.append(rule.decide(change))
                 if rule.stop:
                     break

@@ -35,9 +35,17 @@ from runwatch.sources.registry import PROVIDERS as PROVIDER_SPECS
 PROVIDERS: tuple[str, ...] = tuple(PROVIDER_SPECS)
 KINDS: tuple[str, ...] = tuple(k.value for k in ChangeKind)
 BODY_FORMATS: tuple[str, ...] = ("text", "markdown", "html")
+#: What ``from``/``to`` may name: a run status (run changes) or a monitor status (monitor.status).
+STATUSES: tuple[str, ...] = tuple(dict.fromkeys(RUN_STATUSES + MONITOR_STATUSES))
+#: The operators of a ``fields`` condition, in the order the README lists them.
+FIELD_OPERATORS: tuple[str, ...] = ("eq", "ne", "regex", "glob", "in", "gt", "gte", "lt", "lte", "present")
 
 #: Key of the validation context that holds the configured channel names (a frozenset), if known.
 CHANNELS_CONTEXT = "channels"
+
+
+_GLOB_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1}
+_REGEX_SCHEMA: dict[str, Any] = {"type": "string", "format": "regex"}
 
 
 def _describe(value: Any) -> str:
@@ -61,8 +69,10 @@ def _describe(value: Any) -> str:
 
 
 def _status(value: str, info: ValidationInfo) -> str:
-    if value not in RUN_STATUSES + MONITOR_STATUSES:
-        raise ValueError(f"{value!r} is not a run status")
+    # Which kind a status can match (``paused`` only a monitor.status change) is checked per rule,
+    # with the rule's ``kind`` in view: runwatch.rules.kinds.
+    if value not in STATUSES:
+        raise ValueError(f"{value!r} is not a run or monitor status")
     return value
 
 
@@ -131,6 +141,112 @@ def _field_paths(value: Any) -> Any:
     return value
 
 
+# --- ``fields`` conditions: a regex string, or a mapping of operators -------------------------------------
+
+
+def _operand(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    raise ValueError(f"expected a string, number, boolean or null, got {_describe(value)}")
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value != value:  # NaN compares false with everything: the condition could never hold
+            raise ValueError("expected a number, got .nan (which no value is greater or less than)")
+        return value
+    hint = f" (write {value}, without quotes)" if isinstance(value, str) and _NUMERIC.match(value) else ""
+    raise ValueError(f"expected a number, got {_describe(value)}{hint}")
+
+
+#: A number written as text, as a ``fields`` comparison reads it in a value ("42", "-1.5", "1e3").
+_NUMERIC = re.compile(r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$")
+
+
+def _regex_operand(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a regex (a string), got {_describe(value)}")
+    return _regex(value)
+
+
+def _glob_operand(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a glob (a string), got {_describe(value)}")
+    if not value:
+        raise ValueError("empty glob (use '*' to match any value, or present: true)")
+    return value
+
+
+def _bool_operand(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _operand_list(value: Any) -> Any:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of values, got {_describe(value)} (for one value, use eq)")
+    if not value:
+        raise ValueError("empty list: give at least one value")
+    return value
+
+
+_SCALAR_SCHEMA: dict[str, Any] = {"type": ["string", "number", "boolean", "null"]}
+Operand = Annotated[Any, AfterValidator(_operand), WithJsonSchema(_SCALAR_SCHEMA)]
+NumberOperand = Annotated[Any, AfterValidator(_number), WithJsonSchema({"type": "number"})]
+
+
+class FieldOps(BaseModel):
+    """A ``fields`` condition written as operators; every operator given must hold.
+
+    Operands are typed here (``gt: "5"`` is an error, not a string compared to numbers), and which
+    operators were given is ``model_fields_set``: ``eq: null`` is an operator, not an absent one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="FieldOperators")
+
+    eq: Operand = Field(
+        None,
+        description="Equal: a string to the value's text as in the JSON, a number numerically (also a "
+        "numeric string), a boolean to a boolean, null to a missing or null value.",
+    )
+    ne: Operand = Field(None, description="Not equal: true exactly when eq would be false.")
+    regex: Annotated[Any, AfterValidator(_regex_operand), WithJsonSchema(_REGEX_SCHEMA)] = Field(
+        None, description="Regex searched in the value's text; a missing or null value never matches."
+    )
+    glob: Annotated[Any, AfterValidator(_glob_operand), WithJsonSchema(_GLOB_SCHEMA)] = Field(
+        None, description="Glob on the whole value's text (fnmatch, case-sensitive)."
+    )
+    in_: Annotated[
+        tuple[Operand, ...] | None,
+        BeforeValidator(_operand_list),
+        WithJsonSchema({"type": "array", "items": _SCALAR_SCHEMA, "minItems": 1}),
+    ] = Field(None, alias="in", description="Equal (as eq) to one of these values.")
+    gt: NumberOperand = Field(None, description="Greater than (numbers and numeric strings only).")
+    gte: NumberOperand = Field(None, description="Greater than or equal.")
+    lt: NumberOperand = Field(None, description="Less than.")
+    lte: NumberOperand = Field(None, description="Less than or equal.")
+    present: Annotated[Any, AfterValidator(_bool_operand), WithJsonSchema({"type": "boolean"})] = Field(
+        None, description="true: the path holds a non-null value; false: it is missing or null."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            # The short form (``metadata.team: "^search$"``): a regex, checked here so that its error
+            # points at the path, as before operators existed.
+            return {"regex": _regex(data)}
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"expected a regex (a string) or a mapping of operators ({', '.join(FIELD_OPERATORS)}), "
+                f"got {_describe(data)}" + (" (quote it for a regex, or use eq)" if data is not None else "")
+            )
+        if not data:
+            raise ValueError(f"no operator given (give one of {', '.join(FIELD_OPERATORS)})")
+        return data
+
+
 def _not_null(value: Any) -> Any:
     # ``to:`` with the value forgotten would otherwise widen the rule to "any status".
     if value is None:
@@ -164,13 +280,11 @@ def _one_or_many_schema(item: dict[str, Any]) -> WithJsonSchema:
     return WithJsonSchema({"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]})
 
 
-_GLOB_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 1}
-
 Status = Annotated[str, AfterValidator(_status)]
 Statuses = Annotated[
     tuple[Status, ...] | None,
-    _one_or_many(_status, "a run status"),
-    _one_or_many_schema({"enum": list(RUN_STATUSES)}),
+    _one_or_many(_status, "a run or monitor status"),
+    _one_or_many_schema({"enum": list(STATUSES)}),
 ]
 Providers = Annotated[
     tuple[Annotated[str, AfterValidator(_provider)], ...] | None,
@@ -192,14 +306,23 @@ Channels = Annotated[
     _one_or_many(_channel, "a channel name", optional=False),
     _one_or_many_schema({"type": "string", "minLength": 1}),
 ]
-_REGEX_SCHEMA: dict[str, Any] = {"type": "string", "format": "regex"}
 Regex = Annotated[str, AfterValidator(_regex), WithJsonSchema(_REGEX_SCHEMA)]
 OptionalRegex = Annotated[Regex | None, BeforeValidator(_not_null), WithJsonSchema(_REGEX_SCHEMA)]
-FieldRegexes = Annotated[
-    dict[str, Regex] | None,
+_FIELD_CONDITION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        _REGEX_SCHEMA,
+        {
+            **FieldOps.model_json_schema(by_alias=True),
+            "description": "Operators, all of which must hold: " + ", ".join(FIELD_OPERATORS) + ".",
+            "minProperties": 1,
+        },
+    ]
+}
+FieldConditions = Annotated[
+    dict[str, FieldOps] | None,
     BeforeValidator(_field_paths),
     BeforeValidator(_not_null),
-    WithJsonSchema({"type": "object", "additionalProperties": _REGEX_SCHEMA}),
+    WithJsonSchema({"type": "object", "additionalProperties": _FIELD_CONDITION_SCHEMA}),
 ]
 Template = Annotated[str, AfterValidator(check_template)]
 
@@ -230,9 +353,10 @@ class MatchSpec(_Spec):
     from_: Statuses = Field(
         None,
         alias="from",
-        description="Previous run status(es); a run first seen (no previous status) never matches.",
+        description="Previous run or monitor status(es); a run first seen (no previous status) never "
+        "matches.",
     )
-    to: Statuses = Field(None, description="New run status(es).")
+    to: Statuses = Field(None, description="New run or monitor status(es).")
     event: Globs = Field(None, description="Glob(s) on the event (step) name of a run.event change.")
     failed_reason: OptionalRegex = Field(
         None, description="Regex searched in the failure reason; no match when there is none."
@@ -240,10 +364,11 @@ class MatchSpec(_Spec):
     message: OptionalRegex = Field(
         None, description="Regex searched in the event message; no match when there is none."
     )
-    fields: FieldRegexes = Field(
+    fields: FieldConditions = Field(
         None,
-        description="Dotted path into the raw run object -> regex searched in its value as a string; "
-        "a missing or null value never matches.",
+        description="Dotted path -> condition; every entry must hold. Paths start with run., event., "
+        "monitor. or change. (any other path is into the raw run). A condition is a regex searched in "
+        "the value as text, or a mapping of operators: " + ", ".join(FIELD_OPERATORS) + ".",
     )
 
 

@@ -70,7 +70,7 @@ def compile_template(source: str, *, limits: Limits = DEFAULT_LIMITS) -> RuleTem
     """Compile ``source``; ValueError says what is wrong (syntax, a variable that does not exist, a limit).
 
     Unknown variables are refused at load time because Jinja would render them as empty strings,
-    and a typo like ``{{ monitor }}`` would otherwise only show up as a blank in a real alert.
+    and a typo like ``{{ monitorid }}`` would otherwise only show up as a blank in a real alert.
     Constant expressions over a limit (``{{ 'x' * 200000000 }}``) are refused here too, and nothing
     is computed while compiling, so loading is fast whatever the template says.
     """
