@@ -72,6 +72,7 @@ def write(
     interval: str = "100ms",
     extra: str = "",
     rule_extra: str = "",
+    hook: str = "",
 ) -> Path:
     """The config and rule file: a webhook channel per ``channels`` entry (name: URL, or an apprise
     URL when it is not http), one rule sending run failures to ``notify``."""
@@ -87,7 +88,7 @@ def write(
     body += "channels:\n"
     for name, url in channels.items():
         if url.startswith("http"):
-            body += f"  {name}: {{webhook: {{url: '{url}', secret: {SECRET}}}}}\n"
+            body += f"  {name}: {{webhook: {{url: '{url}', secret: {SECRET}{hook}}}}}\n"
         else:
             body += f"  {name}: {{apprise: '{url}'}}\n"
     body += extra
@@ -221,6 +222,38 @@ async def test_a_changed_url_sends_the_next_alert_to_the_new_receiver_once_and_k
     logs = log_lines.getvalue()
     assert "reload.applied channels_rebuilt=a,j" in logs
     assert old_pw not in logs and new_pw not in logs
+
+
+async def test_a_batch_in_flight_finishes_on_the_old_channel_before_the_rebuilt_one_takes_over(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(time.time())
+    async with (
+        fake_server("exa", STORY, clock) as exa,
+        webhook_server(SECRET) as rx_1,
+        webhook_server(SECRET) as rx_2,
+    ):
+        hook = ", timeout: 300ms"
+        rx_1.default = "hang"  # the old endpoint never answers: the send ends at the channel's timeout
+        cfg = write(tmp_path, exa, {"a": rx_1.url}, ["a"], hook=hook)
+        async with daemon_on(cfg, clock) as daemon:
+            clock.advance(1000)
+            await rx_1.wait_for(1, delivered=False)  # the batch is in flight now
+            old = daemon.deliverer.workers["a"]
+            write(tmp_path, exa, {"a": rx_2.url}, ["a"], hook=hook)
+            assert daemon.reload()
+            assert not old.finished.is_set()  # not cut mid-send
+            with anyio.fail_after(10):
+                await old.finished.wait()
+            [row] = daemon.store.outbox.items(state="pending", channel="a", limit=None)
+            assert row.attempts == 1  # the old worker recorded its try, then let go
+            clock.advance(600)  # past the retry (the story's next failure is at 2000)
+            daemon.deliverer.wake()
+            await rx_2.wait_for(1)
+            await quiet(daemon)
+    assert [r.id for r in rx_1.requests] == [row.id]
+    assert [r.id for r in rx_2.requests] == [row.id]  # the same notification, once on each side
+    assert runs(rx_2) == ["run_1"]
 
 
 async def test_a_changed_poll_interval_takes_effect_at_once(tmp_path: Path) -> None:
