@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -364,3 +365,29 @@ async def test_an_open_lifecycle_alert_is_not_sent_again_by_a_reload(tmp_path: P
             assert daemon.lifecycle_tick() == 0
             assert daemon.store.alerts.firing() == 1
     assert runs(rx) == ["run_1"] and len(rx.requests) == 1
+
+
+async def test_a_rotated_secret_file_rebuilds_its_channel_and_an_unchanged_config_rebuilds_nothing(
+    tmp_path: Path, log_lines: io.StringIO
+) -> None:
+    nowhere = "http://127.0.0.1:9"
+    (tmp_path / "hook.secret").write_text(SECRET + "\n")
+    body = f"state_dir: {tmp_path / 'state'}\nchannels:\n"
+    body += f"  a: {{webhook: {{url: '{nowhere}/a', secret_file: hook.secret}}}}\n"
+    body += f"  b: {{webhook: {{url: '{nowhere}/b', secret: {SECRET}}}}}\n"
+    cfg = write_config(tmp_path, body, "rules:\n  - {name: r, match: {kind: run.status}, notify: [a, b]}\n")
+    daemon = Daemon(load_config(cfg))
+    workers = dict(daemon.deliverer.workers)
+    assert daemon.reload()
+    assert daemon.deliverer.workers == workers  # nothing changed: nothing restarted
+    rotated = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3"
+    (tmp_path / "hook.secret").write_text(rotated + "\n")
+    assert daemon.reload()
+    assert daemon.deliverer.workers["a"] is not workers["a"]
+    assert daemon.deliverer.workers["b"] is workers["b"]
+    logs = log_lines.getvalue()
+    assert re.search(r"event=reload\.applied channels_rebuilt=a$", logs, re.M)
+    assert rotated not in logs and SECRET not in logs
+    await daemon.pollers.aclose()
+    daemon.silence_store.close()
+    daemon.store.close()

@@ -127,6 +127,8 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self.ruleset, self.channels = check(self.config)
+        #: What each channel was built from (a reload rebuilds those whose inputs changed).
+        self.channel_inputs = reconfigure.channel_inputs(self.config)
         self.metrics.rules_loaded.set(len(self.ruleset))
         self.metrics.last_reload_success.set(self.clock.now())
         try:
@@ -191,7 +193,7 @@ class Daemon:
                 hint="below 30s against the real API wastes quota and may be rate limited",
             )
 
-    # -- rules ---------------------------------------------------------------------------------------
+    # -- rules --------------------------------------------------------------------------------------
     def reload(self) -> bool:
         """Re-read the config file and the rule files (SIGHUP, ``runwatch reload``), and apply all of it.
 
@@ -210,7 +212,8 @@ class Daemon:
                 log.error("reload.rejected", problem=str(p))
             log.error("reload.failed", kept_rules=len(self.ruleset), kept_channels=len(self.channels))
             return False
-        reconfigure.apply(self, reconfigure.plan(self.config, self.channels, config, ruleset, built))
+        plan = reconfigure.plan(self.config, self.channel_inputs, self.channels, config, ruleset, built)
+        reconfigure.apply(self, plan)
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
         self.metrics.last_reload_success.set(self.clock.now())

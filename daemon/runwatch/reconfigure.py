@@ -52,24 +52,28 @@ class Plan:
     ruleset: RuleSet
     channels: dict[str, Channel]
     policies: dict[str, ChannelPolicy]
+    inputs: dict[str, object]
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     rebuilt: list[str] = field(default_factory=list)
     needs_restart: list[str] = field(default_factory=list)
 
 
-def plan(running: Config, channels: Mapping[str, Channel], new: Config, ruleset: RuleSet,
-         built: dict[str, Channel]) -> Plan:  # fmt: skip
-    """The changes from ``running`` to ``new`` (already checked: ``ruleset`` and ``built`` are its)."""
+def plan(running: Config, inputs: Mapping[str, object], channels: Mapping[str, Channel], new: Config,
+         ruleset: RuleSet, built: dict[str, Channel]) -> Plan:  # fmt: skip
+    """The changes from ``running`` to ``new`` (already checked: ``ruleset`` and ``built`` are its).
+
+    ``inputs`` is what each running channel was built from (:func:`channel_inputs` when it was built).
+    """
     keep = {k: getattr(running.settings, k) for k in RESTART_KEYS}
     later = [k for k, v in keep.items() if getattr(new.settings, k) != v]
     config = dataclasses.replace(new, settings=new.settings.model_copy(update=keep))
     policies = channel_policies(config)
-    out = Plan(config, ruleset, {}, policies, needs_restart=later)
+    out = Plan(config, ruleset, {}, policies, channel_inputs(config), needs_restart=later)
     for name, channel in built.items():
         if name not in channels:
             out.added.append(name)
-        elif _channel_inputs(running, name) != _channel_inputs(config, name):
+        elif inputs.get(name) != out.inputs[name]:
             out.rebuilt.append(name)
         else:
             channel.close()
@@ -84,9 +88,13 @@ def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
     return {name: d.policy(block) for name, block in config.settings.channels.items()}
 
 
-def _channel_inputs(config: Config, name: str) -> tuple[object, ...]:
-    """Everything a channel is built from: its block, its effective policy, and digests of the files
+def channel_inputs(config: Config) -> dict[str, object]:
+    """Everything each channel is built from: its block, its effective policy, and digests of the files
     its secret may come from (a rotated secret file is a changed channel even if the config is not)."""
+    return {name: _channel_inputs(config, name) for name in config.settings.channels}
+
+
+def _channel_inputs(config: Config, name: str) -> tuple[object, ...]:
     block = config.settings.channels[name]
     digests: list[str | None] = []
     for kind in KINDS:
@@ -226,6 +234,7 @@ def apply(daemon: Daemon, p: Plan) -> None:
     daemon.muter.configured = list(p.config.settings.silences)
     daemon.config = p.config
     daemon.channels = dict(p.channels)
+    daemon.channel_inputs = p.inputs
     daemon.deliverer.reconfigure(p.channels, p.policies, set(p.rebuilt))
     daemon.outbox_collector.channels = list(p.channels)
     daemon.retention.keep = p.config.settings.delivery.keep
