@@ -1,5 +1,6 @@
-"""``runwatch reload`` (and SIGHUP): the running daemon re-reads config and rules; what needs a
-restart is named, a broken file keeps what runs; with no daemon running it says so."""
+"""``runwatch reload`` (and SIGHUP): the running daemon re-reads config and rules and applies them;
+what still needs a restart (the state) is named, a broken file keeps what runs; with no daemon running
+it says so."""
 
 from __future__ import annotations
 
@@ -40,12 +41,13 @@ def test_reload_takes_new_rules_names_what_needs_a_restart_and_keeps_the_last_go
             (tmp_path / "rules" / "main.yaml").write_text(
                 "rules:\n" + RULE.format(name="a") + RULE.format(name="b")
             )
-            cfg.write_text(body + "delivery: {max_attempts: 3}\n")
+            cfg.write_text(body + "delivery: {max_attempts: 3}\nstate: {keep_finished: 1d}\n")
             done = cli("reload", "--config", str(cfg))
             assert done.returncode == 0, done.stderr
             assert f"pid {proc.pid}" in done.stdout
             out.wait(r"reload\.ok .*rules=2", 30)
-            out.wait(r"reload\.needs_restart .*sections=delivery", 30)
+            out.wait(r"reload\.needs_restart .*sections=state ", 30)  # only state: delivery is applied
+            out.wait(r"reload\.applied .*channels_rebuilt=ch", 30)
             (tmp_path / "rules" / "main.yaml").write_text(
                 "rules:\n  - {name: c, match: {kind: nope}, notify: [ch]}\n"
             )

@@ -6,7 +6,6 @@ Everything else gets a cancel scope or an event; only this module knows about si
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from runwatch import systemd
+from runwatch import reconfigure, systemd
 from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, load_config
 from runwatch.delivery import Channel, Deliverer
@@ -45,7 +44,7 @@ from runwatch.yamlfile import FileProblems, Problem
 log = get_logger(__name__)
 
 #: Config sections a reload does not apply (it says so): they need a restart.
-RESTART_SECTIONS = ("providers", "channels", "delivery", "state", "state_dir", "metrics_listen")
+RESTART_SECTIONS = reconfigure.RESTART_KEYS
 #: How often (real seconds) the lifecycle looks for repeats that are due.
 LIFECYCLE_TICK = 1.0
 
@@ -129,7 +128,10 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self.ruleset, self.channels = check(self.config)
+        #: What each channel was built from (a reload rebuilds those whose inputs changed).
+        self.channel_inputs = reconfigure.channel_inputs(self.config)
         self.metrics.rules_loaded.set(len(self.ruleset))
+        self.metrics.last_reload_success.set(self.clock.now())
         try:
             self.store = State(self.config.state_dir)
         except BaseException:
@@ -155,7 +157,8 @@ class Daemon:
             self.clock,
             muter=self.muter,
         )
-        self.metrics.registry.register(OutboxCollector(self.store.outbox, self.channels, self.clock))
+        self.outbox_collector = OutboxCollector(self.store.outbox, self.channels, self.clock)
+        self.metrics.registry.register(self.outbox_collector)
         self.retention = Retention(self.store, self.config.settings, self.clock)
         self.detect = Detect(self.store, self.metrics)
         self.lifecycle = Lifecycle(self.store.alerts, lambda: self.ruleset, self.metrics)
@@ -179,6 +182,7 @@ class Daemon:
             register(settings.api_key.get_secret_value())
             self._warn_interval(name, settings, spec.real_hosts)
             self.sources[name] = spec.source(settings, self.metrics, **self.client_options)
+        self.pollers = reconfigure.Pollers(self.sources, enabled, self.metrics, self.client_options)
         self.health = Health(self.clock, {n: s.poll_interval for n, s in enabled.items()})
         self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
@@ -196,42 +200,36 @@ class Daemon:
 
     # -- rules --------------------------------------------------------------------------------------
     def reload(self) -> bool:
-        """Re-read the config file and the rule files (SIGHUP, ``runwatch reload``).
+        """Re-read the config file and the rule files (SIGHUP, ``runwatch reload``), and apply all of it.
 
-        Rules and the config's silences take effect now. Sections that need a restart (providers,
-        channels, delivery, state, the metrics address) are named in a warning, not half-applied. A
-        broken file keeps everything that runs, and says why.
+        Validated as ``runwatch check`` does (channels built, rules against the new channel set) before
+        anything changes; then rules, silences, channels, delivery and providers are applied
+        (:mod:`runwatch.reconfigure`). Only the state and the metrics address need a restart (a
+        warning names them). A broken file keeps everything that runs, and says why.
         """
         try:
             config = load_config(self.config.path) if self.config.path is not None else self.config
-            # Channels change only with a restart: the rules must name the ones that run now.
-            running = config.settings.model_copy(update={"channels": self.config.settings.channels})
-            ruleset = load_ruleset(dataclasses.replace(config, settings=running))
+            ruleset, built = check(config)
         except FileProblems as exc:
             self.metrics.reloads.labels("failure").inc()
             self.metrics.last_reload_ok.set(0)
             for p in exc.problems:
                 log.error("reload.rejected", problem=str(p))
-            log.error("reload.failed", kept_rules=len(self.ruleset))
+            log.error("reload.failed", kept_rules=len(self.ruleset), kept_channels=len(self.channels))
             return False
-        self.ruleset = ruleset
-        self.muter.configured = list(config.settings.silences)
-        later = [
-            key
-            for key in RESTART_SECTIONS
-            if getattr(config.settings, key) != getattr(self.config.settings, key)
-        ]
-        if later:
-            log.warning(
-                "reload.needs_restart",
-                sections=",".join(later),
-                hint="these changed in the config; they take effect when runwatch restarts",
-            )
-        self.metrics.prime_rules(r.name for r in ruleset)
+        plan = reconfigure.plan(self.config, self.channel_inputs, self.channels, config, ruleset, built)
+        reconfigure.apply(self, plan)
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
+        self.metrics.last_reload_success.set(self.clock.now())
         self.metrics.rules_loaded.set(len(ruleset))
-        log.info("reload.ok", rules=len(ruleset), files=len(ruleset.files))
+        log.info(
+            "reload.ok",
+            rules=len(ruleset),
+            files=len(ruleset.files),
+            channels=len(self.channels),
+            providers=",".join(self.sources),
+        )
         return True
 
     # -- polling ------------------------------------------------------------------------------------
@@ -298,7 +296,6 @@ class Daemon:
         self.metrics.alerts_firing.set(self.store.alerts.firing())
 
     async def _poll_loop(self, name: str) -> None:
-        interval = self.config.enabled_providers()[name].poll_interval
         while True:
             began = anyio.current_time()
             try:
@@ -306,7 +303,8 @@ class Daemon:
             except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
                 self.metrics.polls.labels(name, "crash").inc()
                 log.exception("poll.crashed", provider=name)
-            await anyio.sleep(max(0.0, interval - (anyio.current_time() - began)))
+            if not await self.pollers.pause(name, began):  # a reload may rebuild or stop it here
+                return
 
     def _source_outcome(self, name: str, report: PollReport) -> None:
         """A cycle that reached no monitor (or had its key refused) is an outage of the provider; the
@@ -416,8 +414,7 @@ class Daemon:
                 tg.start_soon(self._lifecycle_loop)
                 if (beat := systemd.watchdog_interval()) is not None:
                     tg.start_soon(systemd.keep_watchdog, beat)
-                for name in self.sources:
-                    tg.start_soon(self._poll_loop, name)
+                self.pollers.start(tg, self._poll_loop)
                 log.info(
                     "runwatch.started",
                     metrics=f"{http.url}/metrics",
@@ -433,8 +430,7 @@ class Daemon:
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                for src in self.sources.values():
-                    await src.aclose()
+                await self.pollers.aclose()
             self.silence_store.close()
             self.store.close()
             log.info("runwatch.stopped")

@@ -136,7 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"runwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT (SIGHUP reloads rule files)")
+    run = sub.add_parser(
+        "run", help="run the daemon until SIGTERM/SIGINT (SIGHUP reloads the config and rule files)"
+    )
     _config_arg(run)
 
     chk = sub.add_parser("check", help="validate the config and every rule file; exit 1 listing each problem")

@@ -184,7 +184,7 @@ class Metrics:
         self.rules_loaded = Gauge("runwatch_rules_loaded", "Rules in force.", registry=r)
         self.reloads = Counter(
             "runwatch_config_reloads_total",
-            "Rule reloads by outcome (success, failure).",
+            "Config and rule reloads by outcome (success, failure).",
             ["outcome"],
             registry=r,
         )
@@ -209,10 +209,15 @@ class Metrics:
         )
         self.last_reload_ok = Gauge(
             "runwatch_config_last_reload_successful",
-            "1 when the last rule reload (or the start) succeeded, 0 after a reload that failed.",
+            "1 when the last config reload (or the start) succeeded, 0 after a reload that failed.",
             registry=r,
         )
         self.last_reload_ok.set(1)
+        self.last_reload_success = Gauge(
+            "runwatch_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load: the start, or a reload that was applied.",
+            registry=r,
+        )
 
     def prime(self, providers: Iterable[str], channels: Iterable[str], rules: Iterable[str]) -> None:
         """Create every series whose labels are known now, at 0, so dashboards and alerts see them.

@@ -71,6 +71,10 @@ class ChannelWorker:
         self.failures = 0
         self.open_until = 0.0
         self.draining = False
+        #: Set by :meth:`stop`: a reload removed or rebuilt the channel; no new batch is claimed.
+        self.stopping = False
+        #: Set once :meth:`run` has returned (or never will: stopped before it started).
+        self.finished = anyio.Event()
         self._stop_at = math.inf
         self._wake = anyio.Event()
         self._progress = anyio.Event()
@@ -90,6 +94,15 @@ class ChannelWorker:
         self._stop_at = deadline
         self.wake()
 
+    def stop(self) -> None:
+        """End :meth:`run` once the batch in flight is sent and recorded (a reload changed the channel).
+
+        Rows of that batch are each settled or released before ``run`` returns, so the worker that takes
+        over the channel never sends one of them twice, and nothing pending is dropped.
+        """
+        self.stopping = True
+        self.wake()
+
     async def wait_idle(self) -> None:
         await self._all_idle.wait()
 
@@ -97,14 +110,17 @@ class ChannelWorker:
         await self._progress.wait()
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.policy.concurrency):
-                tg.start_soon(self._loop)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.policy.concurrency):
+                    tg.start_soon(self._loop)
+        finally:
+            self.finished.set()
 
     # -- the loop ---------------------------------------------------------------------------------------
     async def _loop(self) -> None:
         limiter = anyio.CapacityLimiter(1)
-        while True:
+        while not self.stopping:
             if self._wake.is_set():
                 self._wake = anyio.Event()
             wake = self._wake
