@@ -6,6 +6,7 @@ Everything else gets a cancel scope or an event; only this module knows about si
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
