@@ -77,6 +77,8 @@ class PollReport:
     skipped: int = 0
     #: Monitors not due this cycle (idle, polled at the idle pace).
     idle: int = 0
+    #: Idle monitors due but left for a later cycle: the cycle ran out of time (the request budget).
+    deferred: int = 0
 
 
 class RunView(Protocol):
@@ -114,6 +116,59 @@ async def poll_stream(
     async with anyio.create_task_group() as tg, receive:
         tg.start_soon(run)
         yield receive, report
+
+
+#: Share of a cycle's request budget (``max_requests_per_second`` x ``poll_interval``) that idle polls
+#: may start within: past it the rest wait for a later cycle, so that a budget too small for every idle
+#: monitor never makes a cycle outlast its interval and delay the active ones.
+IDLE_SHARE = 0.8
+
+
+async def poll_monitors(
+    hot: Sequence[str],
+    idle: Sequence[str],
+    one: Callable[[str], Awaitable[None]],
+    *,
+    api: ApiClient,
+    seconds: float,
+    workers: int,
+    report: PollReport,
+) -> None:
+    """Poll ``hot`` then ``idle`` monitors, ``workers`` at a time, in that order.
+
+    A few workers pulling from one ordered queue rather than a task per monitor: at most ``workers``
+    requests ever wait for the request budget ahead of a hot monitor's next one, so ten thousand idle
+    monitors due together cannot starve the active ones. Once the cycle has sent ``IDLE_SHARE`` of
+    what the budget allows in ``seconds`` (the poll interval), a worker starts no more idle polls but
+    its first: the rest stay due (the longest waiting first next cycle), counted in ``report.deferred``.
+    """
+    queue = iter([*((m, True) for m in hot), *((m, False) for m in idle)])
+    limit = api.sent + IDLE_SHARE * api.rate * seconds
+
+    async def worker() -> None:
+        idle_started = False
+        for mid, is_hot in queue:
+            if not is_hot:
+                if idle_started and api.sent >= limit:
+                    report.deferred += 1
+                    continue
+                idle_started = True
+            await one(mid)
+
+    n = min(workers, len(hot) + len(idle))
+    if n == 1:
+        await worker()
+    elif n:
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(worker)
+    if report.deferred:
+        log.warning(
+            "poll.behind",
+            provider=api.provider,
+            deferred=report.deferred,
+            hint="idle monitors left for a later cycle: max_requests_per_second is too low for them all",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runwatch.log import get_logger
@@ -29,6 +28,7 @@ from runwatch.sources.base import (
     ProviderSpec,
     RunView,
     parse_time,
+    poll_monitors,
     poll_stream,
     read_back,
     read_pages,
@@ -152,11 +152,10 @@ class ExaSource:
                     self.monitors = list(listing)
                     self.schedule.listed(now, listing)
                     self.backlog.keep(listing)
-            due = [
-                m for m in self.monitors
-                if m in self.backlog or self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
-            ]  # fmt: skip
-            report.idle = len(self.monitors) - len(due)
+            hot, idle = self.schedule.plan(
+                self.monitors, now, lambda m: m in self.backlog or bool(view.unfinished(PROVIDER, m))
+            )
+            report.idle = len(self.monitors) - len(hot) - len(idle)
 
             async def one(monitor_id: str) -> None:
                 try:
@@ -174,9 +173,15 @@ class ExaSource:
                 report.snapshots += len(batch.snapshots)
                 await send.send(batch)
 
-            async with anyio.create_task_group() as tg:
-                for mid in due:
-                    tg.start_soon(one, mid)
+            await poll_monitors(
+                hot,
+                idle,
+                one,
+                api=self.api,
+                seconds=self.settings.poll_interval,
+                workers=self.settings.concurrency,
+                report=report,
+            )
 
         return poll_stream(produce)
 
