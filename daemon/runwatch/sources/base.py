@@ -383,15 +383,31 @@ class Source(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: parse_time's answers for strings: the same timestamps come back poll after poll (every unfinished run
+#: carries its createdAt and updatedAt in every answer), and fromisoformat is most of a run's parse.
+_TIMES: dict[str, float | None] = {}
+_TIMES_MAX = 20_000
+
+
 def parse_time(value: Any) -> float | None:
     """ISO-8601 strings, unix seconds or unix milliseconds -> unix seconds (None if unparseable)."""
+    if isinstance(value, str):
+        try:
+            return _TIMES[value]
+        except KeyError:
+            pass
+        if not value:
+            return None
+        try:
+            t: float | None = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            t = None
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        _TIMES[value] = t
+        return t
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return float(value) / 1000.0 if value > 1e11 else float(value)
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
     return None

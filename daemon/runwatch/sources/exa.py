@@ -199,6 +199,15 @@ class ExaSource:
         def visit(data: list[Any]) -> bool:
             news = False
             for obj in data:
+                if isinstance(obj, Mapping):
+                    rid, status = obj.get("id"), obj.get("status")
+                    if (
+                        isinstance(rid, str)
+                        and isinstance(status, str)
+                        and status in RUN_STATUSES
+                        and view.is_done(PROVIDER, rid) is True
+                    ):
+                        continue  # a usable run recorded finished: nothing new, nothing to parse
                 snap = parse_run(obj, monitor_id)
                 if snap is None:
                     report.skipped += 1
