@@ -719,11 +719,15 @@ def build_state(state_dir: Path, runs: int, finished: bool) -> None:
 
 @dataclass
 class Start:
+    #: Process start to /healthz 200.
     ready: float
     rss: int
     hwm: int
-    cpu_ready: float
+    #: The process's CPU when the daemon serves.
+    cpu_serving: float
     rest_share: float
+    #: Process start to the daemon's own /metrics 200.
+    serving: float
 
 
 def proc_status(pid: int, key: str) -> int:
@@ -739,17 +743,20 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def healthz(port: int) -> bool:
+def answers(port: int, path: str = "/healthz") -> bool:
+    """Whether ``path`` answers 200."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
-            s.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            s.sendall(b"GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" % path.encode())
             return s.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
 
 
 def start_daemon(cfg: Path, port: int, log: Path, settle: float) -> Start:
-    """Process start to /healthz 200; RSS (current and peak) ``settle`` seconds later; SIGTERM."""
+    """Process start to /healthz 200, and to the daemon's own /metrics 200 (the early answer of
+    ``runwatch run`` is 503 there: this is when the daemon is built and serving); RSS (current and
+    peak) and the CPU at rest ``settle`` seconds after that; SIGTERM."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS and not k.startswith("RUNWATCH_")}
     with log.open("ab") as err:
         t0 = time.perf_counter()
@@ -760,15 +767,18 @@ def start_daemon(cfg: Path, port: int, log: Path, settle: float) -> Start:
             env=env,
         )
         try:
-            while not healthz(port):
-                if proc.poll() is not None or time.perf_counter() - t0 > 120:
-                    raise RuntimeError(f"the daemon did not answer /healthz (exit {proc.poll()}); see {log}")
-                time.sleep(0.005)
-            ready = time.perf_counter() - t0
-            cpu_ready = proc_cpu(proc.pid)
+            marks: list[float] = []
+            for path in ("/healthz", "/metrics"):
+                while not answers(port, path):
+                    if proc.poll() is not None or time.perf_counter() - t0 > 120:
+                        raise RuntimeError(f"no {path} 200 (exit {proc.poll()}); see {log}")
+                    time.sleep(0.005)
+                marks.append(time.perf_counter() - t0)
+            ready, serving = marks
+            cpu_serving = proc_cpu(proc.pid)
             time.sleep(settle)
             rss, hwm = proc_status(proc.pid, "VmRSS"), proc_status(proc.pid, "VmHWM")
-            rest = (proc_cpu(proc.pid) - cpu_ready) / settle
+            rest = (proc_cpu(proc.pid) - cpu_serving) / settle
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -776,7 +786,7 @@ def start_daemon(cfg: Path, port: int, log: Path, settle: float) -> Start:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-    return Start(ready, rss, hwm, cpu_ready, rest)
+    return Start(ready, rss, hwm, cpu_serving, rest, serving)
 
 
 @dataclass
@@ -942,15 +952,16 @@ def report_states(rows: list[StateRow], rest: float, settle: float, goals: Goals
     empty = by[("empty", 0)]
     print(
         f"\n3+4. `python -m runwatch run` on a built state (providers off), medians of {len(empty.starts)}"
-        f" starts; RSS read {settle:g} s after /healthz answered"
+        f" starts; RSS read {settle:g} s after the daemon serves (its /metrics 200)"
     )
     print(
-        "   state             runs   /healthz 200 (fastest)   CPU by then        RSS   peak RSS   RSS - empty"
+        "   state             runs   /healthz 200 (fastest)   daemon serving   CPU by then        RSS"
+        "   peak RSS   RSS - empty"
     )
     for r in rows:
         print(
             f"   {r.label:10} {r.runs:9,} {r.median('ready'):12.2f} s ({r.least('ready'):.2f} s)"
-            f" {r.median('cpu_ready'):11.2f} s"
+            f" {r.median('serving'):14.2f} s {r.median('cpu_serving'):11.2f} s"
             f" {mb(r.median('rss')):>10} {mb(r.median('hwm')):>10}"
             f" {mb(r.median('rss') - empty.median('rss')):>13}"
         )
@@ -968,6 +979,7 @@ def report_states(rows: list[StateRow], rest: float, settle: float, goals: Goals
     print(
         f"   start-up with {big:,} finished runs: /healthz after {ready:.2f} s"
         f" ({ready - empty.median('ready'):+.2f} s on the empty state's {empty.median('ready'):.2f} s);"
+        f" the daemon serving after {fin.median('serving'):.2f} s ({empty.median('serving'):.2f} s empty);"
         f" RSS {mb(fin.median('rss'))} = empty + {mb(extra)}"
     )
     goals.append((f"start-up with {big:,} finished runs", f"{ready:.2f} s", "<= 0.5 s", ready <= 0.5))
