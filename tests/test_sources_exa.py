@@ -44,21 +44,23 @@ def fixed_story() -> Scenario:
 
 #: Requests per cycle (scenario second -> list_monitors, get_monitor, list_runs, get_run) at
 #: poll_interval 10 s, idle_poll_interval 60 s. A change that adds a request changes this table.
+#: Idle polls are spread over the idle interval: the first listing gives a, b, c, d the phases 12.5,
+#: 27.5, 42.5 and 57.5 s, and an idle monitor is polled in the cycle nearest its phase (each 60 s).
 EXPECTED_REQUESTS = {
     0: (1, 0, 5, 0),  # the list; each monitor's first page (c: two, 56 new runs)
     10: (0, 0, 2, 1),  # a and c have unfinished runs; c's is older than its first page: one GET
     20: (0, 0, 2, 1),
-    30: (0, 0, 3, 1),  # d's scheduled run was due at 25 s
+    30: (0, 0, 4, 1),  # d's scheduled run was due at 25 s; b's phase (27.5 s)
     40: (0, 0, 2, 1),  # a's run finished
     50: (0, 0, 1, 1),  # c's long run finished
-    60: (1, 0, 1, 0),  # the list and b (idle, last polled at 0 s)
-    70: (0, 0, 0, 0),
+    60: (1, 0, 1, 0),  # the list, and d at its phase (57.5 s)
+    70: (0, 0, 1, 0),  # a at its phase (72.5 s)
     80: (0, 0, 0, 0),
-    90: (0, 0, 1, 0),  # d, idle since 30 s
-    100: (0, 0, 1, 0),  # a, idle since 40 s
-    110: (0, 0, 1, 0),  # c, idle since 50 s
-    120: (1, 0, 1, 0),  # the list and b
-    130: (0, 0, 0, 0),
+    90: (0, 0, 1, 0),  # b (87.5 s)
+    100: (0, 0, 1, 0),  # c (102.5 s)
+    110: (0, 0, 0, 0),
+    120: (1, 0, 1, 0),  # the list and d
+    130: (0, 0, 1, 0),  # a
 }
 
 

@@ -49,17 +49,17 @@ EXPECTED_DOCUMENTED = {
     0: (1, 4, 5, 33),  # c: two event pages; every run seen for the first time is fetched
     10: (0, 2, 2, 2),  # a and c have unfinished runs
     20: (0, 2, 2, 2),
-    30: (0, 3, 3, 3),  # d's scheduled run was due at 25 s
+    30: (0, 4, 4, 3),  # d's scheduled run was due at 25 s; b at its phase (27.5 s: idle polls spread)
     40: (0, 2, 2, 2),
     50: (0, 1, 1, 1),
-    60: (1, 1, 1, 0),  # the list and b
-    70: (0, 0, 0, 0),
+    60: (1, 1, 1, 0),  # the list, and d at its phase (57.5 s)
+    70: (0, 1, 1, 0),  # a (72.5 s)
     80: (0, 0, 0, 0),
-    90: (0, 1, 1, 0),
-    100: (0, 1, 1, 0),
-    110: (0, 1, 1, 0),
-    120: (1, 1, 1, 0),
-    130: (0, 0, 0, 0),
+    90: (0, 1, 1, 0),  # b (87.5 s)
+    100: (0, 1, 1, 0),  # c (102.5 s)
+    110: (0, 0, 0, 0),
+    120: (1, 1, 1, 0),  # the list and d
+    130: (0, 1, 1, 0),  # a
 }
 #: The list carrying ``last_run``: one list request in each cycle that polls anything, no GETs.
 EXPECTED_WITH_LAST_RUN = {t: (int(sum(row) > 0), 0, row[2], row[3]) for t, row in EXPECTED_DOCUMENTED.items()}

@@ -239,7 +239,12 @@ class Daemon:
         source = self.sources[name]
         started = self.clock.now()
         with self.metrics.poll_duration.labels(name).time():
-            async with source.poll(self.store.runs, now=started, not_before=self.not_before) as (
+            async with source.poll(
+                self.store.runs,
+                now=started,
+                not_before=self.not_before,
+                watch_due=max(self._graces(), default=0.0),
+            ) as (
                 batches,
                 report,
             ):

@@ -17,19 +17,18 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
-
-import anyio
+from typing import TYPE_CHECKING, TextIO
 
 from runwatch import __version__
 from runwatch import log as logsetup
-from runwatch.config import Config, load_config
-from runwatch.durations import parse_duration
 from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
-from runwatch.sources.registry import PROVIDERS
-from runwatch.store.interfaces import FINISHED_STATES, OUTBOX_STATES
-from runwatch.yamlfile import FileProblems, Problem
+
+# Everything heavier (pydantic, the config, the sources, the store, anyio) is imported where it is
+# used: ``runwatch run`` starts answering /healthz (runwatch.httpserver.early_health) before it loads.
+if TYPE_CHECKING:
+    from runwatch.config import Config
+    from runwatch.httpserver import EarlyHealth
 
 #: Exit status when a command was given wrong arguments (argparse's own).
 USAGE = 2
@@ -40,6 +39,8 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _duration(text: str) -> float:
+    from runwatch.durations import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -87,6 +88,8 @@ def _silence_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from runwatch.store.interfaces import FINISHED_STATES, OUTBOX_STATES
+
     outbox = sub.add_parser(
         "outbox",
         help="list, replay or purge notifications in the state (works while the daemon runs)",
@@ -129,6 +132,8 @@ def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _parser() -> argparse.ArgumentParser:
+    from runwatch.sources.registry import PROVIDERS
+
     p = argparse.ArgumentParser(
         prog="runwatch",
         description="Watch Exa Websets and Olostep monitor runs; alert through apprise on what rules select.",
@@ -209,11 +214,14 @@ def _print_problems(exc: ConfigError, stream: TextIO | None = None) -> None:
 
 
 def _load(path: Path) -> Config:
+    from runwatch.config import load_config
+
     return load_config(path)
 
 
 def cmd_check(path: Path) -> int:
     from runwatch.app import check
+    from runwatch.yamlfile import FileProblems, Problem
 
     warnings: list[Problem] = []
     try:
@@ -241,6 +249,8 @@ def cmd_test_rules(rule_files: list[Path], cases: list[Path]) -> int:
 
 
 def cmd_run(path: Path) -> int:
+    import anyio
+
     from runwatch.app import Daemon
 
     config = _load(path)
@@ -255,6 +265,8 @@ def cmd_run(path: Path) -> int:
 
 
 def cmd_fake(provider: str, listen: str, scenario_path: Path | None) -> int:
+    import anyio
+
     from runwatch.fakes import load_scenario, run_fake
 
     scenario = load_scenario(scenario_path) if scenario_path else None
@@ -403,7 +415,41 @@ def _quiet_broken_pipe() -> int:
     return 141
 
 
+def _early_health(argv: Sequence[str] | None) -> EarlyHealth | None:
+    """``run --config FILE``: bind the metrics address and answer /healthz now, before the imports
+    and the state load that make up most of a start (runwatch.httpserver.early_health)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "run":
+        return None
+    path: str | None = None
+    for i, arg in enumerate(args[1:], 1):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if path is None:
+        return None
+    from runwatch import httpserver
+
+    listen = httpserver.configured_listen(Path(path))
+    early = httpserver.early_health(listen) if listen is not None else None
+    if early is not None:
+        # /healthz says the process is up, so a supervisor may send a reload already: it must not end
+        # the process (SIGHUP's default); the daemon reads its config afresh, and then handles SIGHUP.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return early
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    early = _early_health(argv)
+    try:
+        return _main(argv)
+    finally:
+        if early is not None:
+            early.close()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _usage_errors(parser, args)

@@ -110,6 +110,8 @@ class PollReport:
     idle: int = 0
     #: The monitor list, when this cycle read it: the daemon records it once the batches are in.
     listing: MonitorListing | None = None
+    #: Idle monitors due but left for a later cycle: the cycle ran out of time (the request budget).
+    deferred: int = 0
 
 
 class RunView(Protocol):
@@ -151,6 +153,59 @@ async def poll_stream(
     async with anyio.create_task_group() as tg, receive:
         tg.start_soon(run)
         yield receive, report
+
+
+#: Share of a cycle's request budget (``max_requests_per_second`` x ``poll_interval``) that idle polls
+#: may start within: past it the rest wait for a later cycle, so that a budget too small for every idle
+#: monitor never makes a cycle outlast its interval and delay the active ones.
+IDLE_SHARE = 0.8
+
+
+async def poll_monitors(
+    hot: Sequence[str],
+    idle: Sequence[str],
+    one: Callable[[str], Awaitable[None]],
+    *,
+    api: ApiClient,
+    seconds: float,
+    workers: int,
+    report: PollReport,
+) -> None:
+    """Poll ``hot`` then ``idle`` monitors, ``workers`` at a time, in that order.
+
+    A few workers pulling from one ordered queue rather than a task per monitor: at most ``workers``
+    requests ever wait for the request budget ahead of a hot monitor's next one, so ten thousand idle
+    monitors due together cannot starve the active ones. Once the cycle has sent ``IDLE_SHARE`` of
+    what the budget allows in ``seconds`` (the poll interval), a worker starts no more idle polls but
+    its first: the rest stay due (the longest waiting first next cycle), counted in ``report.deferred``.
+    """
+    queue = iter([*((m, True) for m in hot), *((m, False) for m in idle)])
+    limit = api.sent + IDLE_SHARE * api.rate * seconds
+
+    async def worker() -> None:
+        idle_started = False
+        for mid, is_hot in queue:
+            if not is_hot:
+                if idle_started and api.sent >= limit:
+                    report.deferred += 1
+                    continue
+                idle_started = True
+            await one(mid)
+
+    n = min(workers, len(hot) + len(idle))
+    if n == 1:
+        await worker()
+    elif n:
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(worker)
+    if report.deferred:
+        log.warning(
+            "poll.behind",
+            provider=api.provider,
+            deferred=report.deferred,
+            hint="idle monitors left for a later cycle: max_requests_per_second is too low for them all",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,26 +409,44 @@ class Source(Protocol):
     provider: str
 
     def poll(
-        self, view: RunView, *, now: float, not_before: float | None
+        self, view: RunView, *, now: float, not_before: float | None, watch_due: float = 0.0
     ) -> AbstractAsyncContextManager[tuple[MemoryObjectReceiveStream[MonitorBatch], PollReport]]:
         """One poll cycle of the monitors that are due at ``now``, as a stream of monitor batches.
 
         ``not_before`` (unix seconds): runs created before it are out of scope and never reported.
+        ``watch_due`` (seconds): the rules' largest ``grace`` for missed runs; a monitor whose
+        scheduled run is late is polled at ``poll_interval`` that long after its due time.
         """
         ...
 
     async def aclose(self) -> None: ...
 
 
+#: parse_time's answers for strings: the same timestamps come back poll after poll (every unfinished run
+#: carries its createdAt and updatedAt in every answer), and fromisoformat is most of a run's parse.
+_TIMES: dict[str, float | None] = {}
+_TIMES_MAX = 20_000
+
+
 def parse_time(value: Any) -> float | None:
     """ISO-8601 strings, unix seconds or unix milliseconds -> unix seconds (None if unparseable)."""
+    if isinstance(value, str):
+        try:
+            return _TIMES[value]
+        except KeyError:
+            pass
+        if not value:
+            return None
+        try:
+            t: float | None = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            t = None
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        _TIMES[value] = t
+        return t
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return float(value) / 1000.0 if value > 1e11 else float(value)
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
     return None

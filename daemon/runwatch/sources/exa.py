@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
-import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from runwatch.log import get_logger
@@ -31,6 +30,7 @@ from runwatch.sources.base import (
     ProviderSpec,
     RunView,
     parse_time,
+    poll_monitors,
     poll_stream,
     read_back,
     read_pages,
@@ -154,8 +154,10 @@ class ExaSource:
         return MonitorListing(PROVIDER, dict(self.listed), {m: due.get(m) for m in self.listed}, gone)
 
     def poll(
-        self, view: RunView, *, now: float, not_before: float | None
+        self, view: RunView, *, now: float, not_before: float | None, watch_due: float = 0.0
     ) -> AbstractAsyncContextManager[tuple[MemoryObjectReceiveStream[MonitorBatch], PollReport]]:
+        self.schedule.watch_due(watch_due)
+
         async def produce(send: MemoryObjectSendStream[MonitorBatch], report: PollReport) -> None:
             if self.schedule.listing_due(now) or not self.monitors:
                 try:
@@ -169,11 +171,10 @@ class ExaSource:
                     self.schedule.listed(now, listing)
                     self.backlog.keep(listing)
                     report.listing = self._listing(view, listing)
-            due = [
-                m for m in self.monitors
-                if m in self.backlog or self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
-            ]  # fmt: skip
-            report.idle = len(self.monitors) - len(due)
+            hot, idle = self.schedule.plan(
+                self.monitors, now, lambda m: m in self.backlog or bool(view.unfinished(PROVIDER, m))
+            )
+            report.idle = len(self.monitors) - len(hot) - len(idle)
 
             async def one(monitor_id: str) -> None:
                 try:
@@ -197,9 +198,15 @@ class ExaSource:
                     )
                 )
 
-            async with anyio.create_task_group() as tg:
-                for mid in due:
-                    tg.start_soon(one, mid)
+            await poll_monitors(
+                hot,
+                idle,
+                one,
+                api=self.api,
+                seconds=self.settings.poll_interval,
+                workers=self.settings.concurrency,
+                report=report,
+            )
 
         return poll_stream(produce)
 
@@ -217,6 +224,15 @@ class ExaSource:
         def visit(data: list[Any]) -> bool:
             news = False
             for obj in data:
+                if isinstance(obj, Mapping):
+                    rid, status = obj.get("id"), obj.get("status")
+                    if (
+                        isinstance(rid, str)
+                        and isinstance(status, str)
+                        and status in RUN_STATUSES
+                        and view.is_done(PROVIDER, rid) is True
+                    ):
+                        continue  # a usable run recorded finished: nothing new, nothing to parse
                 snap = parse_run(obj, monitor_id)
                 if snap is None:
                     report.skipped += 1

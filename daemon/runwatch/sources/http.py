@@ -12,13 +12,14 @@ default headers, which no error message prints, and the client registers it with
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import httpx
-import tenacity
+import orjson
 
 from runwatch.errors import ProviderError
 from runwatch.log import get_logger
@@ -134,8 +135,15 @@ class ApiClient:
         self.retries = retries
         self.policy = RetryPolicy(backoff_initial, backoff_max, retry_after_cap=retry_after_max)
         self._sleep = sleep
-        self._limit = anyio.Semaphore(concurrency)
+        # fast_acquire: no trip round the event loop when a slot is free (nearly always: the sources
+        # poll with at most ``concurrency`` workers).
+        self._limit = anyio.Semaphore(concurrency, fast_acquire=True)
+        #: The labelled request counter per endpoint, looked up once.
+        self._counters: dict[str, Any] = {}
         self._budget = RequestBudget(max_requests_per_second, sleep) if max_requests_per_second else None
+        #: Requests per second the budget allows (inf: no budget), and requests sent so far.
+        self.rate = max_requests_per_second or math.inf
+        self.sent = 0
         self.client = httpx.AsyncClient(
             base_url=base_url,
             headers={"accept": "application/json", **headers},
@@ -174,24 +182,26 @@ class ApiClient:
         await self.client.aclose()
 
     async def get_json(self, path: str, params: Mapping[str, Any] | None = None, *, endpoint: str) -> Any:
-        """GET and decode JSON, retrying what is worth retrying; raise ApiError otherwise."""
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.retries + 1),
-            wait=self.policy.wait,
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
-            sleep=self._sleep,
-            before_sleep=lambda state: self._retrying(path, state),
-            reraise=True,
-        )
-        try:
-            return await retrying(self._once, path, params, endpoint)
-        except ApiError as exc:
-            self.metrics.poll_errors.labels(self.provider, exc.reason).inc()
-            raise
+        """GET and decode JSON, retrying what is worth retrying; raise ApiError otherwise.
 
-    def _retrying(self, path: str, state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        assert isinstance(exc, ApiError)
+        The policy is :class:`RetryPolicy`'s, as tenacity would run it (``retries`` + 1 attempts, its
+        wait after each failed one), in a plain loop: a request that succeeds, nearly all of them,
+        pays for no retry machinery at all.
+        """
+        attempt = 1
+        while True:
+            try:
+                return await self._once(path, params, endpoint)
+            except ApiError as exc:
+                if not exc.retryable or attempt > self.retries:
+                    self.metrics.poll_errors.labels(self.provider, exc.reason).inc()
+                    raise
+                delay = self.policy.delay(attempt, exc.retry_after)
+                self._retrying(path, exc, attempt, delay)
+            await self._sleep(delay)
+            attempt += 1
+
+    def _retrying(self, path: str, exc: ApiError, attempt: int, delay: float) -> None:
         self.metrics.retries.labels(self.provider, exc.reason).inc()
         log.info(
             "api.retry",
@@ -200,15 +210,20 @@ class ApiClient:
             reason=exc.reason,
             status=exc.status,
             request_id=exc.request_id,
-            attempt=state.attempt_number,
-            delay=round(state.upcoming_sleep, 3),
+            attempt=attempt,
+            delay=round(delay, 3),
         )
 
     async def _read_bounded(self, resp: httpx.Response, path: str) -> bytes:
         """The body, or ApiError(too_large) as soon as it passes ``max_body`` (never held whole)."""
-        declared = resp.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            raise self._too_large(resp, path)
+        headers = resp.headers
+        declared = headers.get("content-length")
+        if declared and declared.isdigit():
+            if int(declared) > self.max_body:
+                raise self._too_large(resp, path)
+            if "content-encoding" not in headers:
+                # Framed by its length and not decompressed: the body is what was declared, no more.
+                return await resp.aread()
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.aiter_bytes():
@@ -231,7 +246,11 @@ class ApiClient:
     async def _once(self, path: str, params: Mapping[str, Any] | None, endpoint: str) -> Any:
         if self._budget is not None:
             await self._budget.take()
-        self.metrics.requests.labels(self.provider, endpoint).inc()
+        counter = self._counters.get(endpoint)
+        if counter is None:
+            counter = self._counters[endpoint] = self.metrics.requests.labels(self.provider, endpoint)
+        counter.inc()
+        self.sent += 1
         async with self._limit:
             try:
                 resp = await self.client.send(
@@ -260,6 +279,10 @@ class ApiClient:
                 retry_after=parse_retry_after(resp.headers.get("retry-after"), time.time()),
             )
         try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+        try:  # what orjson refuses and json reads (NaN, integers beyond 64 bits)
             return json.loads(content)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(

@@ -18,7 +18,6 @@ from dataclasses import replace
 from typing import Any, TypeGuard
 from urllib.parse import quote
 
-import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import field_validator
@@ -37,6 +36,7 @@ from runwatch.sources.base import (
     ProviderSpec,
     RunView,
     parse_time,
+    poll_monitors,
     poll_stream,
     read_back,
     read_pages,
@@ -270,16 +270,18 @@ class OlostepSource:
         return found
 
     def poll(
-        self, view: RunView, *, now: float, not_before: float | None
+        self, view: RunView, *, now: float, not_before: float | None, watch_due: float = 0.0
     ) -> AbstractAsyncContextManager[tuple[MemoryObjectReceiveStream[MonitorBatch], PollReport]]:
-        async def produce(send: MemoryObjectSendStream[MonitorBatch], report: PollReport) -> None:
-            def due_now(monitors: Iterable[str]) -> list[str]:
-                return [
-                    m for m in monitors
-                    if m in self.backlog or self.schedule.due(m, now, bool(view.unfinished(PROVIDER, m)))
-                ]  # fmt: skip
+        self.schedule.watch_due(watch_due)
 
-            due = due_now(self.monitors or self.settings.monitors)
+        async def produce(send: MemoryObjectSendStream[MonitorBatch], report: PollReport) -> None:
+            def due_now(monitors: Iterable[str]) -> tuple[list[str], list[str]]:
+                return self.schedule.plan(
+                    monitors, now, lambda m: m in self.backlog or bool(view.unfinished(PROVIDER, m))
+                )
+
+            hot, idle = due_now(self.monitors or self.settings.monitors)
+            due = hot or idle
             # The list is read at the idle pace; and each cycle something is due if it carries
             # last_run (one request then saves a GET of each monitor due).
             if self.schedule.listing_due(now) or not self.monitors or (due and self.list_has_last_run):
@@ -296,8 +298,8 @@ class OlostepSource:
                     self.list_has_last_run = any("last_run" in m for m in listing.values())
                     self.schedule.listed(now, {m: next_run_at(obj, now) for m, obj in listing.items()})
                     self.backlog.keep(listing)
-                    due = due_now(self.monitors)
-            report.idle = len(self.monitors) - len(due)
+                    hot, idle = due_now(self.monitors)
+            report.idle = len(self.monitors) - len(hot) - len(idle)
 
             async def one(monitor_id: str) -> None:
                 try:
@@ -315,9 +317,15 @@ class OlostepSource:
                 report.snapshots += len(batch.snapshots)
                 await send.send(replace(batch, last_started=max(started) if started else None))
 
-            async with anyio.create_task_group() as tg:
-                for mid in due:
-                    tg.start_soon(one, mid)
+            await poll_monitors(
+                hot,
+                idle,
+                one,
+                api=self.api,
+                seconds=self.settings.poll_interval,
+                workers=self.settings.concurrency,
+                report=report,
+            )
 
         return poll_stream(produce)
 
