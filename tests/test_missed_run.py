@@ -6,9 +6,6 @@ servers; the test drives poll cycles and the daemon's tick on a ManualClock."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,12 +14,11 @@ import pytest
 
 from runwatch.app import Daemon
 from runwatch.clock import ManualClock
-from runwatch.config import load_config
 from runwatch.fakes import RunningFake, Scenario, fake_server
-from runwatch.model import Alert, rfc3339
+from runwatch.model import rfc3339
 
-from .conftest import write_config
-from .test_end_to_end import EXA_KEY, FAST, OLOSTEP_KEY
+from .monitor_harness import config as harness_config
+from .monitor_harness import daemon_for, queued
 
 pytestmark = pytest.mark.anyio
 
@@ -46,44 +42,9 @@ rules:
 """
 
 
-def queued(daemon: Daemon) -> list[Alert]:
-    rows = daemon.store.db.execute("SELECT alert FROM notifications ORDER BY seq").fetchall()
-    return [Alert.from_payload(json.loads(r[0])) for r in rows]
-
-
 def missed(daemon: Daemon) -> list[tuple[str, str, str, str]]:
     """(rule, monitor, firing/resolved, type) of every notification about a missed run."""
     return [(a.rule, a.monitor_id, a.status, a.type) for a in queued(daemon) if a.rule.startswith("missed")]
-
-
-def config(tmp_path: Path, provider: str, fake: RunningFake[Any]) -> Path:
-    key = EXA_KEY if provider == "exa" else OLOSTEP_KEY
-    return write_config(
-        tmp_path,
-        f"""
-state_dir: {tmp_path / "state"}
-metrics_listen: 127.0.0.1:0
-providers:
-  {provider}: {{base_url: "{fake.base_url}", api_key: {key}, poll_interval: 10s,
-    idle_poll_interval: 60s, retries: 0}}
-channels:
-  ch: {{apprise: "json://127.0.0.1:9/ch"}}
-  other: {{apprise: "json://127.0.0.1:9/other"}}
-""",
-        RULES,
-    )
-
-
-@asynccontextmanager
-async def daemon_for(cfg: Path, clock: ManualClock) -> AsyncIterator[Daemon]:
-    daemon = Daemon(load_config(cfg), clock=clock, client_options=FAST)
-    try:
-        yield daemon
-    finally:
-        for source in daemon.sources.values():
-            await source.aclose()
-        daemon.silence_store.close()
-        daemon.store.close()
 
 
 async def step_to(daemon: Daemon, clock: ManualClock, t0: float, until: float, provider: str) -> None:
@@ -281,3 +242,7 @@ async def test_a_disabled_monitor_owes_no_run(tmp_path: Path) -> None:
                 ("missed", "monitor_on", "firing", "monitor.missed_run"),
                 ("missed-long", "monitor_on", "firing", "monitor.missed_run"),
             ]
+
+
+def config(tmp_path: Path, provider: str, fake: RunningFake[Any]) -> Path:
+    return harness_config(tmp_path, provider, fake, RULES, ["ch", "other"])

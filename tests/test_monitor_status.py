@@ -5,22 +5,16 @@ against the fake servers, driven cycle by cycle on a ManualClock."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
-from runwatch.config import load_config
 from runwatch.fakes import Fault, RunningFake, Scenario, fake_server
-from runwatch.model import Alert
 
-from .conftest import write_config
-from .test_end_to_end import EXA_KEY, FAST, OLOSTEP_KEY
+from .monitor_harness import config as harness_config
+from .monitor_harness import daemon_for, queued
 
 pytestmark = pytest.mark.anyio
 
@@ -44,42 +38,6 @@ rules:
     match: {}
     notify: [other]
 """
-
-
-def queued(daemon: Daemon) -> list[Alert]:
-    rows = daemon.store.db.execute("SELECT alert FROM notifications ORDER BY seq").fetchall()
-    return [Alert.from_payload(json.loads(r[0])) for r in rows]
-
-
-def config(tmp_path: Path, provider: str, fake: RunningFake[Any]) -> Path:
-    key = EXA_KEY if provider == "exa" else OLOSTEP_KEY
-    return write_config(
-        tmp_path,
-        f"""
-state_dir: {tmp_path / "state"}
-metrics_listen: 127.0.0.1:0
-providers:
-  {provider}: {{base_url: "{fake.base_url}", api_key: {key}, poll_interval: 10s,
-    idle_poll_interval: 60s, retries: 0}}
-channels:
-  ch: {{apprise: "json://127.0.0.1:9/ch"}}
-  runs: {{apprise: "json://127.0.0.1:9/runs"}}
-  other: {{apprise: "json://127.0.0.1:9/other"}}
-""",
-        RULES,
-    )
-
-
-@asynccontextmanager
-async def daemon_for(cfg: Path, clock: ManualClock) -> AsyncIterator[Daemon]:
-    daemon = Daemon(load_config(cfg), clock=clock, client_options=FAST)
-    try:
-        yield daemon
-    finally:
-        for source in daemon.sources.values():
-            await source.aclose()
-        daemon.silence_store.close()
-        daemon.store.close()
 
 
 EXA = Scenario.model_validate(
@@ -255,3 +213,7 @@ rules:
             daemon.lifecycle_tick()
             [note] = queued(daemon)
             assert note.title == "mrun_slow stuck, team=infra"
+
+
+def config(tmp_path: Path, provider: str, fake: RunningFake[Any]) -> Path:
+    return harness_config(tmp_path, provider, fake, RULES, ["ch", "runs", "other"])
