@@ -27,6 +27,7 @@ from runwatch.sources.base import (
     PollReport,
     ProviderSpec,
     RunView,
+    hand_over,
     parse_time,
     poll_monitors,
     poll_stream,
@@ -171,7 +172,7 @@ class ExaSource:
                     self.schedule.started(monitor_id, max(created))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
-                await send.send(batch)
+                await hand_over(send, batch)
 
             await poll_monitors(
                 hot,

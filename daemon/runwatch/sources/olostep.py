@@ -33,6 +33,7 @@ from runwatch.sources.base import (
     PollReport,
     ProviderSpec,
     RunView,
+    hand_over,
     parse_time,
     poll_monitors,
     poll_stream,
@@ -304,7 +305,7 @@ class OlostepSource:
                     self.schedule.started(monitor_id, max(started))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
-                await send.send(batch)
+                await hand_over(send, batch)
 
             await poll_monitors(
                 hot,
