@@ -133,6 +133,15 @@ class RunView(Protocol):
 Produce = Callable[[MemoryObjectSendStream[MonitorBatch], PollReport], Awaitable[None]]
 
 
+async def hand_over(send: MemoryObjectSendStream[MonitorBatch], batch: MonitorBatch) -> None:
+    """Send a batch to the daemon: at once while the stream has room (no trip round the event loop
+    per monitor: the request before it has just yielded), else wait for room."""
+    try:
+        send.send_nowait(batch)
+    except anyio.WouldBlock:
+        await send.send(batch)
+
+
 @asynccontextmanager
 async def poll_stream(
     produce: Produce,

@@ -29,6 +29,7 @@ from runwatch.sources.base import (
     PollReport,
     ProviderSpec,
     RunView,
+    hand_over,
     parse_time,
     poll_monitors,
     poll_stream,
@@ -190,12 +191,13 @@ class ExaSource:
                     self.schedule.started(monitor_id, max(created))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
-                await send.send(
+                await hand_over(
+                    send,
                     replace(
                         batch,
                         monitor=self.listed.get(monitor_id),
                         last_started=max(created) if created else None,
-                    )
+                    ),
                 )
 
             await poll_monitors(

@@ -35,6 +35,7 @@ from runwatch.sources.base import (
     PollReport,
     ProviderSpec,
     RunView,
+    hand_over,
     parse_time,
     poll_monitors,
     poll_stream,
@@ -315,7 +316,7 @@ class OlostepSource:
                     self.schedule.started(monitor_id, max(started))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
-                await send.send(replace(batch, last_started=max(started) if started else None))
+                await hand_over(send, replace(batch, last_started=max(started) if started else None))
 
             await poll_monitors(
                 hot,
