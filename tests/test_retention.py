@@ -10,6 +10,7 @@ from runwatch.config import load_config
 from runwatch.model import RunSnapshot
 from runwatch.retention import Retention
 from runwatch.store import Notification, State
+from runwatch.store.interfaces import MonitorRecord
 
 from .conftest import make_alert, write_config
 
@@ -32,6 +33,8 @@ def test_sent_and_dead_rows_and_finished_runs_age_out(tmp_path: Path) -> None:
     clock = ManualClock(T0)
     state = State(cfg.state_dir)
     state.record("exa", [snap("done", "failed"), snap("live", "running")], [], T0)
+    monitors = [MonitorRecord("exa", "gone", "deleted", {}), MonitorRecord("exa", "kept", "enabled", {})]
+    state.record("exa", [], [], T0, monitor_updates=monitors)
     state.record("exa", [], [Notification(make_alert(i)) for i in range(3)], T0)
     out = state.outbox
     sent, dead, pending = out.claim("ch", T0, 10, "me", 600)
@@ -53,7 +56,13 @@ def test_sent_and_dead_rows_and_finished_runs_age_out(tmp_path: Path) -> None:
     horizon = retention.run_once()
     assert horizon == T0 + 61 - 60
     assert state.runs.run("exa", "done") is None and state.runs.run("exa", "live") is not None
+    # A monitor deleted that long ago is forgotten too; a live one is kept.
+    assert state.monitors.get("exa", "gone") is None and state.monitors.get("exa", "kept") is not None
+    assert state.runs.listed_monitors("exa") == ["kept"]
     state.close()
+    reopened = State(cfg.state_dir)
+    assert [r.monitor_id for r in reopened.monitors.records()] == ["kept"]
+    reopened.close()
 
     # A forgotten run is not news if a listing shows it again: the daemon ignores runs from before
     # the horizon, as it does runs from before its first start.

@@ -1,7 +1,8 @@
 """The state does not grow without bound: finished notifications and finished runs age out.
 
 Sent and dead notifications older than ``delivery.keep`` and runs that finished longer ago than
-``state.keep_finished`` (with their events) are deleted. Forgetting a run must not make it news again
+``state.keep_finished`` (with their events) are deleted, and so are monitors recorded as deleted that long
+ago. Forgetting a run must not make it news again
 if a listing shows it later, so the cut-off is kept as ``retention_horizon``: the daemon ignores runs
 created before it, as it ignores runs from before its first start.
 """
@@ -34,8 +35,9 @@ class Retention:
         rows = self.state.outbox.purge(now - self.keep, FINISHED_STATES)
         horizon = now - self.keep_finished
         runs = self.state.runs.purge_finished(horizon)
+        monitors = self.state.monitors.purge_deleted(horizon)
         if runs:
             self.state.set_meta("retention_horizon", repr(horizon))
-        if rows or runs:
-            log.info("retention.purged", notifications=rows, runs=runs)
+        if rows or runs or monitors:
+            log.info("retention.purged", notifications=rows, runs=runs, deleted_monitors=monitors)
         return horizon if runs else None

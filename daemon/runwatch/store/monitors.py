@@ -82,6 +82,27 @@ class SqliteMonitors:
                 (BASELINE_KEY.format(provider=baselined),),
             )
 
+    def purge_deleted(self, before: float) -> int:
+        """Forget monitors recorded as deleted before ``before``; returns how many. (One that is
+        listed again later comes back as a monitor that appeared.)"""
+        db = self.db
+        gone = db.execute(
+            "SELECT provider, monitor_id FROM monitor_state WHERE status = 'deleted' AND updated_at < ?",
+            (before,),
+        ).fetchall()
+        if not gone:
+            return 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM monitor_state WHERE provider = ? AND monitor_id = ?", gone)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        for provider, monitor_id in gone:
+            self._records.pop((str(provider), str(monitor_id)), None)
+        return len(gone)
+
     def apply(self, updates: Sequence[MonitorRecord], baselined: str | None) -> None:
         """After the commit."""
         for r in updates:
