@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import sys
 import time
@@ -391,3 +392,23 @@ async def test_a_rotated_secret_file_rebuilds_its_channel_and_an_unchanged_confi
     await daemon.pollers.aclose()
     daemon.silence_store.close()
     daemon.store.close()
+
+
+async def test_a_reload_applies_log_level_and_names_log_format_as_needing_a_restart(
+    tmp_path: Path, log_lines: io.StringIO
+) -> None:
+    body = f"state_dir: {tmp_path / 'state'}\nlog_level: warning\nchannels:\n  a: {{apprise: 'json://127.0.0.1:9/a'}}\n"
+    cfg = write_config(tmp_path, body, "rules: []\n")
+    daemon = Daemon(load_config(cfg))
+    try:
+        assert daemon.reload()
+        assert logging.getLogger("runwatch").level == logging.WARNING
+        cfg.write_text(body.replace("log_level: warning", "log_level: debug\nlog_format: json"))
+        assert daemon.reload()
+        assert logging.getLogger("runwatch").level == logging.DEBUG
+        assert re.search(r"event=reload\.needs_restart sections=log_format ", log_lines.getvalue())
+    finally:
+        logging.getLogger("runwatch").setLevel(logging.INFO)
+        await daemon.pollers.aclose()
+        daemon.silence_store.close()
+        daemon.store.close()

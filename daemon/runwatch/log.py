@@ -104,6 +104,11 @@ def get_logger(name: str) -> Log:
     return Log(name)
 
 
+def set_level(level: str) -> None:
+    """runwatch's own log level (a reload applies ``log_level`` this way; the handler stays)."""
+    logging.getLogger("runwatch").setLevel(level.upper())
+
+
 def setup(level: str = "info", style: str = "logfmt", stream: Any = None) -> None:
     """Route runwatch's logs (and the libraries' warnings) to one stream, one line per event."""
     out = stream or sys.stderr
@@ -116,6 +121,6 @@ def setup(level: str = "info", style: str = "logfmt", stream: Any = None) -> Non
     handler._runwatch = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
-    logging.getLogger("runwatch").setLevel(level.upper())
+    set_level(level)
     for noisy in ("httpx", "httpcore", "uvicorn", "apprise"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

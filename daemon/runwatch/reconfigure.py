@@ -26,7 +26,7 @@ from runwatch.credentials import read_credential
 from runwatch.delivery import Channel
 from runwatch.delivery.policy import ChannelPolicy
 from runwatch.delivery.registry import KINDS
-from runwatch.log import get_logger
+from runwatch.log import get_logger, set_level
 from runwatch.metrics import Metrics
 from runwatch.redact import register
 from runwatch.rules import RuleSet
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 #: Config keys a reload does not apply (a warning names them): they need a restart.
-RESTART_KEYS = ("state_dir", "state", "metrics_listen")
+RESTART_KEYS = ("state_dir", "state", "metrics_listen", "log_format")
 
 
 @dataclass
@@ -238,6 +238,7 @@ def apply(daemon: Daemon, p: Plan) -> None:
     daemon.deliverer.reconfigure(p.channels, p.policies, set(p.rebuilt))
     daemon.outbox_collector.channels = list(p.channels)
     daemon.retention.keep = p.config.settings.delivery.keep
+    set_level(p.config.settings.log_level)
     enabled = p.config.enabled_providers()
     for settings in enabled.values():
         assert settings.api_key is not None
