@@ -44,8 +44,6 @@ from runwatch.yamlfile import FileProblems, Problem
 
 log = get_logger(__name__)
 
-#: Config sections a reload does not apply (it says so): they need a restart.
-RESTART_SECTIONS = reconfigure.RESTART_KEYS
 #: How often (real seconds) the lifecycle looks for repeats that are due.
 LIFECYCLE_TICK = 1.0
 

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from runwatch.model import Change, ChangeKind
 from runwatch.rules.schema import FieldOps, MatchSpec
@@ -32,7 +32,6 @@ class _Missing:
 
 
 _MISSING = _Missing()
-MISSING: Final[Any] = _MISSING
 
 
 def lookup(root: Any, path: Sequence[str]) -> Any:

@@ -52,13 +52,6 @@ class SqliteAlerts:
         )
         return [self.open[k] for k in keys]
 
-    def due_repeats(self, now: float) -> list[OpenAlert]:
-        return [
-            a
-            for a in self.open.values()
-            if a.firing and a.next_repeat_at is not None and a.next_repeat_at <= now
-        ]
-
     def firing(self) -> int:
         return sum(1 for a in self.open.values() if a.firing)
 
