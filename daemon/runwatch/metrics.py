@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from runwatch import __version__
 from runwatch.clock import Clock
+from runwatch.model import ChangeKind
 
 #: ``reason`` labels of poll errors that exist at 0 from the start (others, e.g. ``http_418``, appear
 #: when they happen; HTTP statuses keep the label bounded).
@@ -50,7 +51,7 @@ RETRIED_REASONS = frozenset(
 )
 #: Outcomes of one poll cycle (``crash`` is a bug in runwatch, caught so the loop goes on).
 POLL_OUTCOMES = ("ok", "error", "crash")
-CHANGE_KINDS = ("run.status", "run.event")
+CHANGE_KINDS = tuple(k.value for k in ChangeKind)
 #: Transitions of a lifecycle rule's alert (``runwatch_alert_transitions_total{event}``): ``grouped`` is
 #: one grouped notification sent, ``flapping``/``flapping_ended`` a group starting/ending to flap.
 ALERT_TRANSITIONS = ("fired", "repeated", "resolved", "grouped", "flapping", "flapping_ended")
