@@ -210,26 +210,11 @@ class Alert:
         """The ``alerts`` list of the payload: always at least the one change it is about."""
         if self.alerts:
             return [dict(a) for a in self.alerts]
-        return [
-            {
-                "type": self.type,
-                "provider": self.provider,
-                "monitor_id": self.monitor_id,
-                "run_id": self.run_id,
-                "from": self.from_status,
-                "to": self.to_status,
-                "event": self.event,
-                "message": self.message,
-                "failed_reason": self.failed_reason,
-                "occurred_at": rfc3339(self.occurred_at),
-                "detected_at": rfc3339(self.detected_at),
-                "run": dict(self.run),
-            }
-        ]
+        return [{k: v for k, v in self.payload().items() if k in _ITEM_KEYS}]
 
     def payload(self) -> dict[str, Any]:
         """The JSON object a webhook receives (schema version 1; later versions only add fields)."""
-        return {
+        out: dict[str, Any] = {
             "type": self.type,
             "id": self.id,
             "version": ALERT_VERSION,
@@ -252,15 +237,29 @@ class Alert:
             "status": self.status,
             "channel": self.channel,
             "run": dict(self.run),
-            "alerts": self.items(),
         }
+        # One change: its item is the fields above (built once, not a second time with new dates).
+        out["alerts"] = [dict(a) for a in self.alerts] or [{k: out[k] for k in _ITEM_KEYS}]
+        return out
+
+    def stored(self) -> dict[str, Any]:
+        """What the state keeps (the outbox row, an open alert's last notifications): the payload,
+        without the ``alerts`` list when it would only repeat the one change the fields describe
+        (:meth:`payload` rebuilds it), so a row is not twice its size."""
+        data = self.payload()
+        if not self.alerts:
+            del data["alerts"]
+        return data
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> Alert:
-        """The inverse of :meth:`payload` (what the outbox stores), for this and older versions
-        (a payload without ``alerts`` is about its one change)."""
+        """The inverse of :meth:`payload` and :meth:`stored`, for this and older versions (a payload
+        without ``alerts`` is about its one change)."""
         alert = cls._from_fields(data)
-        items = [dict(a) for a in data.get("alerts") or () if isinstance(a, Mapping)]
+        raw = data.get("alerts")
+        if not raw:
+            return alert
+        items = [dict(a) for a in raw if isinstance(a, Mapping)]
         if items and items != alert.items():
             return replace(alert, alerts=tuple(items))
         return alert
@@ -290,6 +289,13 @@ class Alert:
             format=str(data.get("format") or "text"),
             status=str(data.get("status") or "firing"),
         )
+
+
+#: The payload's fields that describe one change (an item of its ``alerts`` list).
+_ITEM_KEYS = (
+    "type", "provider", "monitor_id", "run_id", "from", "to", "event", "message", "failed_reason",
+    "occurred_at", "detected_at", "run",
+)  # fmt: skip
 
 
 def _unix(value: Any) -> float:

@@ -319,7 +319,7 @@ class Lifecycle:
             alert = replace(alert, pending=[], dropped=0, next_flush_at=None, held=[])
         elif fired is not None and spec is not None and not spec.grouped():
             out.append(fired)
-            alert.last = [a.payload() for a in alerts_for(fired)]
+            alert.last = [a.stored() for a in alerts_for(fired)]
         if fired is not None and not alert.flapping:  # grouped: it opened; the group sends it later
             self.metrics.alert_transitions.labels("fired").inc()
             log.info("alert.fired", rule=alert.rule, group=alert.group)
@@ -333,7 +333,7 @@ class Lifecycle:
             if rule.title is None:
                 decision = replace(decision, title=f"[resolved] {decision.title}")
             if alert.pending:  # the group's firing notification is not sent yet: this one follows it
-                alert = replace(alert, held=[*alert.held, *(a.payload() for a in alerts_for(decision))])
+                alert = replace(alert, held=[*alert.held, *(a.stored() for a in alerts_for(decision))])
             else:
                 out.append(decision)
         return close(alert)
@@ -409,7 +409,7 @@ class Lifecycle:
             notes.extend(Notification(x) for x in sent)
             notes.extend(Notification(Alert.from_payload(h)) for h in a.held)
             if a.firing:
-                a = replace(a, last=[x.payload() for x in sent])
+                a = replace(a, last=[x.stored() for x in sent])
                 if spec.repeat_interval:
                     a.next_repeat_at = now + spec.repeat_interval
             self.metrics.alert_transitions.labels("grouped").inc()
@@ -432,7 +432,7 @@ class Lifecycle:
             decision = _prefixed(rule.decide(change, flapping="ended"), "[flapping ended]")
             sent = [replace(x, detected_at=now) for x in alerts_for(decision, key=key)]
             notes.extend(Notification(x) for x in sent)
-            a = replace(a, last=[x.payload() for x in sent], opened_at=now, repeats=0)
+            a = replace(a, last=[x.stored() for x in sent], opened_at=now, repeats=0)
             a.next_repeat_at = now + spec.repeat_interval if spec.repeat_interval else None
         elif spec.send_resolved:
             decision = _prefixed(

@@ -51,7 +51,7 @@ class SqliteOutbox:
             cur = db.execute(
                 "INSERT OR IGNORE INTO notifications (id, channel, rule, severity, title, alert,"
                 " detected_at, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (a.id, a.channel, a.rule, a.severity, a.title, orjson.dumps(a.payload()),
+                (a.id, a.channel, a.rule, a.severity, a.title, orjson.dumps(a.stored()),
                  a.detected_at, now, now),
             )  # fmt: skip
             new += cur.rowcount
