@@ -25,11 +25,11 @@ from typing import Any
 import anyio
 import httpx
 
-from runwatch.app import Daemon
 from runwatch.config import load_config
+from runwatch.demo.receiver import Receiver
 from runwatch.fakes import dump_scenario, generate_scenario
 from runwatch.httpserver import serve
-from runwatch.receiver import Receiver
+from runwatch.service.app import Daemon
 
 KEY = "bench-key"
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
 
-from runwatch.lifecycle import OpenAlert
 from runwatch.model import Change, ChangeKind, RunEvent
 from runwatch.rules import RuleSet, load_rules
+from runwatch.store.alert_state import OpenAlert
 
 KINDS = ("run.status", "run.event", "run.stuck", "source.error")
 

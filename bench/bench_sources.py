@@ -64,11 +64,11 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import ExaSection, OlostepSection, Scenario, fake_server, generate_scenario
 from runwatch.model import TERMINAL_STATUSES, RunEvent, RunSnapshot
+from runwatch.service.app import Daemon
 from runwatch.store import State
 
 KEY = "bench-key"

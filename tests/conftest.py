@@ -22,9 +22,9 @@ from aiosmtpd.smtp import SMTP, AuthResult
 
 from runwatch import log as logsetup
 from runwatch import redact
+from runwatch.demo.receiver import Receiver
 from runwatch.httpserver import Listening, serve
 from runwatch.model import Alert, notification_id
-from runwatch.receiver import Receiver
 
 SMTP_USER = "alerts"
 SMTP_PASSWORD = "hunter2-smtp-Pa55"

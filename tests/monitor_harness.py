@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import RunningFake
 from runwatch.model import Alert
+from runwatch.service.app import Daemon
 
 from .conftest import write_config
 from .test_end_to_end import EXA_KEY, FAST, OLOSTEP_KEY

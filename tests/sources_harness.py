@@ -1,7 +1,7 @@
 """One provider source against its fake on loopback, a real state, and a ManualClock: cycle by cycle.
 
 What the daemon does in ``poll_once``, minus rules and delivery: each batch a source yields is diffed
-against the state (``runwatch.diff.diff``, the Detect stage's own function) and recorded, so a test
+against the state (``runwatch.pipeline.detect.diff``, the Detect stage's own function) and recorded, so a test
 sees exactly which changes a cycle would report, and which requests it cost (the fake's request log).
 Nothing is mocked: the source speaks HTTP to the fake, the state is SQLite in ``tmp_path``.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from runwatch.clock import ManualClock
-from runwatch.diff import diff
 from runwatch.fakes import RunningFake, Scenario, fake_server
 from runwatch.metrics import Metrics
 from runwatch.model import Change
+from runwatch.pipeline.detect import diff
 from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.store import State

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.app import Daemon
-from runwatch.cli import main
+from runwatch.commands.parser import main
 from runwatch.config import load_config
+from runwatch.service.app import Daemon
 from runwatch.yamlfile import FileProblems, Problem
 
 RULE = "rules:\n  - {name: a, match: {provider: exa}, notify: [ops]}\n"

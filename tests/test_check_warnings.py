@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.cli import main
-from runwatch.sanity import looks_like_placeholder
+from runwatch.commands.parser import main
+from runwatch.commands.warnings import looks_like_placeholder
 
 RULE = "rules:\n  - {name: a, match: {provider: exa}, notify: [ops]}\n"
 CHANNELS = "channels:\n  ops: {apprise: 'json://127.0.0.1:9/x'}\n"

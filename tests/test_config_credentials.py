@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.app import build_channels
 from runwatch.config import load_config
 from runwatch.delivery import Channel, Delivered
+from runwatch.service.assemble import build_channels
 from runwatch.yamlfile import FileProblems
 
 from .conftest import ReceiverServer, make_alert

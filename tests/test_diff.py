@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runwatch.diff import diff
 from runwatch.model import ChangeKind, RunEvent, RunSnapshot
+from runwatch.pipeline.detect import diff
 from runwatch.store import RunRecord
 
 

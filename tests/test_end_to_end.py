@@ -17,10 +17,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import FakeExa, FakeOlostep, Fault, RunningFake, Scenario, fake_server
+from runwatch.service.app import Daemon
 
 from .conftest import SMTP_PASSWORD, ReceiverServer, SmtpSink, mailto_url, write_config
 

@@ -7,14 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from runwatch.fakes import (
-    Fault,
-    Scenario,
-    default_scenario,
-    dump_scenario,
-    generate_scenario,
-    load_scenario,
-)
+from runwatch.fakes import Fault, Scenario, default_scenario, dump_scenario, generate_scenario, load_scenario
 from runwatch.fakes._common import parse_offset
 from runwatch.yamlfile import FileProblems
 

@@ -127,7 +127,7 @@ async def test_flapping_drops_the_pending_group_and_sends_the_flapping_notice_in
 
 
 def test_a_row_written_before_grouping_still_loads() -> None:
-    from runwatch.lifecycle import OpenAlert
+    from runwatch.store.alert_state import OpenAlert
 
     old = json.dumps(
         {"rule": "x", "group": {"provider": "exa"}, "firing": True, "opened_at": 1.0, "matches": [],

@@ -10,10 +10,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from runwatch.app import Daemon, check
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.model import rfc3339
+from runwatch.service.app import Daemon
+from runwatch.service.assemble import check
 from runwatch.sources.base import parse_time
 from runwatch.yamlfile import FileProblems
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import Scenario, fake_server
 from runwatch.model import Alert
 from runwatch.rules import load_rules
+from runwatch.service.app import Daemon
 
 from .conftest import write_config
 from .test_end_to_end import EXA_KEY, FAST

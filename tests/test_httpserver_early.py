@@ -1,7 +1,7 @@
 """``runwatch run`` answers /healthz before its daemon is built: the early socket, and its handover.
 
 Real sockets on loopback, a real HTTP client; the app served after the handover is the daemon's own
-operations app (runwatch.web).
+operations app (runwatch.service.endpoints).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from runwatch.clock import ManualClock
 from runwatch.httpserver import configured_listen, early_health, serve
 from runwatch.metrics import Metrics
-from runwatch.web import Health, make_app
+from runwatch.service.endpoints import Health, make_app
 
 from .tools import free_port
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runwatch import starter
+from runwatch.commands import init as starter
 
 from .tools import REPO, RUNWATCH
 

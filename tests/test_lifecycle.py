@@ -11,7 +11,11 @@ import pytest
 from runwatch.clock import ManualClock
 from runwatch.metrics import Metrics
 from runwatch.model import Alert, RunSnapshot
-from runwatch.pipeline import Detect, Lifecycle, Match, Pipeline, Record
+from runwatch.pipeline.chain import Pipeline
+from runwatch.pipeline.detect import Detect
+from runwatch.pipeline.lifecycle import Lifecycle
+from runwatch.pipeline.match import Match
+from runwatch.pipeline.record import Record
 from runwatch.rules import load_rules
 from runwatch.sources.base import MonitorBatch
 from runwatch.store import State

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from runwatch.app import Daemon
 from runwatch.config import load_config
 from runwatch.metrics import POLL_ERROR_REASONS, Metrics
+from runwatch.service.app import Daemon
 
 from .conftest import write_config
 

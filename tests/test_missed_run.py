@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.fakes import RunningFake, Scenario, fake_server
 from runwatch.model import rfc3339
+from runwatch.service.app import Daemon
 
 from .monitor_harness import config as harness_config
 from .monitor_harness import daemon_for, queued

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from runwatch.app import Daemon
 from runwatch.config import load_config
+from runwatch.service.app import Daemon
 
 from .conftest import write_config
 

@@ -19,10 +19,10 @@ from typing import Any
 import anyio
 import pytest
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import RunningFake, Scenario, fake_server
+from runwatch.service.app import Daemon
 
 from .conftest import ReceiverServer, write_config
 from .test_end_to_end import EXA_KEY, FAST, OLOSTEP_KEY

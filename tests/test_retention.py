@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.model import RunSnapshot
-from runwatch.retention import Retention
+from runwatch.service.app import Daemon
+from runwatch.service.retention import Retention
 from runwatch.store import Notification, State
 from runwatch.store.interfaces import MonitorRecord
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.model import Alert, RunSnapshot
+from runwatch.service.app import Daemon
 from runwatch.sources.base import MonitorBatch
 
 from .conftest import write_config

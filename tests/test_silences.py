@@ -18,8 +18,9 @@ from runwatch.delivery import Deliverer
 from runwatch.delivery.policy import ChannelPolicy
 from runwatch.delivery.webhook import WebhookChannel
 from runwatch.metrics import Metrics
-from runwatch.silences import Muter, SilenceSpec, SilenceStore
+from runwatch.pipeline.silences import Muter, SilenceSpec
 from runwatch.store import Notification, State
+from runwatch.store.silences import SilenceStore
 from runwatch.yamlfile import FileProblems
 
 from .conftest import make_alert, write_config
@@ -185,9 +186,9 @@ rules:
 async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_path: Path) -> None:
     """A lifecycle alert silenced when it fired is sent when the silence ends (it is still open);
     the one-off notification of the same failure, and an alert that resolved while silenced, are not."""
-    from runwatch.app import Daemon
     from runwatch.config import load_config
     from runwatch.model import RunSnapshot
+    from runwatch.service.app import Daemon
     from runwatch.sources.base import MonitorBatch
 
     from .conftest import write_config

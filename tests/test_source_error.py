@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import Fault
 from runwatch.model import Alert
+from runwatch.service.app import Daemon
 
 from .conftest import write_config
 from .test_end_to_end import EXA_KEY, FAST, fakes

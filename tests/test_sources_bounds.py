@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from runwatch.app import Daemon
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import Fault, Scenario, fake_server
 from runwatch.model import RunSnapshot
+from runwatch.service.app import Daemon
 from runwatch.sources.base import OVERSIZE, PAGE_ITEMS_MAX
 from runwatch.sources.exa import PAGE_LIMIT
 from runwatch.sources.olostep import EVENTS_PAGE

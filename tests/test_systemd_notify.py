@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runwatch import systemd
+from runwatch.service import systemd
 
 from .conftest import write_config
 from .tools import RUNWATCH, free_port, running

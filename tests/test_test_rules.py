@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.rule_cases import MAX_NOTIFICATIONS, run_test_rules
+from runwatch.commands.test_rules import MAX_NOTIFICATIONS, run_test_rules
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "rules").glob("*.yaml"))

@@ -1,3 +1,3 @@
-from runwatch.cli import main
+from runwatch.commands.parser import main
 
 raise SystemExit(main())

@@ -23,7 +23,7 @@ from runwatch.delivery.policy import ChannelPolicy, Rate
 from runwatch.delivery.registry import channel_fields
 from runwatch.durations import Duration
 from runwatch.httpserver import parse_listen
-from runwatch.silences import SilenceSpec
+from runwatch.pipeline.silences import SilenceSpec
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 from runwatch.yamlfile import FileProblems, Problem

@@ -8,12 +8,18 @@ and must be readable by the systemd unit's ``DynamicUser``.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
 
 #: What each target of ``runwatch init`` writes: paths inside ``runwatch/share``, kept as is.
 BUNDLES: dict[str, tuple[str, ...]] = {
@@ -90,3 +96,22 @@ def _mkdirs(folder: Path) -> None:
 def describe(written: Iterable[Path]) -> list[str]:
     """One line per file written, for the command's output."""
     return [f"wrote {p}" for p in written]
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from runwatch.commands import init as starter
+
+    targets = {b: getattr(args, "dir" if b == "config" else b) for b in starter.BUNDLES}
+    targets = {b: d for b, d in targets.items() if d is not None} or {"config": Path(".")}
+    try:
+        written = starter.write(targets, force=args.force)
+    except starter.TargetExists as exc:
+        print(f"runwatch init: already there: {exc}; nothing written (--force overwrites)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"runwatch init: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(starter.describe(written)))
+    if "config" in targets:
+        print(f"next: runwatch check --config {targets['config'] / 'runwatch.yaml'}")
+    return 0

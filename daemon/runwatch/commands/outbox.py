@@ -1,10 +1,9 @@
-"""The operator's commands: ``outbox list | replay | purge`` and ``send-test``.
+"""``runwatch outbox list | replay | purge``: the notification log, beside a running daemon or not.
 
-They run beside a live daemon: the outbox is opened with :func:`runwatch.store.open_outbox` (no lock,
-never creates a state; WAL lets them read and write while the daemon does), and ``send-test`` does not
-open the state at all. Channels are built with the daemon's own code, so what ``send-test`` proves is
-what the daemon will do. Every line printed passes through :func:`runwatch.redact.redact`, after the
-config's channel secrets have been registered, so a secret stored in an old error text stays hidden.
+The outbox is opened with :func:`runwatch.store.open_outbox` (no lock, never creates a state; WAL lets
+these commands read and write while the daemon does). Every line printed passes through
+:func:`runwatch.redact.redact`, after the config's channel secrets have been registered, so a secret
+stored in an old error text stays hidden.
 
 Each command returns its exit status; anything that stops it is a :class:`~runwatch.errors.RunwatchError`
 (the CLI prints it as one line and exits 1).
@@ -12,24 +11,22 @@ Each command returns its exit status; anything that stops it is a :class:`~runwa
 
 from __future__ import annotations
 
-import contextlib
+import argparse
 import json
-import secrets
 import shutil
-import sqlite3
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from runwatch.config import Config, load_config
-from runwatch.delivery.channel import Channel, ChannelSetupError, Delivered, Outcome, Permanent, Retry
-from runwatch.delivery.registry import build_channel
-from runwatch.errors import DeliveryError, StateError
-from runwatch.model import Alert, rfc3339
-from runwatch.redact import redact, register
-from runwatch.store import STATE_FILE, OutboxItem, SqliteOutbox, open_outbox
-from runwatch.yamlfile import FileProblems, Problem
+from runwatch.commands.common import load, opened_outbox, say
+from runwatch.model import rfc3339
+from runwatch.redact import redact
+from runwatch.store import OutboxItem, SqliteOutbox
+
+if TYPE_CHECKING:
+    pass
 
 #: Rows ``outbox list`` shows as a table unless ``--limit`` says otherwise (``--json`` shows all).
 TABLE_LIMIT = 100
@@ -40,41 +37,6 @@ MIN_ERROR_WIDTH = 30
 #: Channel and rule names longer than this are cut in the table (``--json`` has them whole).
 MAX_NAME_WIDTH = 24
 FINISHED_STATES: tuple[str, ...] = ("sent", "dead", "silenced")
-
-
-def say(text: str, stream: TextIO) -> None:
-    """Print one redacted line (or block): the only way these commands write."""
-    print(redact(text), file=stream)
-
-
-# -- config and state ---------------------------------------------------------------------------------
-def load(path: Path) -> Config:
-    """The config as ``run`` reads it, with every channel's secrets registered for redaction.
-
-    Building each channel with the daemon's code registers exactly what the daemon would mask; a
-    channel that cannot be built is skipped here (``check`` is the place to hear about it).
-    """
-    config = load_config(path)
-    for provider in config.enabled_providers().values():
-        if provider.api_key is not None:
-            register(provider.api_key.get_secret_value())
-    for name, block in config.settings.channels.items():
-        with contextlib.suppress(ChannelSetupError):
-            build_channel(name, block, base_dir=config.base_dir).close()
-    return config
-
-
-@contextlib.contextmanager
-def opened_outbox(config: Config) -> Iterator[SqliteOutbox]:
-    """The outbox of the config's state, closed after; SQLite failures become one StateError line."""
-    path = config.state_dir / STATE_FILE
-    outbox = open_outbox(config.state_dir)
-    try:
-        yield outbox
-    except sqlite3.Error as exc:
-        raise StateError(f"state file {path}: {exc}") from None
-    finally:
-        outbox.close()
 
 
 # -- outbox list --------------------------------------------------------------------------------------
@@ -264,78 +226,19 @@ def outbox_purge(config_path: Path, *, older_than: float, state: str | None, out
     return 0
 
 
-# -- send-test ----------------------------------------------------------------------------------------
-def sample_alert(channel: str, now: float) -> Alert:
-    """A notification that says it is a test, shaped like a real ``run.status`` alert."""
-    return Alert(
-        id=f"msg_test_{secrets.token_hex(8)}",
-        type="run.status",
-        channel=channel,
-        provider="exa",
-        monitor_id="monitor_test",
-        run_id="mrun_test",
-        rule="send-test",
-        severity="info",
-        title=f"runwatch test notification to {channel}",
-        body=(
-            f"This is a test sent by `runwatch send-test {channel}`; no run changed.\n"
-            "It looks like a real alert: exa monitor monitor_test, run mrun_test, running -> failed.\n"
-            "If you can read this, the channel works."
-        ),
-        detected_at=now,
-        occurred_at=now,
-        from_status="running",
-        to_status="failed",
-        failed_reason="none: this is a test",
-        labels={"test": "true"},
-        run={"id": "mrun_test", "status": "failed", "test": True},
-    )
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """``runwatch outbox list | replay | purge``, beside a running daemon or not."""
+    from runwatch.commands import outbox as ops
 
-
-def build_one(config: Config, name: str) -> Channel:
-    """The one channel ``name``, built as the daemon builds it; RunwatchError if it is not usable."""
-    channels = config.settings.channels
-    if name not in channels:
-        configured = ", ".join(sorted(channels)) or "none"
-        raise DeliveryError(f"unknown channel {name!r}; configured channels: {configured}")
-    try:
-        return build_channel(name, channels[name], base_dir=config.base_dir)
-    except ChannelSetupError as exc:
-        loc = ["channels", name, *exc.field.split(".")]
-        raise FileProblems(
-            [Problem(config.shown, config.line_of(*loc), ".".join(loc), exc.message)]
-        ) from None
-
-
-def describe_outcome(channel: Channel, outcome: Outcome, millis: float, alert_id: str) -> str:
-    """One line: channel, outcome, status, latency, and the error detail when there is one."""
-    status = getattr(outcome, "status", None)
-    facts = [f"status {status}"] if status is not None else []
-    if isinstance(outcome, Retry | Permanent):
-        facts.append(outcome.reason)
-    if isinstance(outcome, Retry) and outcome.after is not None:
-        facts.append(f"retry after {outcome.after:g}s")
-    kind = {Delivered: "delivered", Retry: "retry", Permanent: "permanent"}[type(outcome)]
-    head = f"{channel.name} ({channel.kind}): {kind} in {millis:.0f} ms"
-    head += f" ({', '.join(facts)})" if facts else ""
-    if isinstance(outcome, Delivered):
-        return f"{head}; id {alert_id}"
-    return f"{head}: {outcome.detail}"
-
-
-def send_test(config_path: Path, name: str, *, out: TextIO) -> int:
-    """``runwatch send-test CHANNEL``: one sample alert through the real channel, now; 0 if delivered."""
-    config = load(config_path)
-    channel = build_one(config, name)
-    alert = sample_alert(name, time.time())
-    try:
-        started = time.perf_counter()
-        try:
-            outcome = channel.send(alert)
-        except Exception as exc:  # a channel should report, not raise; if one does, say what it raised
-            raise DeliveryError(f"send-test {name}: the channel raised {type(exc).__name__}: {exc}") from None
-        millis = (time.perf_counter() - started) * 1000
-    finally:
-        channel.close()
-    say(describe_outcome(channel, outcome, millis, alert.id), out)
-    return 0 if isinstance(outcome, Delivered) else 1
+    if args.action == "list":
+        return ops.outbox_list(
+            args.config, state=args.state, channel=args.channel, as_json=args.json, limit=args.limit,
+            out=sys.stdout,
+        )  # fmt: skip
+    if args.action == "replay":
+        return ops.outbox_replay(
+            args.config, args.ids, dead=args.dead, channel=args.channel, out=sys.stdout, err=sys.stderr
+        )
+    if args.action == "purge":
+        return ops.outbox_purge(args.config, older_than=args.older_than, state=args.state, out=sys.stdout)
+    raise AssertionError(args.action)

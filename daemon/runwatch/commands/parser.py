@@ -2,7 +2,7 @@
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
 the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
-:mod:`runwatch.operator_commands` and take the same ``--config`` as ``run``.
+:mod:`runwatch.commands.outbox` and take the same ``--config`` as ``run``.
 
 One error path: any :class:`~runwatch.errors.RunwatchError` a command raises (a config problem, a state
 that is locked, corrupt or too new, a channel that cannot be built) ends here as its message on stderr
@@ -12,22 +12,21 @@ and exit status 1, never a traceback. Every message goes through the redactor be
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from runwatch import __version__
-from runwatch import log as logsetup
 from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
 
 # Everything heavier (pydantic, the config, the sources, the store, anyio) is imported where it is
 # used: ``runwatch run`` starts answering /healthz (runwatch.httpserver.early_health) before it loads.
 if TYPE_CHECKING:
-    from runwatch.config import Config
     from runwatch.httpserver import EarlyHealth
 
 #: Exit status when a command was given wrong arguments (argparse's own).
@@ -207,184 +206,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_problems(exc: ConfigError, stream: TextIO | None = None) -> None:
-    out = stream or sys.stdout
-    for problem in exc.problems:
-        print(redact(str(problem)), file=out)
-
-
-def _load(path: Path) -> Config:
-    from runwatch.config import load_config
-
-    return load_config(path)
-
-
-def cmd_check(path: Path) -> int:
-    from runwatch.app import check
-    from runwatch.yamlfile import FileProblems, Problem
-
-    warnings: list[Problem] = []
-    try:
-        config = _load(path)
-        ruleset, channels = check(config, warnings)
-    except FileProblems as exc:
-        _print_problems(exc)
-        return 1
-    for warning in warnings:  # on stderr, so that stdout stays the one summary line
-        print(redact(f"warning: {warning}"), file=sys.stderr)
-    enabled = sorted(config.enabled_providers())
-    print(
-        f"OK: {path}: {len(ruleset)} rules in {len(ruleset.files)} files, "
-        f"{len(channels)} channels, providers enabled: {', '.join(enabled) or 'none (no API key set)'}"
-    )
-    return 0
-
-
-def cmd_test_rules(rule_files: list[Path], cases: list[Path]) -> int:
-    """``runwatch test-rules``: exit 0 when every case gets exactly the notifications it expects."""
-    from runwatch.rule_cases import run_test_rules
-
-    logsetup.setup("error")  # the notifications are the output; a template error shows in its body
-    return run_test_rules(rule_files, cases, out=sys.stdout)
-
-
-def cmd_run(path: Path) -> int:
-    import anyio
-
-    from runwatch.app import Daemon
-
-    config = _load(path)
-    logsetup.setup(config.settings.log_level, config.settings.log_format)
-    try:
-        daemon = Daemon(config)
-        anyio.run(daemon.serve_until_signalled)
-    except OSError as exc:  # the metrics port is taken, or the like: the OS says what
-        print(redact(f"runwatch: {exc}"), file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_fake(provider: str, listen: str, scenario_path: Path | None) -> int:
-    import anyio
-
-    from runwatch.fakes import load_scenario, run_fake
-
-    scenario = load_scenario(scenario_path) if scenario_path else None
-    logsetup.setup("info")
-    try:
-        anyio.run(run_fake, provider, listen, scenario)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(redact(f"runwatch fake: {exc}"), file=sys.stderr)
-        return 1
-    return 0
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from runwatch import starter
-
-    targets = {b: getattr(args, "dir" if b == "config" else b) for b in starter.BUNDLES}
-    targets = {b: d for b, d in targets.items() if d is not None} or {"config": Path(".")}
-    try:
-        written = starter.write(targets, force=args.force)
-    except starter.TargetExists as exc:
-        print(f"runwatch init: already there: {exc}; nothing written (--force overwrites)", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"runwatch init: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(starter.describe(written)))
-    if "config" in targets:
-        print(f"next: runwatch check --config {targets['config'] / 'runwatch.yaml'}")
-    return 0
-
-
-def cmd_demo(forever: bool, metrics_listen: str | None) -> int:
-    """``runwatch demo``: the shipped story, end to end, on loopback."""
-    from runwatch.demo import run_demo
-
-    return run_demo(forever=forever, metrics_listen=metrics_listen)
-
-
-def cmd_outbox(args: argparse.Namespace) -> int:
-    """``runwatch outbox list | replay | purge``, beside a running daemon or not."""
-    from runwatch import operator_commands as ops
-
-    if args.action == "list":
-        return ops.outbox_list(
-            args.config, state=args.state, channel=args.channel, as_json=args.json, limit=args.limit,
-            out=sys.stdout,
-        )  # fmt: skip
-    if args.action == "replay":
-        return ops.outbox_replay(
-            args.config, args.ids, dead=args.dead, channel=args.channel, out=sys.stdout, err=sys.stderr
-        )
-    if args.action == "purge":
-        return ops.outbox_purge(args.config, older_than=args.older_than, state=args.state, out=sys.stdout)
-    raise AssertionError(args.action)
-
-
-def cmd_reload(path: Path) -> int:
-    """``runwatch reload``: SIGHUP to the daemon that holds this config's state directory.
-
-    ``check`` first, so a broken file is reported here (the daemon would keep its config anyway).
-    """
-    from runwatch.store.lock import holder_pid
-
-    if cmd_check(path) != 0:
-        return 1
-    config = _load(path)
-    pid = holder_pid(config.state_dir)
-    if pid is None:
-        print(f"runwatch: no runwatch is running on {config.state_dir}", file=sys.stderr)
-        return 1
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        print(f"runwatch: the runwatch holding {config.state_dir} (pid {pid}) is gone", file=sys.stderr)
-        return 1
-    print(f"reload signalled to runwatch pid {pid}; its log says whether the new config was taken")
-    return 0
-
-
-def cmd_silence(args: argparse.Namespace) -> int:
-    """``runwatch silence add | list | expire``."""
-    from runwatch import silence_commands as sc
-
-    if args.action == "add":
-        try:
-            matchers = sc.parse_matchers(args.match)
-        except ValueError as exc:
-            print(f"runwatch: {exc}", file=sys.stderr)
-            return 2
-        return sc.silence_add(args.config, matchers, args.duration, args.comment, args.created_by, sys.stdout)
-    if args.action == "list":
-        return sc.silence_list(args.config, as_json=args.json, out=sys.stdout)
-    if args.action == "expire":
-        return sc.silence_expire(args.config, args.id, sys.stdout, sys.stderr)
-    raise AssertionError(args.action)
-
-
-def cmd_send_test(path: Path, channel: str) -> int:
-    """``runwatch send-test CHANNEL``: exit 0 only if the channel acknowledged the sample."""
-    from runwatch.operator_commands import send_test
-
-    return send_test(path, channel, out=sys.stdout)
-
-
 def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
+    """Each command's function in its family's module, imported only when that command runs: ``run``
+    answers /healthz before the heavy imports, and ``--help`` or a usage error stays quick."""
+
+    def call(module: str, func: str, arguments: Callable[[], tuple[object, ...]]) -> Callable[[], int]:
+        def run() -> int:
+            command = getattr(importlib.import_module(f"runwatch.commands.{module}"), func)
+            return int(command(*arguments()))
+
+        return run
+
     return {
-        "check": lambda: cmd_check(args.config),
-        "test-rules": lambda: cmd_test_rules(args.rule_files, args.cases),
-        "run": lambda: cmd_run(args.config),
-        "outbox": lambda: cmd_outbox(args),
-        "send-test": lambda: cmd_send_test(args.config, args.channel),
-        "silence": lambda: cmd_silence(args),
-        "reload": lambda: cmd_reload(args.config),
-        "fake": lambda: cmd_fake(args.provider, args.listen, args.scenario),
-        "demo": lambda: cmd_demo(args.forever, args.metrics_listen),
-        "init": lambda: cmd_init(args),
+        "check": call("check", "cmd_check", lambda: (args.config,)),
+        "test-rules": call("test_rules", "cmd_test_rules", lambda: (args.rule_files, args.cases)),
+        "run": call("run", "cmd_run", lambda: (args.config,)),
+        "outbox": call("outbox", "cmd_outbox", lambda: (args,)),
+        "send-test": call("send_test", "cmd_send_test", lambda: (args.config, args.channel)),
+        "silence": call("silence", "cmd_silence", lambda: (args,)),
+        "reload": call("run", "cmd_reload", lambda: (args.config,)),
+        "fake": call("rehearse", "cmd_fake", lambda: (args.provider, args.listen, args.scenario)),
+        "demo": call("rehearse", "cmd_demo", lambda: (args.forever, args.metrics_listen)),
+        "init": call("init", "cmd_init", lambda: (args,)),
     }
 
 
@@ -398,7 +241,9 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def report(exc: RunwatchError) -> None:
     """A RunwatchError as the user reads it: a config's problems one per line, else one line."""
     if isinstance(exc, ConfigError):
-        _print_problems(exc, sys.stderr)
+        from runwatch.commands.common import print_problems
+
+        print_problems(exc, sys.stderr)
     else:
         print(redact(f"runwatch: {exc}"), file=sys.stderr)
 

@@ -7,18 +7,23 @@ change only with the config).
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from runwatch.commands.common import load, say
 from runwatch.errors import StateError
 from runwatch.model import rfc3339
-from runwatch.operator_commands import load, say
-from runwatch.silences import SilenceStore
 from runwatch.store import STATE_FILE
+from runwatch.store.silences import SilenceStore
+
+if TYPE_CHECKING:
+    pass
 
 
 def parse_matchers(pairs: Sequence[str]) -> dict[str, str]:
@@ -119,3 +124,21 @@ def silence_expire(config_path: Path, silence_id: str, out: TextIO, err: TextIO)
         return 1
     say(f"expired {silence_id}", out)
     return 0
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    """``runwatch silence add | list | expire``."""
+    from runwatch.commands import silence as sc
+
+    if args.action == "add":
+        try:
+            matchers = sc.parse_matchers(args.match)
+        except ValueError as exc:
+            print(f"runwatch: {exc}", file=sys.stderr)
+            return 2
+        return sc.silence_add(args.config, matchers, args.duration, args.comment, args.created_by, sys.stdout)
+    if args.action == "list":
+        return sc.silence_list(args.config, as_json=args.json, out=sys.stdout)
+    if args.action == "expire":
+        return sc.silence_expire(args.config, args.id, sys.stdout, sys.stderr)
+    raise AssertionError(args.action)

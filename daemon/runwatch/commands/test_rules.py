@@ -18,10 +18,11 @@ import dataclasses
 import difflib
 import re
 import sqlite3
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 from pydantic import (
     AfterValidator,
@@ -36,16 +37,22 @@ from pydantic import (
     model_validator,
 )
 
+from runwatch import log as logsetup
 from runwatch import yamlfile
 from runwatch.durations import format_duration, parse_duration
 from runwatch.metrics import Metrics
 from runwatch.model import MONITOR_STATUSES, RUN_STATUSES, SEVERITIES, Alert, Change, ChangeKind, RunEvent
-from runwatch.pipeline import Batch, Lifecycle, Match, alerts_for
+from runwatch.pipeline.chain import Batch
+from runwatch.pipeline.lifecycle import Lifecycle
+from runwatch.pipeline.match import Match, alerts_for
 from runwatch.rules import RuleSet, load_rules
 from runwatch.rules.schema import KINDS, PROVIDERS
 from runwatch.sources.base import MonitorBatch
 from runwatch.store.alerts import SqliteAlerts
 from runwatch.yamlfile import FileProblems, Problem
+
+if TYPE_CHECKING:
+    pass
 
 #: Unix time of a case's second 0 (any fixed value: templates do not see times).
 START = 1_780_000_000.0
@@ -543,3 +550,11 @@ def run_test_rules(rule_files: Sequence[Path], case_files: Sequence[Path], *, ou
         file=out,
     )
     return 0
+
+
+def cmd_test_rules(rule_files: list[Path], cases: list[Path]) -> int:
+    """``runwatch test-rules``: exit 0 when every case gets exactly the notifications it expects."""
+    from runwatch.commands.test_rules import run_test_rules
+
+    logsetup.setup("error")  # the notifications are the output; a template error shows in its body
+    return run_test_rules(rule_files, cases, out=sys.stdout)

@@ -16,7 +16,7 @@ from runwatch.delivery.policy import ChannelPolicy
 from runwatch.delivery.worker import ChannelWorker
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
-from runwatch.silences import Muter
+from runwatch.pipeline.silences import Muter
 from runwatch.store.outbox import SqliteOutbox
 
 log = get_logger(__name__)

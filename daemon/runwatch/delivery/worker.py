@@ -25,9 +25,9 @@ from runwatch.delivery.channel import Channel, Delivered, Outcome, Permanent, Re
 from runwatch.delivery.policy import ChannelPolicy, TokenBucket
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
+from runwatch.pipeline.silences import Muter
 from runwatch.redact import redact
 from runwatch.retry import RetryPolicy
-from runwatch.silences import Muter
 from runwatch.store.interfaces import Claimed, Outbox
 
 log = get_logger(__name__)

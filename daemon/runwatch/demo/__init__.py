@@ -19,9 +19,9 @@ import anyio
 from runwatch import log as logsetup
 from runwatch.clock import SystemClock
 from runwatch.config import load_config
+from runwatch.demo.receiver import Receiver
 from runwatch.fakes import Scenario, default_scenario, fake_server
 from runwatch.httpserver import can_listen, serve
-from runwatch.receiver import Receiver
 from runwatch.redact import redact
 
 HERE = Path(__file__).resolve().parent
@@ -82,7 +82,7 @@ def run_demo(*, forever: bool = False, metrics_listen: str | None = None) -> int
 
 
 async def _demo(forever: bool, metrics_listen: str) -> int:
-    from runwatch.app import Daemon
+    from runwatch.service.app import Daemon
 
     scenario = default_scenario()
     clock = SystemClock()

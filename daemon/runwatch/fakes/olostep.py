@@ -22,14 +22,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runwatch.fakes._base import (
-    BadRequest,
-    FakeBase,
-    Handler,
-    decode_cursor,
-    encode_cursor,
-    json_response,
-)
+from runwatch.fakes._base import BadRequest, FakeBase, Handler, decode_cursor, encode_cursor, json_response
 from runwatch.fakes._common import EPS, iso
 from runwatch.fakes.faults import Fault
 from runwatch.fakes.scenario import OlostepMonitor, OlostepRun

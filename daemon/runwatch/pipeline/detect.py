@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from runwatch.log import get_logger
+from runwatch.metrics import Metrics
 from runwatch.model import TERMINAL_STATUSES, Change, ChangeKind, RunSnapshot
+from runwatch.pipeline.chain import Batch
+from runwatch.sources.registry import PROVIDERS
+from runwatch.store import State
 from runwatch.store.interfaces import RunRecord
+
+log = get_logger(__name__)
 
 
 def diff(prev: RunRecord | None, snap: RunSnapshot, now: float) -> list[Change]:
@@ -52,3 +59,51 @@ def diff(prev: RunRecord | None, snap: RunSnapshot, now: float) -> list[Change]:
     if status_change is not None:
         changes.append(status_change)
     return changes
+
+
+class Detect:
+    """Diff each snapshot against the state; a monitor read for the first time is a silent baseline."""
+
+    def __init__(self, store: State, metrics: Metrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.baselined: set[str] = {p for p in PROVIDERS if store.get_meta(f"baseline_done:{p}") == "1"}
+
+    def provider_settled(self, provider: str) -> None:
+        """The provider's first error-free poll cycle is over: new monitors are news from now on."""
+        if provider not in self.baselined:
+            self.store.set_meta(f"baseline_done:{provider}", "1")
+            self.baselined.add(provider)
+
+    def __call__(self, batch: Batch) -> None:
+        src = batch.source
+        batch.baseline = src.provider not in self.baselined and not self.store.runs.knows_monitor(
+            src.provider, src.monitor_id
+        )
+        runs = self.store.runs
+        for snap in src.snapshots:
+            if runs.is_done(src.provider, snap.run_id):
+                continue  # finished and reported before: nothing about it is news
+            batch.changes.extend(diff(runs.run(src.provider, snap.run_id), snap, batch.now))
+        if batch.baseline:
+            if batch.changes:
+                log.info(
+                    "baseline.recorded",
+                    provider=src.provider,
+                    monitor_id=src.monitor_id,
+                    runs=len(src.snapshots),
+                    changes_silenced=len(batch.changes),
+                )
+            batch.changes = []
+        for ch in batch.changes:
+            self.metrics.changes.labels(ch.provider, ch.kind.value).inc()
+            log.info(
+                "change.detected",
+                provider=ch.provider,
+                monitor_id=ch.monitor_id,
+                run_id=ch.run_id,
+                kind=ch.kind.value,
+                from_status=ch.from_status,
+                to_status=ch.to_status,
+                step=ch.event.name if ch.event else None,
+            )

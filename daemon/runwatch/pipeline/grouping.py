@@ -12,24 +12,23 @@ alert of the lifecycle notifies, never what it is about:
   flapping: one notification says so, then the group is quiet until ``quiet`` passes with no
   alternation; then one notification says the flapping ended.
 
-The functions here are pure (an :class:`~runwatch.lifecycle.OpenAlert` in, the changed one out); the
+The functions here are pure (an :class:`~runwatch.pipeline.lifecycle.OpenAlert` in, the changed one out); the
 pipeline's Lifecycle stage calls them and records the result in the same transaction as its cause, so
 a pending group or a flapping state survives ``kill -9`` like every other part of the lifecycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from runwatch.lifecycle import Flapping, OpenAlert
 from runwatch.model import Change, ChangeKind, RunEvent
+from runwatch.rules.lifecycle_spec import Flapping
+from runwatch.store.alert_state import OpenAlert
 
 #: A group lists at most this many matches per notification; more are counted ("and 12 more").
 MAX_GROUP_ITEMS = 1000
-#: A grouped default body lists at most this many lines (the webhook's ``alerts`` list has them all).
-BODY_LINES = 50
 
 BAD = "bad"
 GOOD = "good"
@@ -116,49 +115,6 @@ def flushed(alert: OpenAlert, now: float, interval: float) -> OpenAlert:
 
 
 # --- default texts of a grouped notification ----------------------------------------------------------
-
-
-def _what(changes: Sequence[Change]) -> str:
-    n = len(changes)
-    kinds = {c.kind for c in changes}
-    if kinds == {ChangeKind.RUN_STATUS}:
-        tos = {c.to_status for c in changes}
-        if len(tos) == 1:
-            return f"{n} runs {next(iter(tos))}"
-        return f"{n} run status changes"
-    if kinds == {ChangeKind.RUN_EVENT}:
-        names = {c.event.name if c.event else "" for c in changes}
-        return f"{n} events {next(iter(names))}" if len(names) == 1 else f"{n} run events"
-    if kinds == {ChangeKind.RUN_STUCK}:
-        return f"{n} runs stuck"
-    return f"{n} changes"
-
-
-def group_title(changes: Sequence[Change], severity: str, rule: str, more: int = 0) -> str:
-    """``[warning] exa: 5 runs failed (rule X)``; with one monitor in the group it is named too."""
-    providers = ", ".join(sorted({c.provider for c in changes}))
-    monitors = {c.monitor_id for c in changes}
-    where = f"{providers} {next(iter(monitors))}" if len(monitors) == 1 and "" not in monitors else providers
-    listed = list(changes)
-    what = _what(listed) if not more else _what(listed).replace(str(len(listed)), str(len(listed) + more), 1)
-    return f"[{severity}] {where}: {what} (rule {rule})"
-
-
-def _line(c: Change) -> str:
-    status = f"{c.from_status} -> {c.to_status}" if c.from_status else (c.to_status or "")
-    what = f"event {c.event.name}" if c.kind is ChangeKind.RUN_EVENT and c.event else status or str(c.kind)
-    reason = c.failed_reason or (c.event.message if c.event else "")
-    text = f"- {c.monitor_id} run {c.run_id}: {what}" + (f": {reason}" if reason else "")
-    return " ".join(text.split())[:300]
-
-
-def group_body(changes: Sequence[Change], more: int = 0) -> str:
-    """One line per change, the newest last; long groups end with how many were not listed."""
-    lines = [_line(c) for c in changes[:BODY_LINES]]
-    rest = len(changes) - len(lines) + more
-    if rest > 0:
-        lines.append(f"… and {rest} more")
-    return "\n".join(lines)
 
 
 # --- flap damping -------------------------------------------------------------------------------------

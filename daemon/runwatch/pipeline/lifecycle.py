@@ -13,7 +13,7 @@ identified by the rule and the values of its ``group_by`` labels (default: provi
 - it resolves when a run of its group completes (a ``run.status`` change to ``completed`` the rule
   itself does not match); ``send_resolved: true`` then sends one resolved notification;
 - ``group_wait``/``group_interval`` and ``flapping`` change when and how often it notifies (grouped
-  notifications, flap damping): see :mod:`runwatch.grouping`. Their state lives in the same row.
+  notifications, flap damping): see :mod:`runwatch.pipeline.grouping`. Their state lives in the same row.
 
 Open alerts live in the state (:class:`runwatch.store.alerts.SqliteAlerts`) and every change to them
 is recorded in the same transaction as the change that caused it, so a restart or ``kill -9`` keeps
@@ -23,167 +23,34 @@ the lifecycle where it was: no re-fire, no lost resolve, no repeat sent early.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
-
-from runwatch.durations import Duration
 from runwatch.log import get_logger
+from runwatch.metrics import Metrics
 from runwatch.model import TERMINAL_STATUSES, Alert, Change, ChangeKind, notification_id
+from runwatch.pipeline.chain import Batch
+from runwatch.pipeline.grouping import (
+    BAD,
+    GOOD,
+    change_from_data,
+    collect,
+    flapping_ended,
+    flush_due,
+    flushed,
+    forget_flips,
+    observe,
+)
+from runwatch.pipeline.match import _prefixed, alerts_for
+from runwatch.rules import Decision, Rule, RuleSet
+from runwatch.rules.lifecycle_spec import LifecycleSpec
+from runwatch.store.alert_state import AlertUpdate, OpenAlert
+from runwatch.store.alerts import SqliteAlerts
+from runwatch.store.interfaces import Notification
 
 log = get_logger(__name__)
 
-#: Labels a ``group_by`` may name (besides the rule's own labels).
-GROUP_LABELS: tuple[str, ...] = ("provider", "monitor_id", "run_id", "kind", "event", "to")
 DEFAULT_GROUP_BY: tuple[str, ...] = ("provider", "monitor_id")
-#: ``group_wait`` when only ``group_interval`` is given, and the reverse (Alertmanager's defaults).
-DEFAULT_GROUP_WAIT = 30.0
-DEFAULT_GROUP_INTERVAL = 300.0
-#: ``flapping.count`` when not given: more than this many alternations within ``within`` is flapping.
-DEFAULT_FLAP_COUNT = 4
-
-
-class Threshold(BaseModel):
-    """Fire only when the rule matched ``count`` times within ``within``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    count: int = Field(ge=1, description="Matches needed to fire.")
-    within: Duration = Field(description="The window the matches must fall in (e.g. 24h).")
-
-
-class Flapping(BaseModel):
-    """Flap damping: a group alternating between matching and completing is reported once as flapping."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    count: int = Field(
-        DEFAULT_FLAP_COUNT,
-        ge=1,
-        description="Flapping once the group alternated more than this many times within `within`.",
-    )
-    within: Duration = Field(description="The window the alternations are counted in (e.g. 1h).")
-    quiet: Duration | None = Field(
-        None, description="Flapping ends after this long with no alternation (default: `within`)."
-    )
-
-    def quiet_for(self) -> float:
-        return self.quiet if self.quiet is not None else self.within
-
-
-class LifecycleSpec(BaseModel):
-    """The rule keys that turn a rule's matches into an alert with a lifecycle (all optional)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    group_by: list[str] | None = Field(
-        None, description="Labels that identify one alert of this rule (default: provider, monitor_id)."
-    )
-    threshold: Threshold | None = Field(None, description="Fire only after count matches within a window.")
-    repeat_interval: Duration | None = Field(None, description="Re-send an alert still open at this pace.")
-    send_resolved: StrictBool = Field(False, description="Send one resolved notification when it closes.")
-    group_wait: Duration | None = Field(None, description="Collect a new group's matches this long.")
-    group_interval: Duration | None = Field(None, description="Send a group's later matches at this pace.")
-    flapping: Flapping | None = Field(None, description="Report a flapping group once, not as a storm.")
-
-    def used(self) -> bool:
-        return bool(
-            self.group_by or self.threshold or self.repeat_interval or self.send_resolved
-            or self.grouped() or self.flapping
-        )  # fmt: skip
-
-    def grouped(self) -> bool:
-        """Matches are collected and sent as one notification (``group_wait``/``group_interval``)."""
-        return self.group_wait is not None or self.group_interval is not None
-
-    def wait(self) -> float:
-        return self.group_wait if self.group_wait is not None else DEFAULT_GROUP_WAIT
-
-    def interval(self) -> float:
-        return self.group_interval if self.group_interval is not None else DEFAULT_GROUP_INTERVAL
-
-
-@dataclass(slots=True)
-class OpenAlert:
-    """One alert of one rule and group, pending (below its threshold) or firing."""
-
-    key: str
-    rule: str
-    group: dict[str, str]
-    firing: bool = False
-    opened_at: float | None = None
-    matches: list[float] = field(default_factory=list)
-    next_repeat_at: float | None = None
-    repeats: int = 0
-    #: The notifications it last sent (one per channel), as data: what a repeat re-sends.
-    last: list[dict[str, Any]] = field(default_factory=list)
-    # -- grouping (group_wait / group_interval) --
-    #: The matches collected for the group's next notification (changes as data, oldest first).
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    #: Matches beyond :data:`MAX_GROUP_ITEMS` since the last flush: counted, not listed.
-    dropped: int = 0
-    #: When the group is sent next (None: no group open; the next match starts one).
-    next_flush_at: float | None = None
-    #: Resolved notifications (payloads) held until the pending group is sent, so they arrive after it.
-    held: list[dict[str, Any]] = field(default_factory=list)
-    # -- flap damping --
-    #: ``bad`` (the rule matched) or ``good`` (a run of the group completed), as last seen.
-    outcome: str | None = None
-    #: When the group alternated between the two, within the rule's ``flapping.within``.
-    flips: list[float] = field(default_factory=list)
-    #: While flapping: when it ends unless the group alternates again before.
-    flapping_until: float | None = None
-    #: The group's latest change as data: what the flapping-ended notification is rendered from.
-    last_change: dict[str, Any] | None = None
-
-    @property
-    def flapping(self) -> bool:
-        return self.flapping_until is not None
-
-    def keeps_state(self) -> bool:
-        """A closed alert stays in the state while its group or its flap history still matter."""
-        return bool(
-            self.pending or self.held or self.next_flush_at is not None or self.flapping or self.flips
-        )
-
-    def next_due(self) -> float | None:
-        """The next time the clock alone decides something about it (a flush, a repeat, flapping's end)."""
-        times = [t for t in (self.next_flush_at, self.flapping_until) if t is not None]
-        if self.firing and self.next_repeat_at is not None and self.last and not self.flapping:
-            times.append(self.next_repeat_at)
-        return min(times, default=None)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "rule": self.rule, "group": self.group, "firing": self.firing, "opened_at": self.opened_at,
-                "matches": self.matches, "next_repeat_at": self.next_repeat_at, "repeats": self.repeats,
-                "last": self.last, "pending": self.pending, "dropped": self.dropped,
-                "next_flush_at": self.next_flush_at, "held": self.held, "outcome": self.outcome,
-                "flips": self.flips, "flapping_until": self.flapping_until, "last_change": self.last_change,
-            }
-        )  # fmt: skip
-
-    @classmethod
-    def from_json(cls, key: str, text: str) -> OpenAlert:
-        """Also reads rows written before grouping and flap damping (their keys absent)."""
-        d = json.loads(text)
-        return cls(
-            key, d["rule"], d["group"], d["firing"], d["opened_at"], d["matches"], d["next_repeat_at"],
-            d["repeats"], d["last"], d.get("pending") or [], int(d.get("dropped") or 0),
-            d.get("next_flush_at"), d.get("held") or [], d.get("outcome"), d.get("flips") or [],
-            d.get("flapping_until"), d.get("last_change"),
-        )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class AlertUpdate:
-    """What a batch or a tick did to one alert: the new state, or None when it closed."""
-
-    key: str
-    alert: OpenAlert | None
 
 
 def labels_of(change: Change, rule_labels: Mapping[str, str]) -> dict[str, str]:
@@ -286,3 +153,230 @@ def repeat_alerts(alert: OpenAlert, now: float, interval: float) -> tuple[list[A
         for p in alert.last
     ]
     return out, replace(alert, repeats=n, next_repeat_at=now + interval)
+
+
+class Lifecycle:
+    """For rules with lifecycle keys: a match opens an alert (notify) or finds it open (quiet); a run
+    of its monitor completing closes it (a resolved notification if the rule asks). With grouping,
+    matches are collected and sent by :meth:`tick`; with flap damping, a group alternating too often
+    is reported once as flapping and then kept quiet. Rules without those keys pass through untouched.
+    The alert changes go to Record, into the same transaction."""
+
+    def __init__(self, alerts: SqliteAlerts, rules: Callable[[], RuleSet], metrics: Metrics) -> None:
+        self.alerts = alerts
+        self.rules = rules
+        self.metrics = metrics
+        self._indexed: RuleSet | None = None
+        self._by_name: dict[str, Rule] = {}
+
+    def _rule(self, name: str) -> Rule | None:
+        ruleset = self.rules()
+        if ruleset is not self._indexed:
+            self._by_name = {r.name: r for r in ruleset}
+            self._indexed = ruleset
+        return self._by_name.get(name)
+
+    @staticmethod
+    def _lifecycle_rule(rule: Rule) -> LifecycleRule:
+        assert rule.lifecycle is not None
+        return LifecycleRule(rule.name, rule.lifecycle, rule.labels)
+
+    def __call__(self, batch: Batch) -> None:
+        now = batch.now
+        touched: dict[str, OpenAlert] = {}
+        matched: dict[str, Change] = {}  # alert key -> the last change of this batch the rule matched
+        fired: dict[str, Decision] = {}  # alert key -> the decision that opened it
+        kept: list[Decision] = []
+        for d in batch.decisions:
+            rule = self._rule(d.rule)
+            if rule is None or rule.lifecycle is None:
+                kept.append(d)
+                continue
+            lr = self._lifecycle_rule(rule)
+            key = alert_key(rule.name, lr.group(d.change))
+            alert, notify = decide_match(touched.get(key) or self.alerts.get(key), lr, d.change, now)
+            matched[key] = d.change
+            if notify:
+                fired.setdefault(key, d)
+            if lr.spec.grouped() and alert.firing:
+                alert = collect(alert, d.change, now, lr.spec.wait())
+            touched[key] = alert
+        # A run completing: the alerts it resolves (and, for flap damping, the groups it belongs to).
+        completed: dict[str, tuple[Change, bool]] = {}
+        for ch in batch.changes:
+            # A run that ends may close an alert; so may a run first seen (a missed run that came).
+            if ch.kind is not ChangeKind.RUN_STATUS or (
+                ch.to_status not in TERMINAL_STATUSES and ch.from_status is not None
+            ):
+                continue
+            candidates = {a.key: a for a in self.alerts.for_monitor(ch.provider, ch.monitor_id)}
+            candidates.update(touched)
+            for key, alert in candidates.items():
+                if key in matched or key in completed:
+                    continue
+                rule = self._rule(alert.rule)
+                flaps = (
+                    rule is not None and rule.lifecycle is not None and rule.lifecycle.flapping is not None
+                )
+                resolving = resolves(alert, ch)
+                if resolving or (flaps and completes_group(alert, ch)):
+                    completed[key] = (ch, resolving)
+                    touched[key] = alert
+        updates: list[AlertUpdate] = []
+        for key, alert in touched.items():
+            bad = matched.get(key)
+            good, resolving = completed.get(key, (None, False))
+            result = self._settle(alert, bad, good, resolving, fired.get(key), now, kept)
+            updates.append(AlertUpdate(key, result))
+        batch.decisions = kept
+        batch.alert_updates = updates
+
+    def _settle(
+        self,
+        alert: OpenAlert,
+        bad: Change | None,
+        good: Change | None,
+        resolving: bool,
+        fired: Decision | None,
+        now: float,
+        out: list[Decision],
+    ) -> OpenAlert | None:
+        """One alert after this batch: flap damping first (it may silence the rest), then the fire and
+        the resolve; the notifications go to ``out``. None: the alert closed and keeps nothing."""
+        rule = self._rule(alert.rule)
+        spec = rule.lifecycle if rule is not None else None
+        change = bad or good
+        started = False
+        if rule is not None and spec is not None and spec.flapping is not None and change is not None:
+            alert, started = observe(alert, BAD if bad else GOOD, change, now, spec.flapping)
+        if started and rule is not None and change is not None:
+            alert = replace(alert, pending=[], dropped=0, next_flush_at=None, held=[])
+            decision = _prefixed(rule.decide(change, flapping="true"), "[flapping]")
+            out.append(decision)
+            self.metrics.alert_transitions.labels("flapping").inc()
+            log.info("alert.flapping", rule=alert.rule, group=alert.group, alternations=len(alert.flips))
+        elif alert.flapping:  # damped: what the storm would have sent is not sent
+            alert = replace(alert, pending=[], dropped=0, next_flush_at=None, held=[])
+        elif fired is not None and spec is not None and not spec.grouped():
+            out.append(fired)
+            alert.last = [a.stored() for a in alerts_for(fired)]
+        if fired is not None and not alert.flapping:  # grouped: it opened; the group sends it later
+            self.metrics.alert_transitions.labels("fired").inc()
+            log.info("alert.fired", rule=alert.rule, group=alert.group)
+        if not (resolving and good is not None):
+            return alert
+        log.info("alert.resolved", rule=alert.rule, group=alert.group, run_id=good.run_id)
+        if not alert.flapping:
+            self.metrics.alert_transitions.labels("resolved").inc()
+        if not alert.flapping and rule is not None and spec is not None and spec.send_resolved:
+            decision = rule.decide(replace(good, resolved=True))
+            if rule.title is None:
+                decision = replace(decision, title=f"[resolved] {decision.title}")
+            if alert.pending:  # the group's firing notification is not sent yet: this one follows it
+                alert = replace(alert, held=[*alert.held, *(a.stored() for a in alerts_for(decision))])
+            else:
+                out.append(decision)
+        return close(alert)
+
+    def end_outage(self, change: Change) -> tuple[list[Decision], list[AlertUpdate]]:
+        """A provider polls again: its ``source.error`` alerts close (resolved notifications if asked)."""
+        decisions: list[Decision] = []
+        updates: list[AlertUpdate] = []
+        for alert in list(self.alerts.for_monitor(change.provider, "")):
+            if (
+                not alert.firing
+                or not alert.last
+                or alert.last[0].get("type") != ChangeKind.SOURCE_ERROR.value
+            ):
+                continue
+            updates.append(AlertUpdate(alert.key, None))
+            self.metrics.alert_transitions.labels("resolved").inc()
+            log.info("alert.resolved", rule=alert.rule, group=alert.group, reason="provider polls again")
+            rule = self._rule(alert.rule)
+            if rule is not None and rule.lifecycle is not None and rule.lifecycle.send_resolved:
+                decision = rule.decide(change)
+                if rule.title is None:
+                    decision = replace(decision, title=f"[resolved] {decision.title}")
+                decisions.append(decision)
+        return decisions, updates
+
+    def tick(self, now: float) -> tuple[list[Notification], list[AlertUpdate]]:
+        """What time alone decides: groups that are due, flapping that ended, repeats that are due, and
+        pending alerts whose window passed."""
+        notes: list[Notification] = []
+        updates: list[AlertUpdate] = []
+        for alert in list(self.alerts.open.values()):
+            rule = self._rule(alert.rule)
+            spec = rule.lifecycle if rule is not None else None
+            if rule is None or spec is None:
+                updates.append(AlertUpdate(alert.key, None))  # the rule is gone (reload): so is its alert
+                continue
+            a = alert
+            if flapping_ended(a, now):
+                a = self._flapping_ended(a, rule, spec, now, notes)
+            if flush_due(a, now):
+                a = self._flush(a, rule, spec, now, notes)
+            if (
+                a.firing and not a.flapping and a.last and spec.repeat_interval
+                and a.next_repeat_at is not None and a.next_repeat_at <= now
+            ):  # fmt: skip
+                sent, a = repeat_alerts(a, now, spec.repeat_interval)
+                notes.extend(Notification(x) for x in sent)
+                self.metrics.alert_transitions.labels("repeated").inc()
+                log.info("alert.repeated", rule=a.rule, group=a.group, repeats=a.repeats)
+            a = forget_flips(a, now, spec.flapping)
+            if not a.firing and not a.keeps_state():
+                th = spec.threshold
+                if th is None or all(t <= now - th.within for t in a.matches):
+                    updates.append(AlertUpdate(a.key, None))
+                    continue
+            if a != alert:
+                updates.append(AlertUpdate(a.key, a))
+        return notes, updates
+
+    def _flush(
+        self, a: OpenAlert, rule: Rule, spec: LifecycleSpec, now: float, notes: list[Notification]
+    ) -> OpenAlert:
+        """A group is due: one notification listing what it collected (then the resolved ones held)."""
+        due = a.next_flush_at
+        if a.pending:
+            changes = tuple(change_from_data(p) for p in a.pending)
+            decision = rule.decide(changes[0], group=changes, more=a.dropped)
+            sent = [
+                replace(x, detected_at=now)
+                for x in alerts_for(decision, key=f"group:{a.key}:{due}:{changes[0].key}")
+            ]
+            notes.extend(Notification(x) for x in sent)
+            notes.extend(Notification(Alert.from_payload(h)) for h in a.held)
+            if a.firing:
+                a = replace(a, last=[x.stored() for x in sent])
+                if spec.repeat_interval:
+                    a.next_repeat_at = now + spec.repeat_interval
+            self.metrics.alert_transitions.labels("grouped").inc()
+            log.info("alert.grouped", rule=a.rule, group=a.group, changes=len(changes) + a.dropped)
+        return flushed(a, now, spec.interval())
+
+    def _flapping_ended(
+        self, a: OpenAlert, rule: Rule, spec: LifecycleSpec, now: float, notes: list[Notification]
+    ) -> OpenAlert:
+        """Quiet long enough: still failing fires again; completed closes (resolved if the rule asks)."""
+        until = a.flapping_until
+        a = replace(a, flapping_until=None, flips=[])
+        self.metrics.alert_transitions.labels("flapping_ended").inc()
+        log.info("alert.flapping_ended", rule=a.rule, group=a.group, firing=a.firing)
+        if a.last_change is None:
+            return a
+        change = change_from_data(a.last_change)
+        key = f"flapping-ended:{a.key}:{until}"
+        if a.firing:
+            decision = _prefixed(rule.decide(change, flapping="ended"), "[flapping ended]")
+            sent = [replace(x, detected_at=now) for x in alerts_for(decision, key=key)]
+            notes.extend(Notification(x) for x in sent)
+            a = replace(a, last=[x.stored() for x in sent], opened_at=now, repeats=0)
+            a.next_repeat_at = now + spec.repeat_interval if spec.repeat_interval else None
+        elif spec.send_resolved:
+            decision = _prefixed(
+                rule.decide(replace(change, resolved=True), flapping="ended"), "[flapping ended]"
+            )
+            notes.extend(Notification(replace(x, detected_at=now)) for x in alerts_for(decision, key=key))
+        return a

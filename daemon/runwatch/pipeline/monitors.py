@@ -20,7 +20,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runwatch.log import get_logger
-from runwatch.model import MONITOR_STATUSES, Change, ChangeKind, rfc3339
+from runwatch.metrics import Metrics
+from runwatch.model import (
+    MONITOR_STATUSES,
+    Change,
+    ChangeKind,
+    rfc3339,
+)
+from runwatch.pipeline.chain import Batch
 from runwatch.sources.base import MonitorBatch, MonitorListing, parse_time
 from runwatch.store.interfaces import MonitorRecord
 from runwatch.store.monitors import SqliteMonitors
@@ -198,3 +205,40 @@ class MonitorWatch:
             failing_for=now - due,
             monitor=rec.raw,
         )
+
+
+class Monitors:
+    """Give each change the monitor as last listed; note a scheduled run that came (see
+    :mod:`runwatch.pipeline.monitors`). Also turns a listing into a batch of ``monitor.status`` changes."""
+
+    def __init__(self, watch: MonitorWatch, metrics: Metrics) -> None:
+        self.watch = watch
+        self.metrics = metrics
+
+    def __call__(self, batch: Batch) -> None:
+        src = batch.source
+        if src.monitor_id:
+            raw = src.monitor
+            if raw is None:
+                raw = self.watch.monitors.raw(src.provider, src.monitor_id)
+            if raw:
+                batch.changes = [replace(ch, monitor=raw) for ch in batch.changes]
+            rec = self.watch.polled(src, batch.now)
+            if rec is not None:
+                batch.monitor_updates.append(rec)
+
+    def listing(self, listing: MonitorListing, now: float) -> Batch:
+        """The batch a listing makes: its changes (none on the provider's first listing) and records."""
+        out = self.watch.listing(listing, now)
+        batch = Batch(MonitorBatch(listing.provider, "", []), now, changes=out.changes)
+        batch.monitor_updates = out.updates
+        batch.monitors_baselined = out.baselined
+        if out.baselined:
+            log.info("monitors.baseline", provider=listing.provider, monitors=len(listing.monitors))
+        for ch in out.changes:
+            self.metrics.changes.labels(ch.provider, ch.kind.value).inc()
+            log.info(
+                "change.detected", provider=ch.provider, monitor_id=ch.monitor_id, kind=ch.kind.value,
+                from_status=ch.from_status, to_status=ch.to_status,
+            )  # fmt: skip
+        return batch

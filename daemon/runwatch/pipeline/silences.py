@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,10 +24,10 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runwatch.durations import Duration
-from runwatch.lifecycle import OpenAlert
 from runwatch.model import Alert
-from runwatch.store.database import connect
+from runwatch.store.alert_state import OpenAlert
 from runwatch.store.interfaces import Outbox
+from runwatch.store.silences import Silence, SilenceStore
 
 #: How long the daemon trusts its copy of the CLI's silences before reading them again (seconds).
 REFRESH = 2.0
@@ -105,23 +102,6 @@ def _utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Silence:
-    """A silence added from the CLI (kept in the state)."""
-
-    id: str
-    matchers: Mapping[str, str]
-    starts_at: float
-    ends_at: float
-    comment: str = ""
-    created_by: str = ""
-    expired_at: float | None = None
-
-    def active(self, now: float) -> bool:
-        end = min(self.ends_at, self.expired_at) if self.expired_at is not None else self.ends_at
-        return self.starts_at <= now < end
-
-
 def alert_labels(alert: Alert) -> dict[str, str]:
     """The labels a silence matches on."""
     return {
@@ -138,59 +118,6 @@ def alert_labels(alert: Alert) -> dict[str, str]:
 
 def matches(matchers: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(fnmatch.fnmatchcase(labels.get(k, ""), glob) for k, glob in matchers.items())
-
-
-_TABLE = """
-CREATE TABLE IF NOT EXISTS silences (
-    id TEXT PRIMARY KEY, matchers TEXT NOT NULL, starts_at REAL NOT NULL, ends_at REAL NOT NULL,
-    comment TEXT NOT NULL DEFAULT '', created_by TEXT NOT NULL DEFAULT '', expired_at REAL
-)
-"""
-
-
-class SilenceStore:
-    """The CLI's silences, in the state file (table ``silences``, created on first use).
-
-    It has a connection of its own: the daemon reads it from the delivery threads, the CLI writes it
-    beside a running daemon (WAL lets both).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.db = connect(path, create=False)
-        self.db.execute(_TABLE)
-
-    def close(self) -> None:
-        self.db.close()
-
-    def add(
-        self, matchers: Mapping[str, str], starts_at: float, ends_at: float, comment: str, created_by: str
-    ) -> Silence:
-        silence = Silence(
-            f"sil_{secrets.token_hex(6)}", dict(matchers), starts_at, ends_at, comment, created_by
-        )
-        self.db.execute(
-            "INSERT INTO silences (id, matchers, starts_at, ends_at, comment, created_by)"
-            " VALUES (?,?,?,?,?,?)",
-            (silence.id, json.dumps(silence.matchers), starts_at, ends_at, comment, created_by),
-        )
-        return silence
-
-    def expire(self, silence_id: str, now: float) -> bool:
-        cur = self.db.execute(
-            "UPDATE silences SET expired_at = ? WHERE id = ? AND expired_at IS NULL", (now, silence_id)
-        )
-        return cur.rowcount > 0
-
-    def all(self) -> list[Silence]:
-        return [
-            Silence(
-                str(i), json.loads(m), float(s), float(e), str(c), str(b), None if x is None else float(x)
-            )
-            for i, m, s, e, c, b, x in self.db.execute(
-                "SELECT id, matchers, starts_at, ends_at, comment, created_by, expired_at FROM silences"
-                " ORDER BY starts_at"
-            )
-        ]
 
 
 @dataclass

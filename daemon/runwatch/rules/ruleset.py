@@ -10,9 +10,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runwatch.lifecycle import LifecycleSpec
 from runwatch.log import get_logger
 from runwatch.model import Change, ChangeKind
+from runwatch.rules.lifecycle_spec import LifecycleSpec
 from runwatch.rules.matcher import Matcher
 from runwatch.rules.schema import RuleSpec
 from runwatch.rules.templates import RuleTemplate, compile_template, render_parts

@@ -27,8 +27,8 @@ from pydantic import (
 )
 
 from runwatch.durations import Duration
-from runwatch.lifecycle import GROUP_LABELS, Flapping, LifecycleSpec, Threshold
 from runwatch.model import MONITOR_STATUSES, RUN_STATUSES, SEVERITIES, ChangeKind
+from runwatch.rules.lifecycle_spec import GROUP_LABELS, Flapping, LifecycleSpec, Threshold
 from runwatch.rules.templates import check_template
 from runwatch.sources.registry import PROVIDERS as PROVIDER_SPECS
 

@@ -19,8 +19,8 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
-from runwatch.grouping import group_body, group_title
 from runwatch.model import Change, ChangeKind
+from runwatch.rules.group_text import group_body, group_title
 from runwatch.rules.sandbox import (
     DEFAULT_LIMITS,
     Limits,

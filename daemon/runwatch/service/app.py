@@ -15,104 +15,40 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from runwatch import reconfigure, systemd
 from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, load_config
-from runwatch.delivery import Channel, Deliverer
-from runwatch.delivery.channel import ChannelSetupError
-from runwatch.delivery.policy import ChannelPolicy
-from runwatch.delivery.registry import build_channel
+from runwatch.delivery import Deliverer
 from runwatch.httpserver import Listening, serve
-from runwatch.log import get_logger
+from runwatch.log import get_logger, set_level
 from runwatch.metrics import Metrics, OutboxCollector
 from runwatch.model import ChangeKind
-from runwatch.monitors import MonitorWatch
-from runwatch.pipeline import Batch, Detect, Lifecycle, Match, Monitors, Pipeline, Record, alerts_for
+from runwatch.pipeline.chain import Batch, Pipeline
+from runwatch.pipeline.detect import Detect
+from runwatch.pipeline.lifecycle import Lifecycle
+from runwatch.pipeline.match import Match, alerts_for
+from runwatch.pipeline.monitors import Monitors, MonitorWatch
+from runwatch.pipeline.record import Record
+from runwatch.pipeline.silences import Muter, release_ended
+from runwatch.pipeline.source_health import SourceHealth, outage_change
+from runwatch.pipeline.stuck import StuckRuns
 from runwatch.redact import register
-from runwatch.retention import Retention
-from runwatch.rules import RuleSet, load_rules
-from runwatch.sanity import config_warnings
-from runwatch.silences import Muter, SilenceStore, release_ended
-from runwatch.source_health import SourceHealth, outage_change
+from runwatch.service import reload as reconfigure
+from runwatch.service import systemd
+from runwatch.service.assemble import channel_policies, check
+from runwatch.service.endpoints import Health, make_app
+from runwatch.service.reload import Plan
+from runwatch.service.retention import Retention
 from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 from runwatch.store import Notification, State
-from runwatch.stuck import StuckRuns
-from runwatch.web import Health, make_app
-from runwatch.yamlfile import FileProblems, Problem
+from runwatch.store.silences import SilenceStore
+from runwatch.yamlfile import FileProblems
 
 log = get_logger(__name__)
 
 #: How often (real seconds) the lifecycle looks for repeats that are due.
 LIFECYCLE_TICK = 1.0
-
-
-def build_channels(config: Config) -> dict[str, Channel]:
-    """Every configured channel, or FileProblems naming file, line and field of each that cannot work."""
-    out: dict[str, Channel] = {}
-    problems: list[Problem] = []
-    for name, block in config.settings.channels.items():
-        try:
-            out[name] = build_channel(name, block, base_dir=config.base_dir)
-        except ChannelSetupError as exc:
-            loc = ["channels", name, *exc.field.split(".")]
-            problems.append(Problem(config.shown, config.line_of(*loc), ".".join(loc), exc.message))
-    if problems:
-        for ch in out.values():
-            ch.close()
-        raise FileProblems(problems)
-    return out
-
-
-def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
-    d = config.settings.delivery
-    return {name: d.policy(block) for name, block in config.settings.channels.items()}
-
-
-def load_ruleset(config: Config) -> RuleSet:
-    """The rules of every file ``rule_files`` names; FileProblems lists every problem in every file.
-
-    A glob that matches no file is one of them (``check``, the start of ``run`` and a reload all come
-    here): a typo there would otherwise run the daemon with no rules, silently alerting on nothing.
-    """
-    problems: list[Problem] = []
-    paths = config.rule_paths(problems)
-    try:
-        ruleset = load_rules(paths, channels=set(config.settings.channels), display_root=config.base_dir)
-    except FileProblems as exc:
-        problems.extend(exc.problems)
-    if problems:
-        raise FileProblems(problems)
-    return ruleset
-
-
-def check(config: Config, warnings: list[Problem] | None = None) -> tuple[RuleSet, dict[str, Channel]]:
-    """Everything ``runwatch check`` validates, with the daemon's own code; raises FileProblems.
-
-    What works but would never alert (no provider key, a placeholder key, no rule: see
-    :mod:`runwatch.sanity`) is appended to ``warnings`` when given (``runwatch check`` prints them).
-    The daemon does not ask: at start it logs each of these in its own words (``provider.off``,
-    ``provider.auth_failed``, ``rules=0``), and an error about its state must stay one line.
-    """
-    problems: list[Problem] = []
-    channels: dict[str, Channel] = {}
-    ruleset: RuleSet | None = None
-    try:
-        channels = build_channels(config)
-    except FileProblems as exc:
-        problems.extend(exc.problems)
-    try:
-        ruleset = load_ruleset(config)
-    except FileProblems as exc:
-        problems.extend(exc.problems)
-    if problems or ruleset is None:
-        for ch in channels.values():
-            ch.close()
-        raise FileProblems(problems)
-    if warnings is not None:
-        warnings.extend(config_warnings(config, ruleset))
-    return ruleset, channels
 
 
 @dataclass
@@ -203,7 +139,7 @@ class Daemon:
 
         Validated as ``runwatch check`` does (channels built, rules against the new channel set) before
         anything changes; then rules, silences, channels, delivery and providers are applied
-        (:mod:`runwatch.reconfigure`). Only the state and the metrics address need a restart (a
+        (:mod:`runwatch.service.reload`). Only the state and the metrics address need a restart (a
         warning names them). A broken file keeps everything that runs, and says why.
         """
         try:
@@ -217,7 +153,7 @@ class Daemon:
             log.error("reload.failed", kept_rules=len(self.ruleset), kept_channels=len(self.channels))
             return False
         plan = reconfigure.plan(self.config, self.channel_inputs, self.channels, config, ruleset, built)
-        reconfigure.apply(self, plan)
+        apply(self, plan)
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
         self.metrics.last_reload_success.set(self.clock.now())
@@ -455,3 +391,41 @@ class Daemon:
                     log.info("runwatch.stopping", signal=signal.Signals(sig).name)
                     systemd.notify("STOPPING=1")
                     break
+
+
+def apply(daemon: Daemon, p: Plan) -> None:
+    """Hand each part of a validated reload to what owns it (see the module docstring)."""
+    daemon.ruleset = p.ruleset
+    daemon.muter.configured = list(p.config.settings.silences)
+    daemon.config = p.config
+    daemon.channels = dict(p.channels)
+    daemon.channel_inputs = p.inputs
+    daemon.deliverer.reconfigure(p.channels, p.policies, set(p.rebuilt))
+    daemon.outbox_collector.channels = list(p.channels)
+    daemon.retention.keep = p.config.settings.delivery.keep
+    set_level(p.config.settings.log_level)
+    enabled = p.config.enabled_providers()
+    for settings in enabled.values():
+        assert settings.api_key is not None
+        register(settings.api_key.get_secret_value())
+    started, stopped, rebuilt = daemon.pollers.update(enabled)
+    for name in [*started, *rebuilt]:
+        daemon.health.intervals[name] = enabled[name].poll_interval
+        daemon.polls_done.setdefault(name, 0)
+        daemon._warn_interval(name, enabled[name], PROVIDERS[name].real_hosts)
+    for name in stopped:
+        daemon.health.intervals.pop(name, None)
+        daemon.health.last_ok.pop(name, None)
+    daemon.metrics.prime(started, p.added, (r.name for r in p.ruleset))
+    if p.needs_restart:
+        log.warning(
+            "reload.needs_restart",
+            sections=",".join(p.needs_restart),
+            hint="these changed in the config; they take effect when runwatch restarts",
+        )
+    changed = {
+        "channels_added": p.added, "channels_removed": p.removed, "channels_rebuilt": p.rebuilt,
+        "providers_started": started, "providers_stopped": stopped, "providers_rebuilt": rebuilt,
+    }  # fmt: skip
+    if any(changed.values()):
+        log.info("reload.applied", **{k: ",".join(v) for k, v in changed.items() if v})

@@ -26,16 +26,16 @@ from runwatch.credentials import read_credential
 from runwatch.delivery import Channel
 from runwatch.delivery.policy import ChannelPolicy
 from runwatch.delivery.registry import KINDS
-from runwatch.log import get_logger, set_level
+from runwatch.log import get_logger
 from runwatch.metrics import Metrics
-from runwatch.redact import register
 from runwatch.rules import RuleSet
+from runwatch.service.assemble import channel_policies
 from runwatch.sources.base import Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 
 if TYPE_CHECKING:
-    from runwatch.app import Daemon
+    pass
 
 log = get_logger(__name__)
 
@@ -81,11 +81,6 @@ def plan(running: Config, inputs: Mapping[str, object], channels: Mapping[str, C
         out.channels[name] = channel
     out.removed = [name for name in channels if name not in built]
     return out
-
-
-def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
-    d = config.settings.delivery
-    return {name: d.policy(block) for name, block in config.settings.channels.items()}
 
 
 def channel_inputs(config: Config) -> dict[str, object]:
@@ -228,39 +223,3 @@ class Pollers:
         self._retired.clear()
 
 
-def apply(daemon: Daemon, p: Plan) -> None:
-    """Hand each part of a validated reload to what owns it (see the module docstring)."""
-    daemon.ruleset = p.ruleset
-    daemon.muter.configured = list(p.config.settings.silences)
-    daemon.config = p.config
-    daemon.channels = dict(p.channels)
-    daemon.channel_inputs = p.inputs
-    daemon.deliverer.reconfigure(p.channels, p.policies, set(p.rebuilt))
-    daemon.outbox_collector.channels = list(p.channels)
-    daemon.retention.keep = p.config.settings.delivery.keep
-    set_level(p.config.settings.log_level)
-    enabled = p.config.enabled_providers()
-    for settings in enabled.values():
-        assert settings.api_key is not None
-        register(settings.api_key.get_secret_value())
-    started, stopped, rebuilt = daemon.pollers.update(enabled)
-    for name in [*started, *rebuilt]:
-        daemon.health.intervals[name] = enabled[name].poll_interval
-        daemon.polls_done.setdefault(name, 0)
-        daemon._warn_interval(name, enabled[name], PROVIDERS[name].real_hosts)
-    for name in stopped:
-        daemon.health.intervals.pop(name, None)
-        daemon.health.last_ok.pop(name, None)
-    daemon.metrics.prime(started, p.added, (r.name for r in p.ruleset))
-    if p.needs_restart:
-        log.warning(
-            "reload.needs_restart",
-            sections=",".join(p.needs_restart),
-            hint="these changed in the config; they take effect when runwatch restarts",
-        )
-    changed = {
-        "channels_added": p.added, "channels_removed": p.removed, "channels_rebuilt": p.rebuilt,
-        "providers_started": started, "providers_stopped": stopped, "providers_rebuilt": rebuilt,
-    }  # fmt: skip
-    if any(changed.values()):
-        log.info("reload.applied", **{k: ",".join(v) for k, v in changed.items() if v})

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from runwatch.errors import StateError
-from runwatch.lifecycle import AlertUpdate
 from runwatch.model import RunSnapshot
+from runwatch.store.alert_state import AlertUpdate
 from runwatch.store.alerts import SqliteAlerts
 from runwatch.store.database import STATE_FILE, check_readable, open_state
 from runwatch.store.interfaces import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from runwatch.lifecycle import AlertUpdate, OpenAlert
+from runwatch.store.alert_state import AlertUpdate, OpenAlert
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS alerts (

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runwatch.lifecycle import AlertUpdate
 from runwatch.model import Alert, RunSnapshot
+from runwatch.store.alert_state import AlertUpdate
 
 #: The states of a notification: waiting (or retrying), acknowledged by its channel, given up.
 OUTBOX_STATES: tuple[str, ...] = ("pending", "sent", "dead", "silenced")

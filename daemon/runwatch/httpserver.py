@@ -1,7 +1,7 @@
 """Serve an ASGI app in-process, inside the caller's task group; and ``/healthz`` before it can.
 
 Used by the metrics endpoint and the fake provider servers. uvicorn's own signal handling is turned
-off: signals belong to :mod:`runwatch.app`, which cancels us like any other task.
+off: signals belong to :mod:`runwatch.service.app`, which cancels us like any other task.
 
 ``runwatch run`` binds its metrics address first thing (:func:`early_health`), before the daemon's
 imports and its state are loaded, and answers ``/healthz`` from a thread meanwhile; :func:`serve` then

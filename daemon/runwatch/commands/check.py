@@ -1,0 +1,37 @@
+"""``runwatch check``: the config and every rule file, validated with the daemon's own code; one
+summary line, or one ``file:line: field: problem`` line per problem, then the warnings.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runwatch.commands.common import print_problems
+from runwatch.commands.warnings import config_warnings
+from runwatch.config import load_config
+from runwatch.redact import redact
+from runwatch.service.assemble import check
+from runwatch.yamlfile import FileProblems, Problem
+
+if TYPE_CHECKING:
+    pass
+
+
+def cmd_check(path: Path) -> int:
+    try:
+        config = load_config(path)
+        ruleset, channels = check(config)
+    except FileProblems as exc:
+        print_problems(exc)
+        return 1
+    warnings: list[Problem] = config_warnings(config, ruleset)
+    for warning in warnings:  # on stderr, so that stdout stays the one summary line
+        print(redact(f"warning: {warning}"), file=sys.stderr)
+    enabled = sorted(config.enabled_providers())
+    print(
+        f"OK: {path}: {len(ruleset)} rules in {len(ruleset.files)} files, "
+        f"{len(channels)} channels, providers enabled: {', '.join(enabled) or 'none (no API key set)'}"
+    )
+    return 0
