@@ -21,8 +21,7 @@ from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import FakeExa, FakeOlostep, Fault, RunningFake, Scenario, fake_server
 from runwatch.service.app import Daemon
-
-from .conftest import SMTP_PASSWORD, ReceiverServer, SmtpSink, mailto_url, write_config
+from tests.conftest import SMTP_PASSWORD, ReceiverServer, SmtpSink, mailto_url, write_config
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,7 @@ import zipfile
 from pathlib import Path
 
 import runwatch
-
-from .tools import REPO
+from tests.tools import REPO
 
 SHARED = (
     "runwatch.yaml",

@@ -4,6 +4,8 @@ It starts the fake Exa and Olostep servers with the shipped story, a local recei
 notification, and the daemon with the shipped config and rules (``demo/runwatch.yaml``,
 ``demo/rules/``), waits until the story has played out and every notification is delivered, prints a
 summary and exits 0 (within 60 s). ``--forever`` keeps it running for a look at ``/metrics``.
+
+May import: the basics, ``config``, ``fakes`` and ``service``; only ``commands`` imports it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from runwatch.demo.receiver import Receiver
 from runwatch.fakes import Scenario, default_scenario, fake_server
 from runwatch.httpserver import can_listen, serve
 from runwatch.redact import redact
+
+__all__ = ["run_demo"]
 
 HERE = Path(__file__).resolve().parent
 DEMO_CONFIG = HERE / "runwatch.yaml"

@@ -3,6 +3,8 @@
 A :class:`Scenario` says which monitors exist and when each run changes; a fake plays it against a
 clock (a ``ManualClock`` in tests) and answers the provider's read endpoints as the real API would,
 with faults (errors, 429s, slowness, broken JSON, auth failures) injected on demand.
+
+May import: the basics and ``sources`` (the providers' names); never the daemon's own stages.
 """
 
 from runwatch.fakes._base import FakeBase

@@ -41,7 +41,7 @@ from runwatch.pipeline.grouping import (
     forget_flips,
     observe,
 )
-from runwatch.pipeline.match import _prefixed, alerts_for
+from runwatch.pipeline.match import alerts_for, prefixed_decision
 from runwatch.rules import Decision, Rule, RuleSet
 from runwatch.rules.lifecycle_spec import LifecycleSpec
 from runwatch.store.alert_state import AlertUpdate, OpenAlert
@@ -251,7 +251,7 @@ class Lifecycle:
             alert, started = observe(alert, BAD if bad else GOOD, change, now, spec.flapping)
         if started and rule is not None and change is not None:
             alert = replace(alert, pending=[], dropped=0, next_flush_at=None, held=[])
-            decision = _prefixed(rule.decide(change, flapping="true"), "[flapping]")
+            decision = prefixed_decision(rule.decide(change, flapping="true"), "[flapping]")
             out.append(decision)
             self.metrics.alert_transitions.labels("flapping").inc()
             log.info("alert.flapping", rule=alert.rule, group=alert.group, alternations=len(alert.flips))
@@ -369,13 +369,13 @@ class Lifecycle:
         change = change_from_data(a.last_change)
         key = f"flapping-ended:{a.key}:{until}"
         if a.firing:
-            decision = _prefixed(rule.decide(change, flapping="ended"), "[flapping ended]")
+            decision = prefixed_decision(rule.decide(change, flapping="ended"), "[flapping ended]")
             sent = [replace(x, detected_at=now) for x in alerts_for(decision, key=key)]
             notes.extend(Notification(x) for x in sent)
             a = replace(a, last=[x.stored() for x in sent], opened_at=now, repeats=0)
             a.next_repeat_at = now + spec.repeat_interval if spec.repeat_interval else None
         elif spec.send_resolved:
-            decision = _prefixed(
+            decision = prefixed_decision(
                 rule.decide(replace(change, resolved=True), flapping="ended"), "[flapping ended]"
             )
             notes.extend(Notification(replace(x, detected_at=now)) for x in alerts_for(decision, key=key))

@@ -74,5 +74,5 @@ def alerts_for(decision: Decision, key: str | None = None) -> list[Alert]:
     ]
 
 
-def _prefixed(decision: Decision, prefix: str) -> Decision:
+def prefixed_decision(decision: Decision, prefix: str) -> Decision:
     return replace(decision, title=cut_title(f"{prefix} {decision.title}"))

@@ -7,6 +7,9 @@ Errors: :func:`load_rules` raises :class:`~runwatch.yamlfile.FileProblems` (``.p
 :class:`~runwatch.yamlfile.Problem`, one per issue, across every file; ``str()`` of each reads
 ``file:line: field: message``). Nothing else is raised for a bad rule file, and ``match()`` never raises:
 a template that fails to render falls back to the default text and says so in the body.
+
+May import: the basics and ``sources`` (the provider names a rule may match). The pipeline and the
+commands import it.
 """
 
 from runwatch.rules.loader import load_rules

@@ -197,7 +197,7 @@ class OlostepSettings(ProviderSettings):
 
     @field_validator("monitors")
     @classmethod
-    def _prefixed(cls, v: list[str]) -> list[str]:
+    def prefixed_decision(cls, v: list[str]) -> list[str]:
         for mid in v:
             if not mid.startswith("monitor_"):
                 raise ValueError(f"{mid!r} is not an Olostep monitor id (they start with 'monitor_')")

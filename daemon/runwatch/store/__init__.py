@@ -3,6 +3,9 @@
 :class:`State` is what the daemon opens (taking the directory's lock, creating or migrating the file);
 :func:`open_outbox` is what the operator's commands open beside a running daemon (no lock, no create).
 The parts' interfaces are in :mod:`runwatch.store.interfaces`.
+
+May import: the basics only; it keeps data (runs, monitors, open alerts, notifications, silences) and
+knows nothing of the stages that decide it.
 """
 
 from __future__ import annotations

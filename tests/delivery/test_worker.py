@@ -1,0 +1,247 @@
+"""Channel workers on an injected clock: retries, Retry-After, dead letters, TTL, breaker, rate, order.
+
+Real parts: the SQLite state, the webhook kind posting to a loopback receiver that verifies signatures,
+and apprise posting json:// to the same receiver. Time moves only when the test advances the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from runwatch.clock import ManualClock
+from runwatch.delivery import Channel, Deliverer
+from runwatch.delivery.apprise import AppriseChannel
+from runwatch.delivery.policy import ChannelPolicy, RateSpec
+from runwatch.delivery.webhook import WebhookChannel
+from runwatch.metrics import Metrics
+from runwatch.store import Notification, State
+from tests.conftest import SMTP_PASSWORD, SmtpSink, mailto_url, make_alert
+from tests.webhook_server import WebhookServer, webhook_server
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+T0 = 1_780_000_000.0
+
+
+class Rig:
+    """A running Deliverer over a fresh state, one channel, and a webhook receiver."""
+
+    def __init__(self, state: State, deliverer: Deliverer, metrics: Metrics, clock: ManualClock) -> None:
+        self.state = state
+        self.deliverer = deliverer
+        self.metrics = metrics
+        self.clock = clock
+
+    def queue(self, *ns: int) -> list[str]:
+        alerts = [make_alert(n, channel="hook", at=self.clock.now()) for n in ns]
+        self.state.record("exa", [], [Notification(a) for a in alerts], self.clock.now())
+        self.deliverer.wake()
+        return [a.id for a in alerts]
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, {"channel": "hook", **labels}) or 0.0
+
+    async def until(self, cond: Callable[[], bool], timeout: float = 10.0) -> None:
+        worker = self.deliverer.workers["hook"]
+        with anyio.fail_after(timeout):
+            while not cond():
+                with anyio.move_on_after(0.2):  # re-check; progress is the event that moves it
+                    await worker.wait_progress()
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.deliverer.wake()
+        await anyio.wait_all_tasks_blocked()
+
+    def item(self, nid: str) -> object:
+        return {i.id: i for i in self.state.outbox.items(state=None, channel=None, limit=None)}[nid]
+
+
+@asynccontextmanager
+async def rig(tmp_path: Path, channel: Channel, policy: ChannelPolicy) -> AsyncIterator[Rig]:
+    clock = ManualClock(T0)
+    state = State(tmp_path)
+    metrics = Metrics()
+    deliverer = Deliverer(state.outbox, {"hook": channel}, {"hook": policy}, metrics, clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(deliverer.run)
+        yield Rig(state, deliverer, metrics, clock)
+        tg.cancel_scope.cancel()
+    state.close()
+
+
+def hook(rx: WebhookServer) -> WebhookChannel:
+    return WebhookChannel("hook", rx.url, [SECRET], timeout=2)
+
+
+async def test_retry_after_is_honoured_and_wins_over_retry_max(tmp_path: Path) -> None:
+    async with webhook_server(SECRET) as rx:
+        rx.script = [(429, {"retry-after": "30"})]
+        policy = ChannelPolicy(retry_initial=0.01, retry_max=1.0)
+        async with rig(tmp_path, hook(rx), policy) as r:
+            [nid] = r.queue(1)
+            await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="retry") == 1)
+            item = r.item(nid)
+            assert item.next_attempt_at >= T0 + 30  # type: ignore[attr-defined]
+            assert "http_429" in item.last_error  # type: ignore[attr-defined]
+            await r.advance(29)
+            assert len(rx.requests) == 1  # not a moment before Retry-After allows
+            await r.advance(2)
+            await r.until(lambda: r.metric("runwatch_notifications_sent_total") == 1)
+    assert [q.id for q in rx.delivered()] == [nid]
+    assert r.metric("runwatch_delivery_failures_total", reason="http_429") == 1
+
+
+async def test_apprise_429_waits_at_least_retry_after_default(tmp_path: Path) -> None:
+    async with webhook_server(SECRET) as rx:
+        rx.script = [429]
+        channel = AppriseChannel("hook", f"json://127.0.0.1:{rx.port}/hook")
+        policy = ChannelPolicy(retry_initial=0.01, retry_max=0.05, retry_after_default=10.0)
+        async with rig(tmp_path, channel, policy) as r:
+            [nid] = r.queue(1)
+            await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="retry") == 1)
+            item = r.item(nid)
+            assert item.next_attempt_at >= T0 + 10  # type: ignore[attr-defined]
+            assert "429" in item.last_error  # type: ignore[attr-defined] # apprise's own reason is kept
+            await r.advance(11)
+            await r.until(lambda: r.metric("runwatch_notifications_sent_total") == 1)
+
+
+async def test_a_permanent_answer_is_a_dead_letter_at_once_with_its_reason(tmp_path: Path) -> None:
+    async with webhook_server(SECRET) as rx:
+        rx.script = [410]
+        async with rig(tmp_path, hook(rx), ChannelPolicy()) as r:
+            [nid] = r.queue(1)
+            await r.until(lambda: r.metric("runwatch_notifications_dead_total") == 1)
+            item = r.item(nid)
+            assert item.state == "dead"  # type: ignore[attr-defined]
+            assert "HTTP 410" in item.last_error and '"status": 410' in item.last_error  # type: ignore[attr-defined]
+            assert r.metric("runwatch_delivery_attempts_total", outcome="permanent") == 1
+            await r.advance(3600)
+            assert len(rx.requests) == 1
+
+
+async def test_max_attempts_then_dead(tmp_path: Path) -> None:
+    async with webhook_server(SECRET) as rx:
+        rx.default = 500
+        async with rig(tmp_path, hook(rx), ChannelPolicy(max_attempts=2, retry_initial=1, retry_max=1)) as r:
+            [nid] = r.queue(1)
+            await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="retry") == 1)
+            await r.advance(5)
+            await r.until(lambda: r.metric("runwatch_notifications_dead_total") == 1)
+            assert r.item(nid).attempts == 2  # type: ignore[attr-defined]
+
+
+async def test_max_age_expires_what_could_not_be_sent_in_time(tmp_path: Path) -> None:
+    async with webhook_server(SECRET) as rx:
+        rx.default = 503
+        async with rig(tmp_path, hook(rx), ChannelPolicy(max_age=60, retry_initial=10, retry_max=10)) as r:
+            [nid] = r.queue(1)
+            await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="retry") == 1)
+            await r.advance(61)
+            await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="expired") == 1)
+            item = r.item(nid)
+            assert item.state == "dead" and "expired" in item.last_error  # type: ignore[attr-defined]
+            assert len(rx.requests) == 1
+
+
+async def test_a_failing_channel_is_probed_one_at_a_time_then_drains_in_order(tmp_path: Path) -> None:
+    async with webhook_server(SECRET) as rx:
+        rx.default = 503
+        async with rig(tmp_path, hook(rx), ChannelPolicy(retry_initial=5, retry_max=5)) as r:
+            ids = r.queue(1, 2, 3, 4, 5)
+            await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="retry") == 1)
+            assert len(rx.requests) == 1  # the batch stopped at the first failure
+            assert r.metric("runwatch_channel_circuit_open") == 1
+            await r.advance(7)
+            await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="retry") == 2)
+            assert len(rx.requests) == 2 and rx.requests[1].id == ids[0]  # one probe: the oldest
+            rx.default = 200
+            await r.advance(7)
+            await r.until(lambda: r.metric("runwatch_notifications_sent_total") == 5)
+            assert r.metric("runwatch_channel_circuit_open") == 0
+    assert [q.id for q in rx.delivered()] == ids  # the backlog, oldest first, no burst of retries
+    assert len(rx.requests) == 7
+
+
+async def test_rate_limits_sends_on_the_clock(tmp_path: Path) -> None:
+    async with (
+        webhook_server(SECRET) as rx,
+        rig(tmp_path, hook(rx), ChannelPolicy(rate=RateSpec(2, 1.0))) as r,
+    ):
+        r.queue(1, 2, 3, 4, 5)
+        await r.until(lambda: len(rx.delivered()) == 2)
+        await r.advance(0.1)
+        assert len(rx.requests) == 2  # the bucket is empty until the clock moves
+        await r.advance(0.45)
+        await r.until(lambda: len(rx.delivered()) == 3)
+        await r.advance(10)
+        await r.until(lambda: len(rx.delivered()) == 5)
+
+
+async def test_one_dead_channel_does_not_delay_another(tmp_path: Path) -> None:
+    async with webhook_server(SECRET) as up, webhook_server(SECRET) as down:
+        down.default = "hang"
+        clock = ManualClock(T0)
+        state = State(tmp_path)
+        good = WebhookChannel("good", up.url, [SECRET], timeout=30)
+        bad = WebhookChannel("bad", down.url, [SECRET], timeout=30)
+        d = Deliverer(state.outbox, {"good": good, "bad": bad}, {}, Metrics(), clock)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(d.run)
+            state.record("exa", [], [Notification(make_alert(1, channel="bad"))], T0)
+            await down.wait_for(1, delivered=False)  # the bad channel is now stuck in its send
+            state.record("exa", [], [Notification(make_alert(i, channel="good")) for i in range(10)], T0)
+            d.wake()
+            await up.wait_for(10)
+            tg.cancel_scope.cancel()
+        state.close()
+
+
+async def test_smtp_refusing_at_data_is_retried_then_delivered(tmp_path: Path, smtp: SmtpSink) -> None:
+    smtp.refuse = "554 5.7.1 message rejected for now"
+    channel = AppriseChannel("hook", mailto_url(smtp.port))
+    async with rig(tmp_path, channel, ChannelPolicy(retry_initial=30, retry_max=30)) as r:
+        [nid] = r.queue(1)
+        await r.until(lambda: r.metric("runwatch_delivery_attempts_total", outcome="retry") == 1)
+        item = r.item(nid)
+        assert item.state == "pending" and item.last_error  # type: ignore[attr-defined]
+        assert SMTP_PASSWORD not in item.last_error  # type: ignore[attr-defined]
+        smtp.refuse = None
+        await r.advance(31)
+        await smtp.wait_for(1)
+        await r.until(lambda: r.metric("runwatch_notifications_sent_total") == 1)
+    assert smtp.refused == 1
+
+
+class BrokenPlugin:
+    """A channel kind with a bug: every send raises (a real object, standing in for a buggy plugin)."""
+
+    kind = "broken"
+    name = "hook"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, alert: object) -> object:
+        self.calls += 1
+        raise RuntimeError("plugin bug while sending")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_channel_that_raises_is_a_failed_attempt_not_a_dead_worker(tmp_path: Path) -> None:
+    plugin = BrokenPlugin()
+    async with rig(tmp_path, plugin, ChannelPolicy(retry_initial=1, retry_max=1)) as r:  # type: ignore[arg-type]
+        [nid] = r.queue(1)
+        await r.until(lambda: r.metric("runwatch_delivery_failures_total", reason="error") == 1)
+        assert "plugin bug" in r.item(nid).last_error  # type: ignore[attr-defined]
+        await r.advance(2)  # the worker is alive and tries again
+        await r.until(lambda: plugin.calls == 2)
