@@ -72,3 +72,6 @@ def test_ci_runs_exactly_the_readme_test_command_then_the_linters() -> None:
     assert readme_command in ci
     after = ci[ci.index(readme_command) + 1 :]
     assert after == [".venv/bin/ruff check daemon tests", ".venv/bin/mypy --strict daemon"]
+    # Nothing installs anything before it: what CI depends on is what the README's command does.
+    steps = [ln for ln in ci if ln.strip() and not ln.startswith("#")]
+    assert steps[: steps.index(readme_command)] == ["set -euo pipefail", 'cd "$(dirname "$0")/.."']

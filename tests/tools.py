@@ -1,7 +1,7 @@
 """The real tools some tests drive (systemd-analyze, promtool, prometheus), and a subprocess helper.
 
-A missing tool fails the test with the package that provides it; it is never skipped (``.ci/run``
-installs them from Debian's packages).
+A missing tool is installed from the Debian package that ships it (:mod:`tests.system_tools`); if that
+is impossible the test fails naming the package, it is never skipped.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import pytest
 
+from .system_tools import install
+
 REPO = Path(__file__).resolve().parent.parent
 RUNWATCH = [sys.executable, "-m", "runwatch"]
 
@@ -30,13 +32,13 @@ T = TypeVar("T")
 
 
 def require(tool: str) -> str:
-    """The tool's path, or fail (never skip) naming the package to install."""
+    """The tool's path; its package is installed first when it is missing (fails, never skips)."""
     path = shutil.which(tool)
     if path is None:
-        pytest.fail(
-            f"{tool} is not installed: `apt-get install -y {PACKAGES[tool]}` (.ci/run does this)",
-            pytrace=False,
-        )
+        install(PACKAGES[tool], lambda: shutil.which(tool))
+        path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not on PATH although {PACKAGES[tool]} is installed", pytrace=False)
     return path
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import anyio
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from runwatch.clock import Clock
+
 #: One scripted answer: a status (with optional headers), "reset" (drop the connection mid-answer) or
 #: "hang" (never answer: the client gives up at its timeout and closes).
 Answer = int | tuple[int, dict[str, str]] | str
@@ -46,6 +48,8 @@ class WebhookServer:
     #: The answer once the script is used up.
     default: Answer = 200
     requests: list[Received] = field(default_factory=list)
+    #: What ``Received.at`` reads: the test's injected clock when set, else the wall clock.
+    clock: Clock | None = None
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
     @property
@@ -81,7 +85,8 @@ class WebhookServer:
                     payload = Webhook(self.secret).verify(body, headers)
                 except (WebhookVerificationError, ValueError) as exc:
                     error = f"{type(exc).__name__}: {exc}"
-                self.requests.append(Received(headers, body, time.time(), payload, error, answer))
+                at = self.clock.now() if self.clock is not None else time.time()
+                self.requests.append(Received(headers, body, at, payload, error, answer))
                 self._changed.set()
                 self._changed = anyio.Event()
                 if answer == "reset":

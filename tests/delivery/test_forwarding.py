@@ -124,6 +124,19 @@ def test_check_names_file_line_and_field_of_each_bad_channel(tmp_path: Path) -> 
     assert not any("not-a-secret" in p for p in got)  # a wrong secret is still a secret
 
 
+def test_a_rate_counts_whole_sends_and_a_fraction_is_refused_with_the_same_rate(tmp_path: Path) -> None:
+    got = problems(
+        tmp_path,
+        """  a: {rate: "0.5/s", apprise: "json://127.0.0.1/x"}
+  b: {rate: "2.5/m", apprise: "json://127.0.0.1/x"}
+  c: {rate: "30/m", apprise: "json://127.0.0.1/x"}
+""",
+    )
+    assert any(p.startswith("runwatch.yaml:4: channels.a.rate:") and '"30/m"' in p for p in got), got
+    assert any(p.startswith("runwatch.yaml:5: channels.b.rate:") and '"150/h"' in p for p in got), got
+    assert len(got) == 2, got
+
+
 def test_check_gives_apprise_reason_and_missing_secret_file_with_lines(tmp_path: Path) -> None:
     got = problems(
         tmp_path,

@@ -59,6 +59,25 @@ class Rig:
         self.deliverer.wake()
         await anyio.wait_all_tasks_blocked()
 
+    async def settle(self) -> None:
+        """Return once no send is in flight: what the worker may send at this clock reading is sent.
+
+        A claimed row is settled only after its receiver answered, so with none claimed and every task
+        blocked, moving the clock next cannot fall between a send and its arrival at the receiver.
+        """
+        worker = self.deliverer.workers["hook"]
+        with anyio.fail_after(10):
+            while True:
+                await anyio.wait_all_tasks_blocked()
+                if not self.in_flight():
+                    return
+                with anyio.move_on_after(0.2):
+                    await worker.wait_progress()
+
+    def in_flight(self) -> int:
+        sql = "SELECT count(*) FROM notifications WHERE state = 'pending' AND claimed_by IS NOT NULL"
+        return int(self.state.db.execute(sql).fetchone()[0])
+
     def item(self, nid: str) -> object:
         return {i.id: i for i in self.state.outbox.items(state=None, channel=None, limit=None)}[nid]
 
@@ -177,12 +196,50 @@ async def test_rate_limits_sends_on_the_clock(tmp_path: Path) -> None:
     ):
         r.queue(1, 2, 3, 4, 5)
         await r.until(lambda: len(rx.delivered()) == 2)
-        await r.advance(0.1)
-        assert len(rx.requests) == 2  # the bucket is empty until the clock moves
+        await r.advance(0.55)
+        await r.settle()
+        assert len(rx.requests) == 2  # both sends of this second are used until the clock reaches 1 s
         await r.advance(0.45)
-        await r.until(lambda: len(rx.delivered()) == 3)
+        await r.until(lambda: len(rx.delivered()) == 4)
         await r.advance(10)
         await r.until(lambda: len(rx.delivered()) == 5)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_rate_holds_in_every_window_of_one_period(tmp_path: Path, concurrency: int) -> None:
+    """``rate: 2/s`` means no window of one second holds a third send, whatever the clock's steps."""
+    policy = ChannelPolicy(rate=RateSpec(2, 1.0), concurrency=concurrency)
+    async with webhook_server(SECRET) as rx, rig(tmp_path, hook(rx), policy) as r:
+        rx.clock = r.clock  # each request is stamped with the clock the worker runs on
+        r.queue(*range(1, 8))
+        await r.settle()
+        for step in [0.25] * 8 + [0.47, 0.5, 0.03, 0.97, 0.5]:
+            await r.advance(step)
+            await r.settle()
+    sent = sorted(q.at - T0 for q in rx.delivered())
+    assert len(sent) == 7, sent  # and the rate still lets all of them through, 2 a second
+    crowded = [(a, c) for a, c in zip(sent, sent[2:], strict=False) if c - a < 1.0 - 1e-6]
+    assert not crowded, f"3 sends within one second: {crowded} (all: {sent})"
+
+
+async def test_a_reload_that_rebuilds_the_channel_frees_no_slot_of_its_rate(tmp_path: Path) -> None:
+    async with (
+        webhook_server(SECRET) as rx,
+        rig(tmp_path, hook(rx), ChannelPolicy(rate=RateSpec(2, 1.0))) as r,
+    ):
+        rx.clock = r.clock
+        r.queue(*range(1, 7))
+        await r.settle()
+        assert len(rx.requests) == 2
+        r.deliverer.reconfigure({"hook": hook(rx)}, {"hook": ChannelPolicy(rate=RateSpec(3, 1.0))}, {"hook"})
+        await r.advance(0.5)
+        await r.settle()
+        assert len(rx.requests) == 3  # 3/s now, and 2 of this second's 3 went out before the reload
+        await r.advance(0.5)
+        await r.until(lambda: len(rx.delivered()) == 5)
+        await r.advance(0.5)
+        await r.until(lambda: len(rx.delivered()) == 6)
+    assert [round(q.at - T0, 3) for q in rx.delivered()] == [0, 0, 0.5, 1, 1, 1.5]
 
 
 async def test_one_dead_channel_does_not_delay_another(tmp_path: Path) -> None:

@@ -113,11 +113,13 @@ class Deliverer:
         old.channel.close()
         log.info("reload.channel_stopped", channel=old.name, restarting=successor is not None)
         if successor is not None:
+            successor.take_over(old)
             await successor.run()  # returns at once when a later reload stopped it already
 
     @staticmethod
     async def _follow(old: ChannelWorker, successor: ChannelWorker) -> None:
         await old.finished.wait()
+        successor.take_over(old)
         await successor.run()
 
     def wake(self, channels: set[str] | None = None) -> None:

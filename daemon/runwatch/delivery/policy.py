@@ -1,13 +1,15 @@
 """How hard and how fast to deliver to one channel: its rate, retries, TTL and concurrency.
 
 Each key defaults from the top-level ``delivery:`` block and may be set per channel beside its kind's
-block. The rate is a token bucket on the injected clock (``"2/s"``: bursts of 2, then one every 0.5 s),
-so tests drive it without waiting.
+block. The rate is a window of the last sends on the injected clock (``"2/s"``: at most 2 sends start in
+any one second), so tests drive it without waiting.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -19,9 +21,9 @@ _PERIOD = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 @dataclass(frozen=True, slots=True)
 class RateSpec:
-    """``count`` sends per ``period`` seconds."""
+    """At most ``count`` sends in any window of ``period`` seconds."""
 
-    count: float
+    count: int
     period: float
 
     def __str__(self) -> str:
@@ -35,7 +37,14 @@ def parse_rate(value: Any) -> RateSpec:
     m = _RATE.match(str(value)) if isinstance(value, str) else None
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f'{value!r} is not a rate (use N/s, N/m or N/h, e.g. "2/s", "30/m")')
-    return RateSpec(float(m.group(1)), _PERIOD[m.group(2)])
+    count, period = float(m.group(1)), _PERIOD[m.group(2)]
+    if not count.is_integer():
+        # "at most 0.5 sends in any second" has no meaning: the count is a whole number of sends.
+        same = [f"{count * p / period:g}/{u}" for u, p in _PERIOD.items() if p > period]
+        same = [s for s in same if float(s.split("/")[0]).is_integer()]
+        hint = f' (the same rate: "{same[0]}")' if same else ""
+        raise ValueError(f"{value!r}: N must be a whole number of sends{hint}")
+    return RateSpec(int(count), period)
 
 
 Rate = Annotated[RateSpec, BeforeValidator(parse_rate), PlainSerializer(str)]
@@ -54,30 +63,64 @@ class ChannelPolicy:
     retry_after_default: float = 10.0
 
 
-class TokenBucket:
-    """At most ``count`` sends per ``period``: a bucket of ``count`` tokens refilled evenly."""
+class SendWindow:
+    """A channel's ``rate`` as a guarantee: at most ``count`` sends start in any window of ``period``.
 
-    def __init__(self, spec: RateSpec, now: float) -> None:
-        self.capacity = spec.count
-        self.per_second = spec.count / spec.period
-        self.tokens = spec.count
-        self.updated = now
+    A token bucket (capacity N, refilled N per period) lets 2N sends through in one period (a full
+    bucket, then the refill), which is not what "at most N per period" says. This keeps the start times
+    of the last N sends instead: a send may start at ``now`` only while fewer than N of them are later
+    than ``now - period``. Rows claimed but not yet sent hold a slot (``reserved``) so several loops of
+    one channel (``concurrency``) cannot claim the same slot; a reserved slot that is never sent
+    (silenced, or the batch was cut short) is given back. The state is those N times and a count, small
+    and explicit, so it could later be kept where several instances see it.
+    """
 
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
-            self.updated = now
+    def __init__(self, spec: RateSpec) -> None:
+        self.count = spec.count
+        self.period = spec.period
+        #: Start times of the last ``count`` sends, oldest first.
+        self.sent: list[float] = []
+        #: Slots taken by claimed rows whose send has not started yet.
+        self.reserved = 0
+        # Claims come from the event loop, sends from the worker's threads.
+        self._lock = threading.Lock()
+
+    def _recent(self, now: float) -> list[float]:
+        return [t for t in self.sent if now < t + self.period]
 
     def available(self, now: float) -> int:
-        self._refill(now)
-        return int(self.tokens + 1e-9)
+        """How many sends may be claimed now."""
+        with self._lock:
+            return max(0, self.count - self.reserved - len(self._recent(now)))
 
-    def take(self, n: int, now: float) -> None:
-        self._refill(now)
-        self.tokens -= n
+    def reserve(self, n: int) -> None:
+        with self._lock:
+            self.reserved += n
+
+    def release(self, n: int) -> None:
+        """Give back slots of claimed rows that will not be sent."""
+        with self._lock:
+            self.reserved = max(0, self.reserved - n)
+
+    def started(self, now: float) -> None:
+        """A reserved send starts now: its slot becomes a send time (kept in order, the last N only)."""
+        with self._lock:
+            self.reserved = max(0, self.reserved - 1)
+            bisect.insort(self.sent, now)
+            del self.sent[: -self.count]
+
+    def carry(self, old: SendWindow) -> None:
+        """Go on from ``old``'s sends (a reload rebuilt the channel): a reload frees no slot."""
+        with self._lock:
+            self.sent = sorted(self.sent + old.sent)[-self.count :]
 
     def next_at(self, now: float) -> float:
-        """When the next whole token is there."""
-        self._refill(now)
-        missing = 1.0 - self.tokens
-        return now if missing <= 1e-9 else now + missing / self.per_second
+        """When the next send may start: once enough of the recent sends are a period old.
+
+        Reserved slots are counted as if sent now, the earliest they can be.
+        """
+        with self._lock:
+            window = sorted(self._recent(now) + [now] * self.reserved)
+            if len(window) < self.count:
+                return now
+            return window[len(window) - self.count] + self.period

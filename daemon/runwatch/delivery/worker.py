@@ -7,7 +7,8 @@ right after its send (one short statement), so the event loop is not involved pe
 While a channel keeps failing, its circuit is open: nothing is sent until the retry time of the
 failed notification, then that one alone is sent as a probe; once one goes through, the backlog
 drains oldest first. Retries use :class:`runwatch.retry.RetryPolicy` (a channel's Retry-After wins
-over ``retry_max``); a channel's ``rate`` is a token bucket that no retry can jump.
+over ``retry_max``); a channel's ``rate`` (:class:`SendWindow`: at most N sends start in any window of
+one period) is one that no retry can jump.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prometheus_client import Counter, Histogram
 
 from runwatch.clock import Clock
 from runwatch.delivery.channel import Channel, Delivered, Outcome, Permanent, Retry
-from runwatch.delivery.policy import ChannelPolicy, TokenBucket
+from runwatch.delivery.policy import ChannelPolicy, SendWindow
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.pipeline.silences import Muter
@@ -66,7 +67,7 @@ class ChannelWorker:
         self.owner = owner
         self.muter = muter
         self.retry = RetryPolicy(policy.retry_initial, policy.retry_max)
-        self.bucket = TokenBucket(policy.rate, clock.now()) if policy.rate else None
+        self.window = SendWindow(policy.rate) if policy.rate else None
         #: Circuit breaker: consecutive failed sends, and until when nothing is sent.
         self.failures = 0
         self.open_until = 0.0
@@ -102,6 +103,11 @@ class ChannelWorker:
         """
         self.stopping = True
         self.wake()
+
+    def take_over(self, old: ChannelWorker) -> None:
+        """Carry on from ``old``, this channel's finished worker: a reload must not free slots of ``rate``."""
+        if self.window is not None and old.window is not None:
+            self.window.carry(old.window)
 
     async def wait_idle(self) -> None:
         await self._all_idle.wait()
@@ -147,14 +153,14 @@ class ChannelWorker:
         if held > now:
             return min(held - now, IDLE_RECHECK) if not self.draining else 0.0
         limit = 1 if self.failures else BATCH
-        if self.bucket is not None:
-            limit = min(limit, self.bucket.available(now))
+        if self.window is not None:
+            limit = min(limit, self.window.available(now))
         claimed = self.outbox.claim(self.name, now, limit, self.owner, LEASE)
         if not claimed:
             nxt = self.outbox.next_due(self.name)
             return IDLE_RECHECK if nxt is None else min(IDLE_RECHECK, max(0.0, nxt - now))
-        if self.bucket is not None:
-            self.bucket.take(len(claimed), now)
+        if self.window is not None:
+            self.window.reserve(len(claimed))
         # Shielded: a batch that has started is finished (or cut short at the drain deadline) and
         # recorded, even during shutdown.
         with anyio.CancelScope(shield=True):
@@ -165,8 +171,8 @@ class ChannelWorker:
 
     def _held_until(self, now: float) -> float:
         held = self.open_until
-        if self.bucket is not None and self.bucket.available(now) < 1:
-            held = max(held, self.bucket.next_at(now))
+        if self.window is not None and self.window.available(now) < 1:
+            held = max(held, self.window.next_at(now))
         return held
 
     def _expire(self, now: float) -> None:
@@ -182,25 +188,33 @@ class ChannelWorker:
 
     # -- in the sending thread ------------------------------------------------------------------------------
     def _send_all(self, claimed: Sequence[Claimed]) -> None:
-        for i, item in enumerate(claimed):
-            if time.monotonic() >= self._stop_at:
-                self.outbox.release([c.seq for c in claimed[i:]])
-                return
-            if self.muter is not None and self._silenced(item):
-                continue
-            try:
-                outcome: Outcome = self.channel.send(item.alert)
-            except Exception as exc:  # a channel plugin's bug is a failed attempt, not a dead worker
-                outcome = Retry("error", redact(f"{type(exc).__name__}: {exc}")[:500])
-            try:
-                self._settle(item, outcome, self.clock.now())
-            except Exception:
-                # The state could not record it: give the rest back; the lease voids this one's claim.
-                self.outbox.release([c.seq for c in claimed[i + 1 :]])
-                raise
-            if isinstance(outcome, Retry):
-                self.outbox.release([c.seq for c in claimed[i + 1 :]])
-                return
+        started = 0
+        try:
+            for i, item in enumerate(claimed):
+                if time.monotonic() >= self._stop_at:
+                    self.outbox.release([c.seq for c in claimed[i:]])
+                    return
+                if self.muter is not None and self._silenced(item):
+                    continue
+                if self.window is not None:
+                    self.window.started(self.clock.now())
+                started += 1
+                try:
+                    outcome: Outcome = self.channel.send(item.alert)
+                except Exception as exc:  # a channel plugin's bug is a failed attempt, not a dead worker
+                    outcome = Retry("error", redact(f"{type(exc).__name__}: {exc}")[:500])
+                try:
+                    self._settle(item, outcome, self.clock.now())
+                except Exception:
+                    # The state could not record it: give the rest back; the lease voids this one's claim.
+                    self.outbox.release([c.seq for c in claimed[i + 1 :]])
+                    raise
+                if isinstance(outcome, Retry):
+                    self.outbox.release([c.seq for c in claimed[i + 1 :]])
+                    return
+        finally:
+            if self.window is not None:  # the slots of claimed rows that were not sent
+                self.window.release(len(claimed) - started)
 
     def _silenced(self, item: Claimed) -> bool:
         """Held back by an active silence: recorded as silenced, counted, not sent."""
@@ -262,8 +276,8 @@ class ChannelWorker:
         if after is None and outcome.status == 429:
             after = self.policy.retry_after_default
         at = now + self.retry.delay(attempts, after)
-        if self.bucket is not None:
-            at = max(at, self.bucket.next_at(now))
+        if self.window is not None:
+            at = max(at, self.window.next_at(now))
         self.outbox.retry(item.seq, f"{outcome.reason}: {outcome.detail}", at)
         self.open_until = at
         log.warning(
