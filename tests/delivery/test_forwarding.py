@@ -12,6 +12,7 @@ import pytest
 
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
+from runwatch.delivery.policy import RateSpec, parse_rate
 from runwatch.model import rfc3339
 from runwatch.service.app import Daemon
 from runwatch.service.assemble import check
@@ -124,17 +125,15 @@ def test_check_names_file_line_and_field_of_each_bad_channel(tmp_path: Path) -> 
     assert not any("not-a-secret" in p for p in got)  # a wrong secret is still a secret
 
 
-def test_a_rate_counts_whole_sends_and_a_fraction_is_refused_with_the_same_rate(tmp_path: Path) -> None:
-    got = problems(
-        tmp_path,
-        """  a: {rate: "0.5/s", apprise: "json://127.0.0.1/x"}
-  b: {rate: "2.5/m", apprise: "json://127.0.0.1/x"}
-  c: {rate: "30/m", apprise: "json://127.0.0.1/x"}
-""",
-    )
-    assert any(p.startswith("runwatch.yaml:4: channels.a.rate:") and '"30/m"' in p for p in got), got
-    assert any(p.startswith("runwatch.yaml:5: channels.b.rate:") and '"150/h"' in p for p in got), got
-    assert len(got) == 2, got
+def test_a_fractional_rate_is_whole_sends_in_a_longer_window() -> None:
+    """``at most 0.5 sends in a second`` cannot be kept in a window of one second: it is 1 in any 2."""
+    assert parse_rate("0.5/s") == RateSpec(1, 2.0)
+    assert parse_rate("2.5/m") == RateSpec(5, 120.0)
+    assert parse_rate("30/m") == RateSpec(30, 60.0)
+    written = ["0.5/s", "2.5/m", "30/m", "2/s"]
+    assert [str(parse_rate(r)) for r in written] == written
+    with pytest.raises(ValueError, match="is not a rate"):
+        parse_rate("0/s")
 
 
 def test_check_gives_apprise_reason_and_missing_secret_file_with_lines(tmp_path: Path) -> None:

@@ -189,7 +189,6 @@ async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_p
     from runwatch.model import RunSnapshot
     from runwatch.service.app import Daemon
     from runwatch.sources.base import MonitorBatch
-
     from tests.conftest import write_config
 
     clock = ManualClock(ts("2026-03-01T11:00:00+00:00"))

@@ -11,6 +11,7 @@ import bisect
 import re
 import threading
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer
@@ -27,8 +28,11 @@ class RateSpec:
     period: float
 
     def __str__(self) -> str:
-        unit = {1.0: "s", 60.0: "m", 3600.0: "h"}.get(self.period, "s")
-        return f"{self.count:g}/{unit}"
+        """As the user wrote it: ``1`` per 2 s reads ``0.5/s``, ``5`` per 120 s ``2.5/m``."""
+        for unit, seconds in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+            if self.period % seconds == 0:
+                return f"{self.count * seconds / self.period:g}/{unit}"
+        return f"{self.count / self.period:g}/s"
 
 
 def parse_rate(value: Any) -> RateSpec:
@@ -37,14 +41,9 @@ def parse_rate(value: Any) -> RateSpec:
     m = _RATE.match(str(value)) if isinstance(value, str) else None
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f'{value!r} is not a rate (use N/s, N/m or N/h, e.g. "2/s", "30/m")')
-    count, period = float(m.group(1)), _PERIOD[m.group(2)]
-    if not count.is_integer():
-        # "at most 0.5 sends in any second" has no meaning: the count is a whole number of sends.
-        same = [f"{count * p / period:g}/{u}" for u, p in _PERIOD.items() if p > period]
-        same = [s for s in same if float(s.split("/")[0]).is_integer()]
-        hint = f' (the same rate: "{same[0]}")' if same else ""
-        raise ValueError(f"{value!r}: N must be a whole number of sends{hint}")
-    return RateSpec(int(count), period)
+    # A window holds whole sends: "0.5/s" is 1 send in any 2 s, "2.5/m" 5 in any 2 minutes.
+    count = Fraction(m.group(1))
+    return RateSpec(count.numerator, _PERIOD[m.group(2)] * count.denominator)
 
 
 Rate = Annotated[RateSpec, BeforeValidator(parse_rate), PlainSerializer(str)]
