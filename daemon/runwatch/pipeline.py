@@ -1,6 +1,7 @@
 """The stages between a source and the outbox, one small class each.
 
-    MonitorBatch -> Detect (diff against the state; baseline on first sight) -> Monitors (the
+    MonitorBatch -> Detect (diff against the state; baseline on first sight, and for the history
+                 a first start reads over later cycles) -> Monitors (the
                  monitor object on each change; a scheduled run that came) -> Match (rules)
                  -> Record (state + outbox rows in one transaction) -> wake Delivery
 
@@ -51,7 +52,7 @@ from runwatch.sources.base import MonitorBatch, MonitorListing
 from runwatch.sources.registry import PROVIDERS
 from runwatch.store import State
 from runwatch.store.alerts import SqliteAlerts
-from runwatch.store.interfaces import MonitorRecord, Notification, Recorder
+from runwatch.store.interfaces import CatchUp, MonitorRecord, Notification, Recorder
 
 log = get_logger(__name__)
 
@@ -69,10 +70,17 @@ class Batch:
     monitor_updates: list[MonitorRecord] = field(default_factory=list)
     #: A provider whose first monitor listing this batch records (silently).
     monitors_baselined: str | None = None
+    #: Where the monitor's poll left off, recorded with the batch (None: as it was).
+    catch_up: CatchUp | None = None
 
 
 class Detect:
-    """Diff each snapshot against the state; a monitor read for the first time is a silent baseline."""
+    """Diff each snapshot against the state; a monitor read for the first time is a silent baseline.
+
+    A first start's baseline is the whole history in the look-back, however many cycles (and
+    restarts) reading it takes: when the first poll runs out of pages, the runs later polls read from
+    where it stopped (``MonitorBatch.resumed``) are baseline too, until the listing is read through.
+    """
 
     def __init__(self, store: State, metrics: Metrics) -> None:
         self.store = store
@@ -91,10 +99,28 @@ class Detect:
             src.provider, src.monitor_id
         )
         runs = self.store.runs
+        before = runs.catch_up(src.provider, src.monitor_id)
+        history = src.resumed if before is not None and before.baseline else frozenset()
+        silenced = 0
         for snap in src.snapshots:
             if runs.is_done(src.provider, snap.run_id):
                 continue  # finished and reported before: nothing about it is news
-            batch.changes.extend(diff(runs.run(src.provider, snap.run_id), snap, batch.now))
+            prev = runs.run(src.provider, snap.run_id)
+            if prev is None and snap.run_id in history:
+                silenced += 1  # older than the runs the baseline recorded: history, recorded silently
+                continue
+            batch.changes.extend(diff(prev, snap, batch.now))
+        if src.backlog is not None:
+            going_on = batch.baseline or (before is not None and before.baseline)
+            batch.catch_up = CatchUp(src.backlog, baseline=going_on and bool(src.backlog))
+        if silenced:
+            log.info(
+                "baseline.continued",
+                provider=src.provider,
+                monitor_id=src.monitor_id,
+                runs=silenced,
+                done=not src.backlog,
+            )
         if batch.baseline:
             if batch.changes:
                 log.info(
@@ -462,6 +488,7 @@ class Record:
             alert_updates=batch.alert_updates,
             monitor_updates=batch.monitor_updates,
             baselined=batch.monitors_baselined,
+            catch_up=batch.catch_up,
         )
         if queued:
             self.wake({n.channel for n in notes})
