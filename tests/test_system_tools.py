@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .tools import PACKAGES, REPO, require
+from tests.tools import PACKAGES, REPO, require
 
 APT_GET = """\
 #!{python}

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import pytest
 
-from .system_tools import install
+from tests.system_tools import install
 
 REPO = Path(__file__).resolve().parent.parent
 RUNWATCH = [sys.executable, "-m", "runwatch"]

@@ -9,7 +9,7 @@ Nothing is mocked: the source speaks HTTP to the fake, the state is SQLite in ``
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from runwatch.model import Change
 from runwatch.pipeline.detect import diff
 from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
-from runwatch.store import State
+from runwatch.store import CatchUp, State
 
 KEYS = {"exa": "exa-harness-key-3f9a1c77e2", "olostep": "olostep-harness-key-8b2d4e61c0"}
 #: Route names per provider, in the order a table of request counts lists them.
@@ -66,6 +66,8 @@ class Harness:
     state: State
     metrics: Metrics
     source: Source
+    #: Builds the source anew, as a restarted daemon does.
+    build: Callable[[], Source]
     not_before: float | None = None
     cycles: list[Cycle] = field(default_factory=list)
 
@@ -93,12 +95,21 @@ class Harness:
                     now,
                     monitor_id=batch.monitor_id,
                     retired=batch.retired,
+                    catch_up=None if batch.backlog is None else CatchUp(batch.backlog),
                 )
         cycle = Cycle(now - self.t0, report, batches, changes)
         cycle.routes = Counter(log.by_route) - routes
         cycle.paths = Counter({p: n for (_, p), n in log.by_path.items()}) - paths
         self.cycles.append(cycle)
         return cycle
+
+    async def restart(self) -> None:
+        """What a daemon restart keeps: the state file (reopened, its memory rebuilt from it), not the
+        source's memory (built anew)."""
+        await self.source.aclose()
+        self.state.close()
+        self.state = State(self.state.path.parent)
+        self.source = self.build()
 
     async def cycles_until(self, end: float, step: float) -> list[Cycle]:
         """A cycle now and every ``step`` seconds of scenario time up to ``end`` (inclusive)."""
@@ -145,15 +156,18 @@ async def harness(
         }
         options.update(settings)
         metrics = Metrics()
-        source = spec.source(
-            spec.settings(**options), metrics, backoff_initial=0.01, backoff_max=0.05, **(client or {})
-        )
-        state = State(state_dir)
+
+        def build() -> Source:
+            return spec.source(
+                spec.settings(**options), metrics, backoff_initial=0.01, backoff_max=0.05, **(client or {})
+            )
+
+        h = Harness(provider, running, clock, State(state_dir), metrics, build(), build)
         try:
-            yield Harness(provider, running, clock, state, metrics, source)
+            yield h
         finally:
-            await source.aclose()
-            state.close()
+            await h.source.aclose()
+            h.state.close()
 
 
 def exa_run(run_id: str, *steps: tuple[float, str], **extra: Any) -> dict[str, Any]:

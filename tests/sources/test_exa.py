@@ -157,6 +157,20 @@ async def test_a_catch_up_cut_by_an_error_goes_on_where_it_was(tmp_path: Path) -
     assert set(reported.values()) == {1} and len(reported) == RUNS
 
 
+async def test_a_restart_in_the_middle_of_a_catch_up_goes_on_where_it_was(tmp_path: Path) -> None:
+    """The daemon restarts after the first catch-up cycle: the next start goes on from the cursor
+    recorded with that cycle's runs (the source's memory is gone), and every run is reported once."""
+    async with harness("exa", downtime_story(), tmp_path) as h:
+        await restart_after_downtime(h)
+        await h.cycle()
+        await h.restart()
+        h.clock.advance(10)
+        second = await h.cycle()
+        assert second.paths[f"/v0/monitors/{BUSY}/runs"] == 1 + 4 + 1
+    reported = once_each(h)
+    assert set(reported.values()) == {1} and len(reported) == RUNS
+
+
 async def test_a_failed_get_run_does_not_lose_the_pages_read_before_it(tmp_path: Path) -> None:
     """A run recorded unfinished that no page shows any more is fetched after the pages; when that
     fetch fails for good, the monitor's batch is dropped and its pages are read again next cycle."""

@@ -1,6 +1,7 @@
 """The chain of stages between a source and the outbox, and the batch that flows through it.
 
-    MonitorBatch -> Detect (diff against the state; baseline on first sight) -> Monitors (the
+    MonitorBatch -> Detect (diff against the state; baseline on first sight, and for the history
+                 a first start reads over later cycles) -> Monitors (the
                  monitor object on each change; a scheduled run that came) -> Match (rules)
                  -> Record (state + outbox rows in one transaction) -> wake Delivery
 
@@ -21,7 +22,7 @@ from runwatch.model import Change
 from runwatch.rules import Decision
 from runwatch.sources.base import MonitorBatch
 from runwatch.store.alert_state import AlertUpdate
-from runwatch.store.interfaces import MonitorRecord
+from runwatch.store.interfaces import CatchUp, MonitorRecord
 
 
 @dataclass(slots=True)
@@ -37,6 +38,8 @@ class Batch:
     monitor_updates: list[MonitorRecord] = field(default_factory=list)
     #: A provider whose first monitor listing this batch records (silently).
     monitors_baselined: str | None = None
+    #: Where the monitor's poll left off, recorded with the batch (None: as it was).
+    catch_up: CatchUp | None = None
 
 
 Stage = Callable[[Batch], None]

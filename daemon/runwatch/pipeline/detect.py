@@ -8,7 +8,7 @@ from runwatch.model import TERMINAL_STATUSES, Change, ChangeKind, RunSnapshot
 from runwatch.pipeline.chain import Batch
 from runwatch.sources.registry import PROVIDERS
 from runwatch.store import State
-from runwatch.store.interfaces import RunRecord
+from runwatch.store.interfaces import CatchUp, RunRecord
 
 log = get_logger(__name__)
 
@@ -62,7 +62,12 @@ def diff(prev: RunRecord | None, snap: RunSnapshot, now: float) -> list[Change]:
 
 
 class Detect:
-    """Diff each snapshot against the state; a monitor read for the first time is a silent baseline."""
+    """Diff each snapshot against the state; a monitor read for the first time is a silent baseline.
+
+    A first start's baseline is the whole history in the look-back, however many cycles (and
+    restarts) reading it takes: when the first poll runs out of pages, the runs later polls read from
+    where it stopped (``MonitorBatch.resumed``) are baseline too, until the listing is read through.
+    """
 
     def __init__(self, store: State, metrics: Metrics) -> None:
         self.store = store
@@ -81,10 +86,28 @@ class Detect:
             src.provider, src.monitor_id
         )
         runs = self.store.runs
+        before = runs.catch_up(src.provider, src.monitor_id)
+        history = src.resumed if before is not None and before.baseline else frozenset()
+        silenced = 0
         for snap in src.snapshots:
             if runs.is_done(src.provider, snap.run_id):
                 continue  # finished and reported before: nothing about it is news
-            batch.changes.extend(diff(runs.run(src.provider, snap.run_id), snap, batch.now))
+            prev = runs.run(src.provider, snap.run_id)
+            if prev is None and snap.run_id in history:
+                silenced += 1  # older than the runs the baseline recorded: history, recorded silently
+                continue
+            batch.changes.extend(diff(prev, snap, batch.now))
+        if src.backlog is not None:
+            going_on = batch.baseline or (before is not None and before.baseline)
+            batch.catch_up = CatchUp(src.backlog, baseline=going_on and bool(src.backlog))
+        if silenced:
+            log.info(
+                "baseline.continued",
+                provider=src.provider,
+                monitor_id=src.monitor_id,
+                runs=silenced,
+                done=not src.backlog,
+            )
         if batch.baseline:
             if batch.changes:
                 log.info(

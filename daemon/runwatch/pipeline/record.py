@@ -33,6 +33,7 @@ class Record:
             alert_updates=batch.alert_updates,
             monitor_updates=batch.monitor_updates,
             baselined=batch.monitors_baselined,
+            catch_up=batch.catch_up,
         )
         if queued:
             self.wake({n.channel for n in notes})

@@ -2,8 +2,9 @@
 
 The helpers hold the bounds against bad answers in one place, so every provider gets them alike:
 :func:`read_pages` (a listing that loops, pages far beyond their size, pages without items) and
-:func:`read_back` with :class:`Backlog` (catching up after downtime, spread over cycles, never
-skipping a page). Each bound is counted in ``runwatch_poll_errors_total{provider,reason}``.
+:func:`read_back` with :func:`bounded_backlog` (catching up after downtime or on a first start,
+spread over cycles, never skipping a page; where it goes on is state, recorded with the runs it
+read). Each bound is counted in ``runwatch_poll_errors_total{provider,reason}``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ class MonitorBatch:
     #: Unix seconds: when the newest run this poll saw was created (or started), by the provider's
     #: clock; what tells the daemon a scheduled run came.
     last_started: float | None = None
+    #: Where reading the monitor's runs goes on next cycle (:func:`read_back`; empty: nothing left to
+    #: read), recorded with this batch; None when this batch says nothing about it.
+    backlog: tuple[str, ...] | None = None
+    #: Runs read from pages a catch-up went on from (older than runs recorded before): history, not
+    #: news, while the monitor's first-start baseline is still being read.
+    resumed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +134,10 @@ class RunView(Protocol):
 
     def listed_monitors(self, provider: str) -> Collection[str]:
         """The monitors the last recorded listing showed (not deleted): whose absence is news."""
+        ...
+
+    def backlog(self, provider: str, monitor_id: str) -> Sequence[str]:
+        """Where the monitor's last recorded poll left off (:attr:`MonitorBatch.backlog`)."""
         ...
 
 
@@ -305,15 +316,16 @@ async def read_pages(
 async def read_back(
     listing: Callable[[str | None], AsyncGenerator[Page, None]],
     pending: Sequence[str],
-    visit: Callable[[list[Any]], bool],
+    visit: Callable[[list[Any], bool], bool],
     max_pages: int,
 ) -> list[str]:
     """Read a newest-first listing back until a page holds nothing new, at most ``max_pages`` pages.
 
     Starts at the newest page (what happened since the last cycle), then goes on from each cursor in
-    ``pending`` (where an earlier cycle ran out of pages). ``visit`` sees each page's items and says
-    whether any was new. Returns the cursors to go on from next cycle (newest first): a catch-up after
-    a long downtime is spread over cycles, never cut. A saved cursor the server refuses for good
+    ``pending`` (where an earlier cycle ran out of pages). ``visit`` sees each page's items and
+    whether the page is one of those older ones, and says whether any item was new. Returns the
+    cursors to go on from next cycle (newest first): a catch-up after a long downtime, or a first
+    start's history, is spread over cycles, never cut. A saved cursor the server refuses for good
     (400, 404, 410, 422; counted under that status) is dropped with a ``page.cursor_refused`` log
     line: asking again would fail the monitor's poll every cycle, for ever.
     """
@@ -328,7 +340,7 @@ async def read_back(
         try:
             async for data, nxt in pager:
                 pages += 1
-                if not visit(data):
+                if not visit(data, start is not None):
                     break  # caught up: this page holds only runs already recorded (or out of scope)
                 if pages >= max_pages:
                     if nxt is not None:
@@ -343,40 +355,19 @@ async def read_back(
     return left
 
 
-class Backlog:
-    """Per monitor, the cursors a catch-up goes on from next cycle (:func:`read_back`).
+#: Cursors kept per monitor (the newest): only a server that invents new runs faster than a cycle's
+#: page budget can reach it.
+BACKLOG_MAX = 16
 
-    A source reads them at the start of a monitor's poll and stores the new ones only once that poll
-    has its batch: a poll that fails half-way repeats its pages next cycle instead of skipping them
-    (their runs were never recorded). At most ``limit`` are kept per monitor (the newest): only a
-    server that invents new runs faster than ``MAX_PAGES`` a cycle can reach it.
-    """
 
-    def __init__(self, provider: str, limit: int = 16) -> None:
-        self.provider = provider
-        self.limit = limit
-        self._pending: dict[str, tuple[str, ...]] = {}
-
-    def __contains__(self, monitor_id: object) -> bool:
-        return monitor_id in self._pending
-
-    def get(self, monitor_id: str) -> tuple[str, ...]:
-        return self._pending.get(monitor_id, ())
-
-    def set(self, monitor_id: str, cursors: Sequence[str]) -> None:
-        if len(cursors) > self.limit:
-            dropped = len(cursors) - self.limit
-            log.warning("backlog.cut", provider=self.provider, monitor_id=monitor_id, dropped=dropped)
-            cursors = cursors[: self.limit]
-        if cursors:
-            self._pending[monitor_id] = tuple(cursors)
-        else:
-            self._pending.pop(monitor_id, None)
-
-    def keep(self, monitors: Collection[str]) -> None:
-        """Forget monitors no longer listed."""
-        for gone in set(self._pending) - set(monitors):
-            del self._pending[gone]
+def bounded_backlog(provider: str, monitor_id: str, left: Sequence[str]) -> tuple[str, ...]:
+    """What a poll hands over as :attr:`MonitorBatch.backlog`: :func:`read_back`'s cursors, at most
+    ``BACKLOG_MAX`` (a log line when more are cut). The daemon records them with the poll's runs, so a
+    poll that fails half-way reads its pages again next cycle, and a restart goes on from them."""
+    if len(left) > BACKLOG_MAX:
+        dropped = len(left) - BACKLOG_MAX
+        log.warning("backlog.cut", provider=provider, monitor_id=monitor_id, dropped=dropped)
+    return tuple(left[:BACKLOG_MAX])
 
 
 class MissingRuns:

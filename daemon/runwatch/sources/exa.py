@@ -20,7 +20,6 @@ from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.model import RUN_STATUSES, RunSnapshot
 from runwatch.sources.base import (
-    Backlog,
     MissingRuns,
     MonitorBatch,
     MonitorListing,
@@ -29,6 +28,7 @@ from runwatch.sources.base import (
     PollReport,
     ProviderSpec,
     RunView,
+    bounded_backlog,
     hand_over,
     parse_time,
     poll_monitors,
@@ -111,8 +111,6 @@ class ExaSource:
         )
         self.schedule = Schedule(settings.poll_interval, settings.idle_poll_interval)
         self.monitors: list[str] = list(dict.fromkeys(settings.monitors))
-        #: Where a catch-up that ran out of pages this cycle goes on next cycle.
-        self.backlog = Backlog(PROVIDER)
         self.missing = MissingRuns(PROVIDER, metrics)
         #: Each monitor's raw object as the last listing showed it (what templates see as ``monitor``).
         self.listed: dict[str, Mapping[str, Any]] = {}
@@ -170,21 +168,20 @@ class ExaSource:
                 else:
                     self.monitors = list(listing)
                     self.schedule.listed(now, listing)
-                    self.backlog.keep(listing)
                     report.listing = self._listing(view, listing)
             hot, idle = self.schedule.plan(
-                self.monitors, now, lambda m: m in self.backlog or bool(view.unfinished(PROVIDER, m))
+                self.monitors,
+                now,
+                lambda m: bool(view.backlog(PROVIDER, m)) or bool(view.unfinished(PROVIDER, m)),
             )
             report.idle = len(self.monitors) - len(hot) - len(idle)
 
             async def one(monitor_id: str) -> None:
                 try:
-                    batch, left = await self._poll_monitor(monitor_id, view, not_before, report)
+                    batch = await self._poll_monitor(monitor_id, view, not_before, report)
                 except ApiError as exc:
                     report.errors.append(exc)
                     return
-                # Only now: a poll that failed half-way reads its catch-up pages again next cycle.
-                self.backlog.set(monitor_id, left)
                 self.schedule.polled(monitor_id, now)
                 created = [t for t in (parse_time(s.raw.get("createdAt")) for s in batch.snapshots) if t]
                 if created:
@@ -214,16 +211,16 @@ class ExaSource:
 
     async def _poll_monitor(
         self, monitor_id: str, view: RunView, not_before: float | None, report: PollReport
-    ) -> tuple[MonitorBatch, list[str]]:
+    ) -> MonitorBatch:
         """The monitor's runs that are new or unfinished, newest first, paging back until the runs are
-        ones already recorded (after any downtime), at most MAX_PAGES a cycle (then on next cycle).
-
-        Returns the batch and where the catch-up goes on next cycle.
+        ones already recorded (after any downtime), at most MAX_PAGES a cycle (then on next cycle:
+        the batch says where, and which runs came from where the last cycle stopped).
         """
         base = f"/v0/monitors/{quote(monitor_id, safe='')}/runs"
         snaps: dict[str, RunSnapshot] = {}
+        resumed: set[str] = set()
 
-        def visit(data: list[Any]) -> bool:
+        def visit(data: list[Any], older: bool) -> bool:
             news = False
             for obj in data:
                 if isinstance(obj, Mapping):
@@ -248,6 +245,8 @@ class ExaSource:
                     news = True
                 if done is not True and snap.run_id not in snaps:
                     snaps[snap.run_id] = snap
+                    if older:
+                        resumed.add(snap.run_id)
             return news
 
         def listing(start: str | None) -> AsyncGenerator[Page, None]:
@@ -256,7 +255,7 @@ class ExaSource:
                 self.api, base, params, shape=SHAPE, endpoint="list_runs", what="run list", cursor=start
             )
 
-        left = await read_back(listing, self.backlog.get(monitor_id), visit, MAX_PAGES)
+        left = await read_back(listing, view.backlog(PROVIDER, monitor_id), visit, MAX_PAGES)
         retired: list[str] = []
         for run_id in view.unfinished(PROVIDER, monitor_id):
             if run_id in snaps:
@@ -275,7 +274,14 @@ class ExaSource:
             snap = parse_run(obj, monitor_id)
             if snap is not None:
                 snaps[run_id] = snap
-        return MonitorBatch(PROVIDER, monitor_id, list(snaps.values()), retired), left
+        return MonitorBatch(
+            PROVIDER,
+            monitor_id,
+            list(snaps.values()),
+            retired,
+            backlog=bounded_backlog(PROVIDER, monitor_id, left),
+            resumed=frozenset(resumed),
+        )
 
 
 SPEC = ProviderSpec(

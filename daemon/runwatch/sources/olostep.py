@@ -26,7 +26,6 @@ from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.model import RunEvent, RunSnapshot
 from runwatch.sources.base import (
-    Backlog,
     MissingRuns,
     MonitorBatch,
     MonitorListing,
@@ -35,6 +34,7 @@ from runwatch.sources.base import (
     PollReport,
     ProviderSpec,
     RunView,
+    bounded_backlog,
     hand_over,
     parse_time,
     poll_monitors,
@@ -240,8 +240,6 @@ class OlostepSource:
         #: Whether the last listing carried each monitor's ``last_run`` (then no GET per monitor).
         self.list_has_last_run = False
         self.missing = MissingRuns(PROVIDER, metrics)
-        #: Where a catch-up that ran out of event pages this cycle goes on next cycle.
-        self.backlog = Backlog(PROVIDER)
         #: Monitors the last listing showed with ``status: deleted`` (a list that includes them).
         self.listed_deleted: dict[str, Mapping[str, Any]] = {}
 
@@ -278,7 +276,9 @@ class OlostepSource:
         async def produce(send: MemoryObjectSendStream[MonitorBatch], report: PollReport) -> None:
             def due_now(monitors: Iterable[str]) -> tuple[list[str], list[str]]:
                 return self.schedule.plan(
-                    monitors, now, lambda m: m in self.backlog or bool(view.unfinished(PROVIDER, m))
+                    monitors,
+                    now,
+                    lambda m: bool(view.backlog(PROVIDER, m)) or bool(view.unfinished(PROVIDER, m)),
                 )
 
             hot, idle = due_now(self.monitors or self.settings.monitors)
@@ -298,18 +298,15 @@ class OlostepSource:
                     report.listing = await self._listing(view, before, now)
                     self.list_has_last_run = any("last_run" in m for m in listing.values())
                     self.schedule.listed(now, {m: next_run_at(obj, now) for m, obj in listing.items()})
-                    self.backlog.keep(listing)
                     hot, idle = due_now(self.monitors)
             report.idle = len(self.monitors) - len(hot) - len(idle)
 
             async def one(monitor_id: str) -> None:
                 try:
-                    batch, left = await self._poll_monitor(monitor_id, view, now, not_before)
+                    batch = await self._poll_monitor(monitor_id, view, now, not_before)
                 except ApiError as exc:
                     report.errors.append(exc)
                     return
-                # Only now: a poll that failed half-way reads its catch-up pages again next cycle.
-                self.backlog.set(monitor_id, left)
                 self.schedule.polled(monitor_id, now)
                 started = [t for t in map(run_start, batch.snapshots) if t is not None]
                 if started:
@@ -360,15 +357,18 @@ class OlostepSource:
 
     async def _discover(
         self, monitor_id: str, mpath: str, view: RunView, not_before: float | None
-    ) -> tuple[list[str], list[str]]:
+    ) -> tuple[list[str], set[str], list[str]]:
         """Run ids from the monitor's events, newest first, paging back until the runs are ones already
         recorded (after any downtime: at most MAX_EVENT_PAGES a cycle, then on next cycle).
 
-        Returns the run ids and where the catch-up goes on next cycle.
+        Returns the run ids, those of them read where the last cycle stopped, and where the catch-up
+        goes on next cycle.
         """
         found: list[str] = []
+        newer: set[str] = set()  # found on the newest pages: news, even if older pages list them too
+        resumed: set[str] = set()
 
-        def visit(data: list[Any]) -> bool:
+        def visit(data: list[Any], older: bool) -> bool:
             new_here = False
             for ev in data:
                 rid = ev.get("run_id") if isinstance(ev, Mapping) else None
@@ -382,6 +382,10 @@ class OlostepSource:
                     new_here = True
                 if done is not True:
                     found.append(rid)
+                    if not older:
+                        newer.add(rid)
+                    elif rid not in newer:
+                        resumed.add(rid)
             return new_here
 
         def listing(start: str | None) -> AsyncGenerator[Page, None]:
@@ -391,12 +395,12 @@ class OlostepSource:
                 self.api, path, params, shape=SHAPE, endpoint="list_events", what="events list", cursor=start
             )
 
-        left = await read_back(listing, self.backlog.get(monitor_id), visit, MAX_EVENT_PAGES)
-        return found, left
+        left = await read_back(listing, view.backlog(PROVIDER, monitor_id), visit, MAX_EVENT_PAGES)
+        return found, resumed, left
 
     async def _poll_monitor(
         self, monitor_id: str, view: RunView, now: float, not_before: float | None
-    ) -> tuple[MonitorBatch, list[str]]:
+    ) -> MonitorBatch:
         if not MONITOR_ID.match(monitor_id):
             raise ApiError(PROVIDER, "bad_id", f"{monitor_id!r} is not an Olostep monitor id")
         mpath = f"/v1/monitors/{quote(monitor_id, safe='')}"
@@ -410,7 +414,7 @@ class OlostepSource:
         last_run = monitor.get("last_run") if isinstance(monitor.get("last_run"), Mapping) else None
         err = monitor.get("error_message")
         monitor_error = err if isinstance(err, str) and err else None
-        candidates, left = await self._discover(monitor_id, mpath, view, not_before)
+        candidates, resumed, left = await self._discover(monitor_id, mpath, view, not_before)
         listed = monitor or None
         if last_run and isinstance(last_run.get("id"), str):
             ran_at = parse_time(last_run.get("ran_at"))
@@ -439,7 +443,15 @@ class OlostepSource:
             for gap in event_gaps(detail.get("events")):
                 self.metrics.poll_errors.labels(PROVIDER, gap).inc()
             snaps.append(derive(monitor_id, run_id, detail, last_run, monitor_error))
-        return MonitorBatch(PROVIDER, monitor_id, snaps, retired, monitor=listed), left
+        return MonitorBatch(
+            PROVIDER,
+            monitor_id,
+            snaps,
+            retired,
+            monitor=listed,
+            backlog=bounded_backlog(PROVIDER, monitor_id, left),
+            resumed=frozenset(resumed),
+        )
 
 
 SPEC = ProviderSpec(

@@ -20,6 +20,7 @@ from runwatch.store.alerts import SqliteAlerts
 from runwatch.store.database import STATE_FILE, check_readable, open_state
 from runwatch.store.interfaces import (
     OUTBOX_STATES,
+    CatchUp,
     Claimed,
     MonitorRecord,
     Notification,
@@ -34,6 +35,7 @@ from runwatch.store.runs import SqliteRuns
 __all__ = [
     "OUTBOX_STATES",
     "STATE_FILE",
+    "CatchUp",
     "Claimed",
     "MonitorRecord",
     "Notification",
@@ -92,13 +94,14 @@ class State:
         alert_updates: Sequence[AlertUpdate] = (),
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
+        catch_up: CatchUp | None = None,
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
         Returns how many notifications were new (a change decided again after a crash is not queued
         twice: the notification id is the row's unique key). ``monitor_updates`` are monitors as a
         listing or the missed-run check left them; ``baselined`` names a provider whose first
-        listing this is.
+        listing this is; ``catch_up`` is where the poll of ``monitor_id`` left off (None: unchanged).
         """
         notifications = list(notifications)
         if not (
@@ -108,12 +111,13 @@ class State:
             or monitor_updates
             or baselined
             or self.runs.changes(provider, snapshots, monitor_id)
+            or self.runs.catch_up_changes(provider, monitor_id, catch_up)
         ):
             return 0  # a poll that saw nothing new writes nothing (most polls of most monitors)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            self.runs.write(provider, snapshots, now, monitor_id, retired)
+            self.runs.write(provider, snapshots, now, monitor_id, retired, catch_up)
             new_rows = SqliteOutbox.enqueue(db, notifications, now)
             self.alerts.write(alert_updates)
             self.monitors.write(monitor_updates, now, baselined)
@@ -121,7 +125,7 @@ class State:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self.runs.apply(provider, snapshots, monitor_id, retired, now)
+        self.runs.apply(provider, snapshots, monitor_id, retired, now, catch_up)
         self.alerts.apply(alert_updates)
         self.monitors.apply(monitor_updates, baselined)
         return new_rows

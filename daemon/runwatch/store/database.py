@@ -30,6 +30,14 @@ CREATE TABLE IF NOT EXISTS monitor_state (
     updated_at REAL NOT NULL,
     PRIMARY KEY (provider, monitor_id)
 ) WITHOUT ROWID;
+-- Where reading a monitor's runs goes on next cycle (a catch-up's cursors, newest first, as JSON), and
+-- whether they lead into the history a first start is still recording (runs read from them are not
+-- news). Written with the runs a poll read, in its transaction: a restart goes on where it stopped.
+-- An older runwatch ignores the table (and forgets the catch-up, as it always did): same version.
+CREATE TABLE IF NOT EXISTS catch_up (
+    provider TEXT NOT NULL, monitor_id TEXT NOT NULL, cursors TEXT NOT NULL, baseline INTEGER NOT NULL,
+    PRIMARY KEY (provider, monitor_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     provider TEXT NOT NULL, run_id TEXT NOT NULL, monitor_id TEXT NOT NULL,
     status TEXT NOT NULL, done INTEGER NOT NULL, updated_at REAL NOT NULL,

@@ -60,6 +60,20 @@ class MonitorRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Where reading one monitor's runs goes on next cycle: the cursors of a catch-up that ran out of
+    pages, newest first (none: the listing was read to its end, or to runs already recorded).
+
+    ``baseline``: they lead into the history a first start is still recording, so the runs read from
+    them are baseline, not news. Recorded with the poll's runs in one transaction: a restart goes on
+    from there, and a poll that failed half-way is read again.
+    """
+
+    cursors: tuple[str, ...] = ()
+    baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """One decided notification for one channel, before it is queued: the alert and its channel."""
 
@@ -108,6 +122,8 @@ class RunState(Protocol):
 
     def knows_monitor(self, provider: str, monitor_id: str) -> bool: ...
 
+    def catch_up(self, provider: str, monitor_id: str) -> CatchUp | None: ...
+
     def status_counts(self) -> dict[tuple[str, str], int]: ...
 
 
@@ -134,6 +150,7 @@ class Recorder(Protocol):
         alert_updates: Sequence[AlertUpdate] = (),
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
+        catch_up: CatchUp | None = None,
     ) -> int: ...
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Collection, Sequence
 
 from runwatch.model import TERMINAL_STATUSES, RunSnapshot
-from runwatch.store.interfaces import RunRecord
+from runwatch.store.interfaces import CatchUp, RunRecord
 
 
 def _key(provider: str, run_id: str) -> int:
@@ -51,6 +52,10 @@ class SqliteRuns:
             if rec is not None:
                 rec.events.add(event_id)
         self.monitors = {(p, m) for p, m in db.execute("SELECT provider, monitor_id FROM monitors")}
+        self._catch_up: dict[tuple[str, str], CatchUp] = {
+            (p, m): CatchUp(tuple(json.loads(c)), bool(b))
+            for p, m, c, b in db.execute("SELECT provider, monitor_id, cursors, baseline FROM catch_up")
+        }
 
     def run(self, provider: str, run_id: str) -> RunRecord | None:
         """The record of a run; a finished one is read from the file (without its event ids)."""
@@ -82,6 +87,22 @@ class SqliteRuns:
     def knows_monitor(self, provider: str, monitor_id: str) -> bool:
         return (provider, monitor_id) in self.monitors
 
+    def catch_up(self, provider: str, monitor_id: str) -> CatchUp | None:
+        """Where reading the monitor's runs goes on next cycle, as the last poll recorded it."""
+        return self._catch_up.get((provider, monitor_id))
+
+    def backlog(self, provider: str, monitor_id: str) -> tuple[str, ...]:
+        """The cursors the monitor's next poll goes on from (what a source reads of :meth:`catch_up`)."""
+        got = self._catch_up.get((provider, monitor_id))
+        return got.cursors if got is not None else ()
+
+    def catch_up_changes(self, provider: str, monitor_id: str | None, catch_up: CatchUp | None) -> bool:
+        """Whether recording ``catch_up`` would change the one recorded (None: leave it as it is)."""
+        if catch_up is None or monitor_id is None:
+            return False
+        before = self._catch_up.get((provider, monitor_id))
+        return before != catch_up if catch_up.cursors else before is not None
+
     def tracked(self) -> int:
         """Runs in the state, finished or not."""
         return len(self.runs) + len(self._finished)
@@ -110,9 +131,21 @@ class SqliteRuns:
         now: float,
         monitor_id: str | None,
         retired: Sequence[str] = (),
+        catch_up: CatchUp | None = None,
     ) -> None:
         """The rows for what a poll saw; the caller holds the transaction."""
         db = self.db
+        if catch_up is not None and self.catch_up_changes(provider, monitor_id, catch_up):
+            if catch_up.cursors:
+                db.execute(
+                    "INSERT OR REPLACE INTO catch_up (provider, monitor_id, cursors, baseline)"
+                    " VALUES (?, ?, ?, ?)",
+                    (provider, monitor_id, json.dumps(catch_up.cursors), int(catch_up.baseline)),
+                )
+            else:
+                db.execute(
+                    "DELETE FROM catch_up WHERE provider = ? AND monitor_id = ?", (provider, monitor_id)
+                )
         if retired:
             db.executemany(
                 "UPDATE runs SET done = 1, updated_at = ? WHERE provider = ? AND run_id = ?",
@@ -152,10 +185,15 @@ class SqliteRuns:
         monitor_id: str | None,
         retired: Sequence[str] = (),
         now: float = 0.0,
+        catch_up: CatchUp | None = None,
     ) -> None:
         """After the commit: memory never runs ahead of the file."""
         if monitor_id is not None:
             self.monitors.add((provider, monitor_id))
+            if catch_up is not None and catch_up.cursors:
+                self._catch_up[(provider, monitor_id)] = catch_up
+            elif catch_up is not None:
+                self._catch_up.pop((provider, monitor_id), None)
         counts = self._counts
         for s in snapshots:
             key = (provider, s.run_id)
