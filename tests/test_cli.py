@@ -83,10 +83,11 @@ def test_check_names_file_line_and_field_of_every_problem(tmp_path: Path) -> Non
         assert secret not in out.stdout + out.stderr
 
 
-def test_run_with_a_broken_config_starts_nothing_and_exits_1(tmp_path: Path) -> None:
+def test_run_with_a_broken_config_starts_nothing_and_exits_78(tmp_path: Path) -> None:
+    """78 is EX_CONFIG (systemd shows ``status=78/CONFIG``); the unit does not restart on it."""
     cfg = write_config(tmp_path, "providers:\n  exa:\n    poll_interval: sometimes\n", GOOD_RULES)
     out = runwatch_cli("run", "--config", str(cfg))
-    assert out.returncode == 1
+    assert out.returncode == 78
     assert f"{cfg}:3: providers.exa.poll_interval:" in out.stderr
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from anyio.abc import TaskStatus
 from runwatch import reconfigure, systemd
 from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, load_config
+from runwatch.credentials import read_credential
 from runwatch.delivery import Channel, Deliverer
 from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.policy import ChannelPolicy
@@ -29,6 +30,7 @@ from runwatch.model import ChangeKind
 from runwatch.monitors import MonitorWatch
 from runwatch.pipeline import Batch, Detect, Lifecycle, Match, Monitors, Pipeline, Record, alerts_for
 from runwatch.redact import register
+from runwatch.reload_outcome import ReloadOutcome
 from runwatch.retention import Retention
 from runwatch.rules import RuleSet, load_rules
 from runwatch.sanity import config_warnings
@@ -48,13 +50,15 @@ log = get_logger(__name__)
 LIFECYCLE_TICK = 1.0
 
 
-def build_channels(config: Config) -> dict[str, Channel]:
+def build_channels(
+    config: Config, credentials: Callable[[str], str | None] = read_credential
+) -> dict[str, Channel]:
     """Every configured channel, or FileProblems naming file, line and field of each that cannot work."""
     out: dict[str, Channel] = {}
     problems: list[Problem] = []
     for name, block in config.settings.channels.items():
         try:
-            out[name] = build_channel(name, block, base_dir=config.base_dir)
+            out[name] = build_channel(name, block, base_dir=config.base_dir, credentials=credentials)
         except ChannelSetupError as exc:
             loc = ["channels", name, *exc.field.split(".")]
             problems.append(Problem(config.shown, config.line_of(*loc), ".".join(loc), exc.message))
@@ -87,19 +91,24 @@ def load_ruleset(config: Config) -> RuleSet:
     return ruleset
 
 
-def check(config: Config, warnings: list[Problem] | None = None) -> tuple[RuleSet, dict[str, Channel]]:
+def check(
+    config: Config,
+    warnings: list[Problem] | None = None,
+    credentials: Callable[[str], str | None] = read_credential,
+) -> tuple[RuleSet, dict[str, Channel]]:
     """Everything ``runwatch check`` validates, with the daemon's own code; raises FileProblems.
 
     What works but would never alert (no provider key, a placeholder key, no rule: see
     :mod:`runwatch.sanity`) is appended to ``warnings`` when given (``runwatch check`` prints them).
     The daemon does not ask: at start it logs each of these in its own words (``provider.off``,
     ``provider.auth_failed``, ``rules=0``), and an error about its state must stay one line.
+    ``credentials`` reads the channels' credentials (:func:`build_channels`).
     """
     problems: list[Problem] = []
     channels: dict[str, Channel] = {}
     ruleset: RuleSet | None = None
     try:
-        channels = build_channels(config)
+        channels = build_channels(config, credentials)
     except FileProblems as exc:
         problems.extend(exc.problems)
     try:
@@ -198,13 +207,14 @@ class Daemon:
             )
 
     # -- rules --------------------------------------------------------------------------------------
-    def reload(self) -> bool:
+    def reload(self, outcome: ReloadOutcome | None = None) -> bool:
         """Re-read the config file and the rule files (SIGHUP, ``runwatch reload``), and apply all of it.
 
         Validated as ``runwatch check`` does (channels built, rules against the new channel set) before
         anything changes; then rules, silences, channels, delivery and providers are applied
         (:mod:`runwatch.reconfigure`). Only the state and the metrics address need a restart (a
-        warning names them). A broken file keeps everything that runs, and says why.
+        warning names them). A broken file keeps everything that runs, and says why; ``outcome``, when
+        given, gets the same (``runwatch reload`` waits for it: :mod:`runwatch.reload_outcome`).
         """
         try:
             config = load_config(self.config.path) if self.config.path is not None else self.config
@@ -215,9 +225,13 @@ class Daemon:
             for p in exc.problems:
                 log.error("reload.rejected", problem=str(p))
             log.error("reload.failed", kept_rules=len(self.ruleset), kept_channels=len(self.channels))
+            if outcome is not None:
+                outcome.refused(exc.problems)
             return False
         plan = reconfigure.plan(self.config, self.channel_inputs, self.channels, config, ruleset, built)
         reconfigure.apply(self, plan)
+        if outcome is not None:
+            outcome.taken(len(ruleset), plan.needs_restart)
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
         self.metrics.last_reload_success.set(self.clock.now())
@@ -448,8 +462,9 @@ class Daemon:
                 task_status.started(http)
                 async for sig in signals:
                     if sig == signal.SIGHUP:
-                        systemd.notify("RELOADING=1")
-                        self.reload()
+                        outcome = ReloadOutcome(began=systemd.reloading())
+                        self.reload(outcome)
+                        outcome.write(self.config.state_dir)
                         systemd.notify("READY=1")
                         continue
                     log.info("runwatch.stopping", signal=signal.Signals(sig).name)

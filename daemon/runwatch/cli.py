@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from runwatch import __version__
+from runwatch import __version__, journal
 from runwatch import log as logsetup
 from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 #: Exit status when a command was given wrong arguments (argparse's own).
 USAGE = 2
+#: Exit status of ``run`` when the config or a rule file is refused (sysexits' EX_CONFIG; systemd shows
+#: ``status=78/CONFIG``): the unit's ``RestartPreventExitStatus=78`` does not restart into the same error.
+EX_CONFIG = 78
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -56,6 +59,13 @@ def _count(text: str) -> int:
 def _reload_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rl = sub.add_parser(
         "reload", help="make the running daemon re-read its config and rule files (as SIGHUP does)"
+    )
+    rl.add_argument(
+        "--timeout",
+        type=_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="how long to wait for the daemon's answer (default 30s)",
     )
     _config_arg(rl)
 
@@ -210,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
 def _print_problems(exc: ConfigError, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     for problem in exc.problems:
-        print(redact(str(problem)), file=out)
+        journal.say(redact(str(problem)), journal.ERROR, out)
 
 
 def _load(path: Path) -> Config:
@@ -221,21 +231,24 @@ def _load(path: Path) -> Config:
 
 def cmd_check(path: Path) -> int:
     from runwatch.app import check
+    from runwatch.service_credentials import stand_ins
     from runwatch.yamlfile import FileProblems, Problem
 
     warnings: list[Problem] = []
     try:
         config = _load(path)
-        ruleset, channels = check(config, warnings)
+        ruleset, channels = check(config, warnings, stand_ins(config, warnings))
     except FileProblems as exc:
         _print_problems(exc)
         return 1
     for warning in warnings:  # on stderr, so that stdout stays the one summary line
-        print(redact(f"warning: {warning}"), file=sys.stderr)
+        journal.say(redact(f"warning: {warning}"), journal.WARNING, sys.stderr)
     enabled = sorted(config.enabled_providers())
-    print(
+    journal.say(
         f"OK: {path}: {len(ruleset)} rules in {len(ruleset.files)} files, "
-        f"{len(channels)} channels, providers enabled: {', '.join(enabled) or 'none (no API key set)'}"
+        f"{len(channels)} channels, providers enabled: {', '.join(enabled) or 'none (no API key set)'}",
+        journal.INFO,
+        sys.stdout,
     )
     return 0
 
@@ -259,7 +272,7 @@ def cmd_run(path: Path) -> int:
         daemon = Daemon(config)
         anyio.run(daemon.serve_until_signalled)
     except OSError as exc:  # the metrics port is taken, or the like: the OS says what
-        print(redact(f"runwatch: {exc}"), file=sys.stderr)
+        journal.say(redact(f"runwatch: {exc}"), journal.ERROR, sys.stderr)
         return 1
     return 0
 
@@ -325,27 +338,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     raise AssertionError(args.action)
 
 
-def cmd_reload(path: Path) -> int:
-    """``runwatch reload``: SIGHUP to the daemon that holds this config's state directory.
+def cmd_reload(path: Path, timeout: float) -> int:
+    """``runwatch reload``: SIGHUP to the daemon that holds this config's state directory, and its answer.
 
-    ``check`` first, so a broken file is reported here (the daemon would keep its config anyway).
+    ``check`` first, so a broken file is reported here (the daemon would keep its config anyway); then
+    the daemon's own verdict (:mod:`runwatch.reload_outcome`), which is what ``ExecReload=`` returns.
     """
-    from runwatch.store.lock import holder_pid
+    from runwatch.reload_outcome import ask
 
     if cmd_check(path) != 0:
         return 1
-    config = _load(path)
-    pid = holder_pid(config.state_dir)
-    if pid is None:
-        print(f"runwatch: no runwatch is running on {config.state_dir}", file=sys.stderr)
-        return 1
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        print(f"runwatch: the runwatch holding {config.state_dir} (pid {pid}) is gone", file=sys.stderr)
-        return 1
-    print(f"reload signalled to runwatch pid {pid}; its log says whether the new config was taken")
-    return 0
+    return ask(_load(path).state_dir, timeout=timeout, out=sys.stdout, err=sys.stderr)
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
@@ -381,7 +384,7 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "outbox": lambda: cmd_outbox(args),
         "send-test": lambda: cmd_send_test(args.config, args.channel),
         "silence": lambda: cmd_silence(args),
-        "reload": lambda: cmd_reload(args.config),
+        "reload": lambda: cmd_reload(args.config, args.timeout),
         "fake": lambda: cmd_fake(args.provider, args.listen, args.scenario),
         "demo": lambda: cmd_demo(args.forever, args.metrics_listen),
         "init": lambda: cmd_init(args),
@@ -400,7 +403,7 @@ def report(exc: RunwatchError) -> None:
     if isinstance(exc, ConfigError):
         _print_problems(exc, sys.stderr)
     else:
-        print(redact(f"runwatch: {exc}"), file=sys.stderr)
+        journal.say(redact(f"runwatch: {exc}"), journal.ERROR, sys.stderr)
 
 
 def _usage_errors(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -457,6 +460,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _commands(args)[args.command]()
     except RunwatchError as exc:
         report(exc)
+        if args.command == "run" and isinstance(exc, ConfigError):
+            return EX_CONFIG
     except BaseExceptionGroup as group:
         leaves = _leaves(group)
         if not all(isinstance(e, RunwatchError) for e in leaves):
