@@ -84,7 +84,7 @@ def test_run_with_a_broken_config_still_fails_and_frees_the_port(tmp_path: Path)
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 78  # EX_CONFIG
     assert "no_such_key" in proc.stdout + proc.stderr
     deadline = time.monotonic() + 5
     early = None

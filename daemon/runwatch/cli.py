@@ -6,7 +6,9 @@ the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
 
 One error path: any :class:`~runwatch.errors.RunwatchError` a command raises (a config problem, a state
 that is locked, corrupt or too new, a channel that cannot be built) ends here as its message on stderr
-and exit status 1, never a traceback. Every message goes through the redactor before it is printed.
+and exit status 1 (``run`` refusing its config: :data:`EX_CONFIG`), never a traceback. Every message
+goes through the redactor before it is printed, and gets its syslog priority when it goes to the
+journal (:mod:`runwatch.journal`).
 """
 
 from __future__ import annotations
