@@ -67,3 +67,18 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileProblems) as exc:
         load_config(tmp_path / "nope.yaml")
     assert str(exc.value) == f"{tmp_path / 'nope.yaml'}: file not found"
+
+
+def test_under_systemd_a_config_without_state_dir_keeps_the_units_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd passes ``StateDirectory=`` as ``$STATE_DIRECTORY``: a config written before the shipped
+    one named ``state_dir: /var/lib/runwatch`` keeps its state where the service always kept it once
+    the unit no longer sets ``RUNWATCH_STATE_DIR``. A state_dir the config or the environment gives wins."""
+    monkeypatch.delenv("RUNWATCH_STATE_DIR", raising=False)
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib/runwatch") + ":" + str(tmp_path / "other"))
+    assert load_config(write(tmp_path, "rule_files: []\n")).state_dir == tmp_path / "lib/runwatch"
+    named = load_config(write(tmp_path, "state_dir: /srv/runwatch\n"))
+    assert named.state_dir == Path("/srv/runwatch")
+    monkeypatch.setenv("RUNWATCH_STATE_DIR", str(tmp_path / "env"))
+    assert load_config(write(tmp_path, "rule_files: []\n")).state_dir == tmp_path / "env"

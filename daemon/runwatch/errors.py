@@ -11,7 +11,8 @@
         ├── StateCorruptError      the state file is not a runwatch SQLite database
         └── StateTooNewError       the state file was written by a newer runwatch
 
-The CLI turns each into its message and exit status 1; nothing else escapes as a traceback. A delivery
+The CLI turns each into its message and exit status 1 (78, EX_CONFIG, for a ConfigError of ``run``);
+nothing else escapes as a traceback. A delivery
 worker never lets any exception (ours or a channel plugin's) end it: it becomes a retry.
 """
 

@@ -6,7 +6,8 @@ the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
 
 One error path: any :class:`~runwatch.errors.RunwatchError` a command raises (a config problem, a state
 that is locked, corrupt or too new, a channel that cannot be built) ends here as its message on stderr
-and exit status 1, never a traceback. Every message goes through the redactor before it is printed.
+and exit status 1, never a traceback. Every message goes through the redactor before it is printed, and
+gets its syslog priority when it goes to the journal (:mod:`runwatch.commands.journal`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runwatch import __version__
+from runwatch.commands import journal
 from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
 
@@ -55,6 +57,13 @@ def _count(text: str) -> int:
 def _reload_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rl = sub.add_parser(
         "reload", help="make the running daemon re-read its config and rule files (as SIGHUP does)"
+    )
+    rl.add_argument(
+        "--timeout",
+        type=_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="how long to wait for the daemon's answer (default 30s)",
     )
     _config_arg(rl)
 
@@ -224,7 +233,7 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "outbox": call("outbox", "cmd_outbox", lambda: (args,)),
         "send-test": call("send_test", "cmd_send_test", lambda: (args.config, args.channel)),
         "silence": call("silence", "cmd_silence", lambda: (args,)),
-        "reload": call("run", "cmd_reload", lambda: (args.config,)),
+        "reload": call("run", "cmd_reload", lambda: (args.config, args.timeout)),
         "fake": call("rehearse", "cmd_fake", lambda: (args.provider, args.listen, args.scenario)),
         "demo": call("rehearse", "cmd_demo", lambda: (args.forever, args.metrics_listen)),
         "init": call("init", "cmd_init", lambda: (args,)),
@@ -245,7 +254,7 @@ def report(exc: RunwatchError) -> None:
 
         print_problems(exc, sys.stderr)
     else:
-        print(redact(f"runwatch: {exc}"), file=sys.stderr)
+        journal.say(redact(f"runwatch: {exc}"), journal.ERROR, sys.stderr)
 
 
 def _usage_errors(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

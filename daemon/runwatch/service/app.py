@@ -37,6 +37,7 @@ from runwatch.service import systemd
 from runwatch.service.assemble import channel_policies, check
 from runwatch.service.endpoints import Health, make_app
 from runwatch.service.reload import Plan
+from runwatch.service.reload_outcome import ReloadOutcome
 from runwatch.service.retention import Retention
 from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
@@ -134,13 +135,14 @@ class Daemon:
             )
 
     # -- rules --------------------------------------------------------------------------------------
-    def reload(self) -> bool:
+    def reload(self, outcome: ReloadOutcome | None = None) -> bool:
         """Re-read the config file and the rule files (SIGHUP, ``runwatch reload``), and apply all of it.
 
         Validated as ``runwatch check`` does (channels built, rules against the new channel set) before
         anything changes; then rules, silences, channels, delivery and providers are applied
         (:mod:`runwatch.service.reload`). Only the state and the metrics address need a restart (a
-        warning names them). A broken file keeps everything that runs, and says why.
+        warning names them). A broken file keeps everything that runs, and says why; ``outcome``, when
+        given, gets the same (``runwatch reload`` waits for it: :mod:`runwatch.service.reload_outcome`).
         """
         try:
             config = load_config(self.config.path) if self.config.path is not None else self.config
@@ -151,9 +153,13 @@ class Daemon:
             for p in exc.problems:
                 log.error("reload.rejected", problem=str(p))
             log.error("reload.failed", kept_rules=len(self.ruleset), kept_channels=len(self.channels))
+            if outcome is not None:
+                outcome.refused(exc.problems)
             return False
         plan = reconfigure.plan(self.config, self.channel_inputs, self.channels, config, ruleset, built)
         apply(self, plan)
+        if outcome is not None:
+            outcome.taken(len(ruleset), plan.needs_restart)
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
         self.metrics.last_reload_success.set(self.clock.now())
@@ -384,8 +390,9 @@ class Daemon:
                 task_status.started(http)
                 async for sig in signals:
                     if sig == signal.SIGHUP:
-                        systemd.notify("RELOADING=1")
-                        self.reload()
+                        outcome = ReloadOutcome(began=systemd.reloading())
+                        self.reload(outcome)
+                        outcome.write(self.config.state_dir)
                         systemd.notify("READY=1")
                         continue
                     log.info("runwatch.stopping", signal=signal.Signals(sig).name)
