@@ -1,6 +1,6 @@
 """The provider-neutral model every stage after a source speaks.
 
-A source turns what an API returned into :class:`RunSnapshot` objects; :mod:`runwatch.state` diffs a
+A source turns what an API returned into :class:`RunSnapshot` objects; :mod:`runwatch.pipeline.detect` diffs a
 snapshot against what was recorded and yields :class:`Change` objects; rules match changes. Nothing
 downstream of a source knows an API's field names, except through ``raw`` (for templates).
 """
