@@ -39,6 +39,8 @@ __all__ = ["FakeOlostep"]
 _DAY = 86400.0
 _MONITOR_ID = re.compile(r"^monitor_")
 _RUN_ID = re.compile(r"^run_")
+#: Run-endpoint bodies kept per run (see :meth:`_Run.body`).
+_BODIES_KEPT = 4
 
 #: status -> (code, type) of Olostep's RFC 7807-like error body.
 _ERROR_CODES: dict[int, tuple[str, str]] = {
@@ -61,8 +63,8 @@ class _Run:
     complete_at: float | None
     times: list[float]
     events: list[dict[str, Any]]
-    #: Run-endpoint body for k visible events, at index k (index 0 unused: the run is not visible).
-    bodies: list[bytes]
+    #: Run-endpoint bodies already built, by how many events are visible (see :meth:`body`).
+    bodies: dict[int, bytes]
     shuffle: bool
     monitor_id: str
     snapshot: dict[str, Any] | None
@@ -77,6 +79,19 @@ class _Run:
 
     def done(self, now: float) -> bool:
         return self.complete_at is not None and self.complete_at <= now + EPS
+
+    def body(self, k: int) -> bytes:
+        """The run endpoint's answer while ``k`` events are visible, built when first asked for.
+
+        Not built for every ``k`` up front: a run of 3,000 events would hold 3,000 bodies of up to
+        half a megabyte each. The last few are kept, since a poller asks for the same one again.
+        """
+        cached = self.bodies.get(k)
+        if cached is None:
+            cached = self.bodies[k] = _run_body(self, k)
+            if len(self.bodies) > _BODIES_KEPT:
+                del self.bodies[next(iter(self.bodies))]
+        return cached
 
 
 @dataclass(slots=True)
@@ -167,7 +182,7 @@ def _compile_run(run: OlostepRun, monitor_id: str, t0: float) -> _Run:
         complete_at=complete_at,
         times=[ev.at for ev in run.events],
         events=events,
-        bodies=[],
+        bodies={},
         shuffle=run.shuffle_events,
         monitor_id=monitor_id,
         snapshot=run.snapshot,
@@ -177,7 +192,6 @@ def _compile_run(run: OlostepRun, monitor_id: str, t0: float) -> _Run:
         entry_running=entry_running,
         entry_done=entry_done,
     )
-    compiled.bodies = [b""] + [_run_body(compiled, k) for k in range(1, len(events) + 1)]
     return compiled
 
 
@@ -390,4 +404,4 @@ class FakeOlostep(FakeBase):
         k = run.visible_events(now) if run is not None else 0
         if run is None or k == 0:
             return self._error(404, "Run not found", "get_run")
-        return Response(run.bodies[k], media_type="application/json")
+        return Response(run.body(k), media_type="application/json")
