@@ -85,10 +85,9 @@ def bounded(value: Any, budget: int = RUN_LIMIT) -> Any:
     An alert is stored in the state and sent for every notification about a run, so what a run holds
     (a large ``snapshot``, a long text) must not be copied whole into each of them; and one large
     field must not crowd out the small ones after it (``status``, ``failedReason``). A value that is
-    within bounds is returned as it is (not copied), so bounding a bounded value changes nothing: a
-    template reads the same run whether it renders at once or from a group kept in the state. Only
-    what is kept is visited, and the changes of one poll share their run, so the last few bounded
-    are remembered: a run's 3,000 steps bound it once.
+    within bounds is returned as it is (not copied), so bounding a bounded value (a group's change
+    read back from the state) changes nothing. Only what is kept is visited, and the changes of one
+    poll share their run, so the last few bounded are remembered: a run's 3,000 steps bound it once.
     """
     seen = _recent.get((id(value), budget))
     if seen is not None and seen[0] is value:
@@ -247,9 +246,7 @@ class Change:
             "message": ev.message if ev else "",
             "event_data": dict(ev.raw) if ev else {},
             "failed_reason": self.failed_reason or "",
-            # What an alert keeps of the run (:func:`bounded`): a template reads the same run whether
-            # it renders at once or from a group kept in the state.
-            "run": bounded(self.run),
+            "run": dict(self.run),
             "monitor": dict(self.monitor),
             "resolved": self.resolved,
             "due_at": (rfc3339(self.occurred_at) or "") if self.kind is ChangeKind.MONITOR_MISSED_RUN else "",
