@@ -57,9 +57,20 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_attempt_at REAL NOT NULL, last_error TEXT, finished_at REAL,
     claimed_by TEXT, claimed_until REAL
 );
--- Partial indexes: a row leaves the pending one when it is sent, so the claim reads only what is queued
--- and recording an outcome touches few pages.
-CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (channel, seq) WHERE state = 'pending';
+-- Partial indexes: a row leaves the pending ones when it is sent, so the claim reads only what is queued
+-- and recording an outcome touches few pages. Each holds every column its queries test (`state` too:
+-- SQLite does not count a partial index's own condition as covered), so the claim (notifications_due)
+-- and max_age (notifications_expiry) find their rows in the index alone and read from the table only
+-- the rows they return or change. A scan of the table would read every pending row whole: the columns
+-- after `alert` lie behind the alert's overflow pages.
+-- The pending index of schema 3 as first released, (channel, seq), gives way to these two. Indexes
+-- only, so the schema version stays: an older runwatch opening the file makes its own again, and this
+-- one drops it again.
+DROP INDEX IF EXISTS notifications_pending;
+CREATE INDEX IF NOT EXISTS notifications_due
+    ON notifications (channel, seq, next_attempt_at, claimed_until, state) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS notifications_expiry
+    ON notifications (channel, created_at, state) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS notifications_finished ON notifications (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_done ON runs (done, updated_at);
