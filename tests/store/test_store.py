@@ -13,7 +13,8 @@ import pytest
 
 from runwatch.errors import StateCorruptError, StateError, StateLockedError, StateTooNewError
 from runwatch.model import RunEvent, RunSnapshot, notification_id
-from runwatch.store import MonitorRecord, Notification, State, open_outbox
+from runwatch.store import MonitorRecord, Notification, State, StuckMark, open_outbox
+from runwatch.store.database import SCHEMA_VERSION
 from runwatch.store.interfaces import Claimed
 from tests.conftest import make_alert
 
@@ -270,7 +271,7 @@ def test_a_v2_state_is_migrated_to_v3_keeping_its_runs_and_baselining_monitors_s
     with pytest.raises(StateError, match="older runwatch"):
         open_outbox(tmp_path)  # operator commands wait for the daemon to upgrade it
     state = State(tmp_path)
-    assert state.get_meta("schema_version") == "3"
+    assert state.get_meta("schema_version") == str(SCHEMA_VERSION)
     assert list(state.runs.unfinished("exa", "m1")) == ["live"]
     assert [c.alert.run_id for c in state.outbox.claim("ch", 2.0, 10, "me", 60)] == ["run_1"]
     assert state.monitors.records() == [] and state.monitors.baselined == set()  # first listing: silent
@@ -340,3 +341,43 @@ def test_a_state_with_the_old_pending_index_gets_the_covering_ones(tmp_path: Pat
     assert {"notifications_due", "notifications_expiry"} <= names and "notifications_pending" not in names
     assert [c.alert.run_id for c in state.outbox.claim("ch", 2.0, 10, "me", 60)] == ["run_1"]
     state.close()
+
+
+def test_a_runs_creation_time_and_the_stuck_thresholds_it_crossed_survive_a_restart(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    state.record("exa", [snap("created", "seen")], [], 100.0, monitor_id="m1")  # no provider time
+    state.record("exa", [snap("running", "seen")], [], 150.0, monitor_id="m1")
+    dated = RunSnapshot("exa", "m1", "dated", "running", {"id": "dated"}, created_at=42.0)
+    state.record("exa", [dated], [], 160.0, monitor_id="m1")
+    stuck = StuckMark("exa", "seen", (30.0,))
+    assert state.record("", [], [Notification(make_alert(1))], 170.0, stuck=[stuck]) == 1
+    state.close()
+    again = State(tmp_path)
+    seen, dated_rec = again.runs.runs[("exa", "seen")], again.runs.runs[("exa", "dated")]
+    assert (seen.created_at, seen.stuck) == (100.0, {30.0})  # first seen, not its last change
+    assert (dated_rec.created_at, dated_rec.stuck) == (42.0, set())  # the provider's time
+    again.close()
+
+
+def test_a_v3_state_is_migrated_to_v4_and_its_runs_count_from_their_last_record(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    state.record("exa", [snap("running", "live")], [], 100.0, monitor_id="m1")
+    state.close()
+    # What schema v3 left: no creation times, no stuck thresholds.
+    db = sqlite3.connect(tmp_path / "runwatch.sqlite3")
+    db.execute("ALTER TABLE runs DROP COLUMN created_at")
+    db.execute("DROP TABLE run_stuck")
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    state = State(tmp_path)
+    assert state.get_meta("schema_version") == "4"
+    assert state.runs.runs[("exa", "live")].created_at == 100.0  # updated_at, as before
+    dated = RunSnapshot("exa", "m1", "live", "running", {"id": "live"}, created_at=42.0)
+    state.record("exa", [dated], [], 200.0, monitor_id="m1")  # a poll brings the provider's time
+    state.record("", [], [], 201.0, stuck=[StuckMark("exa", "live", (60.0,))])
+    state.close()
+    again = State(tmp_path)
+    rec = again.runs.runs[("exa", "live")]
+    assert (rec.created_at, rec.stuck) == (42.0, {60.0})
+    again.close()

@@ -34,6 +34,7 @@ class Record:
             monitor_updates=batch.monitor_updates,
             baselined=batch.monitors_baselined,
             catch_up=batch.catch_up,
+            stuck=batch.stuck,
         )
         if queued:
             self.wake({n.channel for n in notes})

@@ -30,7 +30,7 @@ from runwatch.pipeline.monitors import Monitors, MonitorWatch
 from runwatch.pipeline.record import Record
 from runwatch.pipeline.silences import Muter, release_ended
 from runwatch.pipeline.source_health import SourceHealth, outage_change
-from runwatch.pipeline.stuck import StuckRuns
+from runwatch.pipeline.stuck import stuck_runs
 from runwatch.redact import register
 from runwatch.service import reload as reconfigure
 from runwatch.service import systemd
@@ -97,7 +97,9 @@ class Daemon:
         self.metrics.registry.register(self.outbox_collector)
         self.retention = Retention(self.store, self.config.settings, self.clock)
         self.detect = Detect(self.store, self.metrics)
-        self.lifecycle = Lifecycle(self.store.alerts, lambda: self.ruleset, self.metrics)
+        self.lifecycle = Lifecycle(
+            self.store.alerts, lambda: self.ruleset, self.metrics, sent=self.store.outbox
+        )
         self.record = Record(self.store, self.deliverer.wake)
         self.match = Match(lambda: self.ruleset, self.metrics)
         slack = {n: s.poll_interval for n, s in self.config.enabled_providers().items()}
@@ -106,7 +108,6 @@ class Daemon:
             [self.detect, self.monitors, self.match, self.lifecycle, self.record], self.clock
         )
         self.source_health = SourceHealth()
-        self.stuck = StuckRuns()
         self.sources: dict[str, Source] = {}
         enabled = self.config.enabled_providers()
         for name, spec in PROVIDERS.items():
@@ -297,12 +298,14 @@ class Daemon:
         and scheduled runs missed, repeats that are due (and stale pending alerts); returns how many
         notifications were queued."""
         now = self.clock.now()
-        stuck = [
-            dataclasses.replace(ch, monitor=self.store.monitors.raw(ch.provider, ch.monitor_id))
-            for ch in self.stuck.changes(self.store.runs.runs, now, self._stuck_thresholds())
-        ]
-        for change in [*self.source_health.changes(now, (r.for_ for r in self.ruleset)), *stuck]:
+        for change in self.source_health.changes(now, (r.for_ for r in self.ruleset)):
             self._through(Batch(MonitorBatch(change.provider, "", []), now, changes=[change]))
+        for found in stuck_runs(self.store.runs.runs, now, self._stuck_thresholds()):
+            ch = found.change
+            ch = dataclasses.replace(ch, monitor=self.store.monitors.raw(ch.provider, ch.monitor_id))
+            batch = Batch(MonitorBatch(ch.provider, "", []), now, changes=[ch])
+            batch.stuck = [found.mark]
+            self._through(batch)  # the thresholds crossed and their notifications in one transaction
         missed, records = self.monitors.watch.missed(now, self._graces())
         by_monitor = {(r.provider, r.monitor_id): r for r in records}
         for change in missed:

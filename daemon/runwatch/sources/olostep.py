@@ -183,6 +183,7 @@ def derive(
         finished_at=finished_at,
         events=events,
         changed_at=finished_at if finished_at is not None else (started / 1000.0 if started else None),
+        created_at=started / 1000.0 if started else None,  # no created time: its first dated event
     )
 
 

@@ -26,6 +26,7 @@ from runwatch.store.interfaces import (
     Notification,
     OutboxItem,
     RunRecord,
+    StuckMark,
 )
 from runwatch.store.lock import StateLock
 from runwatch.store.monitors import SqliteMonitors
@@ -43,6 +44,7 @@ __all__ = [
     "RunRecord",
     "SqliteOutbox",
     "State",
+    "StuckMark",
     "open_outbox",
 ]
 
@@ -95,13 +97,15 @@ class State:
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
+        stuck: Sequence[StuckMark] = (),
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
         Returns how many notifications were new (a change decided again after a crash is not queued
         twice: the notification id is the row's unique key). ``monitor_updates`` are monitors as a
         listing or the missed-run check left them; ``baselined`` names a provider whose first
-        listing this is; ``catch_up`` is where the poll of ``monitor_id`` left off (None: unchanged).
+        listing this is; ``catch_up`` is where the poll of ``monitor_id`` left off (None: unchanged);
+        ``stuck`` the stuck thresholds runs crossed (the notifications they decided are among these).
         """
         notifications = list(notifications)
         if not (
@@ -110,6 +114,7 @@ class State:
             or alert_updates
             or monitor_updates
             or baselined
+            or stuck
             or self.runs.changes(provider, snapshots, monitor_id)
             or self.runs.catch_up_changes(provider, monitor_id, catch_up)
         ):
@@ -121,6 +126,7 @@ class State:
             new_rows = SqliteOutbox.enqueue(db, notifications, now)
             self.alerts.write(alert_updates)
             self.monitors.write(monitor_updates, now, baselined)
+            self.runs.mark_stuck(stuck)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -128,6 +134,7 @@ class State:
         self.runs.apply(provider, snapshots, monitor_id, retired, now, catch_up)
         self.alerts.apply(alert_updates)
         self.monitors.apply(monitor_updates, baselined)
+        self.runs.apply_stuck(stuck)
         return new_rows
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from runwatch.errors import StateCorruptError, StateError, StateTooNewError
 from runwatch.model import ALERT_VERSION
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATE_FILE = "runwatch.sqlite3"
 
 _SCHEMA = """
@@ -38,10 +38,18 @@ CREATE TABLE IF NOT EXISTS catch_up (
     provider TEXT NOT NULL, monitor_id TEXT NOT NULL, cursors TEXT NOT NULL, baseline INTEGER NOT NULL,
     PRIMARY KEY (provider, monitor_id)
 ) WITHOUT ROWID;
+-- v4: created_at, when the run was created (the provider's time, else when first seen): what a
+-- run.stuck rule's stuck_after counts from, across restarts (NULL in rows from before: updated_at).
 CREATE TABLE IF NOT EXISTS runs (
     provider TEXT NOT NULL, run_id TEXT NOT NULL, monitor_id TEXT NOT NULL,
-    status TEXT NOT NULL, done INTEGER NOT NULL, updated_at REAL NOT NULL,
+    status TEXT NOT NULL, done INTEGER NOT NULL, updated_at REAL NOT NULL, created_at REAL,
     PRIMARY KEY (provider, run_id)
+) WITHOUT ROWID;
+-- v4: the stuck_after thresholds a run has crossed (its run.stuck changes already decided), written in
+-- the transaction that queues the notifications they caused; forgotten with the run.
+CREATE TABLE IF NOT EXISTS run_stuck (
+    provider TEXT NOT NULL, run_id TEXT NOT NULL, stuck_after REAL NOT NULL,
+    PRIMARY KEY (provider, run_id, stuck_after)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_events (
     provider TEXT NOT NULL, run_id TEXT NOT NULL, event_id TEXT NOT NULL,
@@ -153,6 +161,10 @@ def _migrate(db: sqlite3.Connection, version: int | None) -> None:
             _v1_outbox_to_notifications(db)
         # v2 -> v3: the monitor_state table only (created empty by the schema above); the first
         # listing after the upgrade is a silent baseline (meta ``monitors_baseline_done:<provider>``).
+        # v3 -> v4: runs.created_at (NULL: counted from updated_at until a poll brings the provider's
+        # time) and the run_stuck table (created empty above: no threshold crossed yet).
+        if not any(row[1] == "created_at" for row in db.execute("PRAGMA table_info(runs)")):
+            db.execute("ALTER TABLE runs ADD COLUMN created_at REAL")
         db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )

@@ -33,8 +33,11 @@ class RunRecord:
     status: str
     done: bool
     events: set[str] = field(default_factory=set)
-    #: When the run was created (the provider's time, else when runwatch first saw it); memory only.
+    #: When the run was created (the provider's time, else when runwatch first saw it).
     created_at: float = 0.0
+    #: The ``stuck_after`` thresholds it has crossed (its ``run.stuck`` changes, already decided); a
+    #: frozenset, so the runs never reported stuck (nearly all) share the one empty value.
+    stuck: frozenset[float] = frozenset()
 
 
 @dataclass(slots=True)
@@ -71,6 +74,19 @@ class CatchUp:
 
     cursors: tuple[str, ...] = ()
     baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StuckMark:
+    """The ``stuck_after`` thresholds an unfinished run has just crossed.
+
+    Recorded in the transaction that queues the notifications its ``run.stuck`` change decided, so a
+    restart or ``kill -9`` neither decides them again nor loses them.
+    """
+
+    provider: str
+    run_id: str
+    thresholds: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +167,7 @@ class Recorder(Protocol):
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
+        stuck: Sequence[StuckMark] = (),
     ) -> int: ...
 
 
@@ -170,6 +187,8 @@ class Outbox(Protocol):
     def silenced(self, seq: int, reason: str, now: float) -> None: ...
 
     def silenced_ids(self, ids: Sequence[str]) -> set[str]: ...
+
+    def finished_at(self, ids: Sequence[str]) -> dict[str, float | None]: ...
 
     def unsilence(self, ids: Sequence[str], now: float) -> int: ...
 

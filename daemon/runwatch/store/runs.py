@@ -7,20 +7,27 @@ import sqlite3
 from collections.abc import Collection, Sequence
 
 from runwatch.model import TERMINAL_STATUSES, RunSnapshot
-from runwatch.store.interfaces import CatchUp, RunRecord
+from runwatch.store.interfaces import CatchUp, RunRecord, StuckMark
 
 
 def _key(provider: str, run_id: str) -> int:
     return hash((provider, run_id))
 
 
+def _created_moved(prev: RunRecord, snap: RunSnapshot) -> bool:
+    """The poll brings a creation time other than the recorded one (the provider's, where the record
+    had only when runwatch first saw the run)."""
+    return snap.created_at is not None and snap.created_at != prev.created_at
+
+
 class SqliteRuns:
     """Runs and monitors seen, and the events already reported; written only inside a record.
 
-    Memory holds what a poll needs and nothing more: the unfinished runs (status and the event ids
-    already reported), an index of them per monitor, and for each finished run only a 64-bit hash of
-    its id (to skip it in a listing). A finished run's row stays in the file; :meth:`run` reads it
-    from there. So 100,000 finished runs cost a few MB and start in a fraction of a second.
+    Memory holds what a poll needs and nothing more: the unfinished runs (status, creation time, the
+    event ids already reported and the stuck thresholds crossed), an index of them per monitor, and
+    for each finished run only a 64-bit hash of its id (to skip it in a listing). A finished run's row
+    stays in the file; :meth:`run` reads it from there. So 100,000 finished runs cost a few MB and
+    start in a fraction of a second.
     """
 
     def __init__(self, db: sqlite3.Connection) -> None:
@@ -37,12 +44,13 @@ class SqliteRuns:
                 "SELECT provider, status, COUNT(*) FROM runs GROUP BY provider, status"
             )
         }
-        # Until the next poll brings the provider's own creation time, an unfinished run's age counts
-        # from its last record.
-        for provider, run_id, monitor_id, status, updated in db.execute(
-            "SELECT provider, run_id, monitor_id, status, updated_at FROM runs WHERE done = 0"
+        # A row from before creation times were kept (schema v3) counts from its last record until a
+        # poll brings the provider's time.
+        for provider, run_id, monitor_id, status, updated, created in db.execute(
+            "SELECT provider, run_id, monitor_id, status, updated_at, created_at FROM runs WHERE done = 0"
         ):
-            self.runs[(provider, run_id)] = RunRecord(monitor_id, status, False, created_at=float(updated))
+            since = float(created if created is not None else updated)
+            self.runs[(provider, run_id)] = RunRecord(monitor_id, status, False, created_at=since)
             self._unfinished.setdefault((provider, monitor_id), set()).add(run_id)
         for provider, run_id, event_id in db.execute(
             "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
@@ -51,6 +59,13 @@ class SqliteRuns:
             rec = self.runs.get((provider, run_id))
             if rec is not None:
                 rec.events.add(event_id)
+        for provider, run_id, after in db.execute(
+            "SELECT s.provider, s.run_id, s.stuck_after FROM run_stuck s"
+            " JOIN runs r ON r.provider = s.provider AND r.run_id = s.run_id WHERE r.done = 0"
+        ):
+            rec = self.runs.get((provider, run_id))
+            if rec is not None:
+                rec.stuck |= {float(after)}
         self.monitors = {(p, m) for p, m in db.execute("SELECT provider, monitor_id FROM monitors")}
         self._catch_up: dict[tuple[str, str], CatchUp] = {
             (p, m): CatchUp(tuple(json.loads(c)), bool(b))
@@ -111,7 +126,8 @@ class SqliteRuns:
         return {k: n for k, n in self._counts.items() if n}
 
     def changes(self, provider: str, snapshots: Sequence[RunSnapshot], monitor_id: str | None) -> bool:
-        """Whether recording these snapshots would change anything (a new monitor, run, status or event)."""
+        """Whether recording these snapshots would change anything (a new monitor, run, status, event or
+        creation time)."""
         if monitor_id is not None and (provider, monitor_id) not in self.monitors:
             return True
         for s in snapshots:
@@ -120,7 +136,7 @@ class SqliteRuns:
             prev = self.runs.get((provider, s.run_id))
             if prev is None or prev.status != s.status or s.terminal:
                 return True
-            if any(e.id not in prev.events for e in s.events):
+            if any(e.id not in prev.events for e in s.events) or _created_moved(prev, s):
                 return True
         return False
 
@@ -156,7 +172,7 @@ class SqliteRuns:
                 "INSERT OR IGNORE INTO monitors (provider, monitor_id, first_seen) VALUES (?, ?, ?)",
                 (provider, monitor_id, now),
             )
-        run_rows: list[tuple[str, str, str, str, int, float]] = []
+        run_rows: list[tuple[str, str, str, str, int, float, float]] = []
         event_rows: list[tuple[str, str, str]] = []
         for s in snapshots:
             if _key(provider, s.run_id) in self._finished:
@@ -164,19 +180,37 @@ class SqliteRuns:
             prev = self.runs.get((provider, s.run_id))
             seen = prev.events if prev else set()
             fresh = [(provider, s.run_id, e.id) for e in s.events if e.id not in seen]
-            if prev is not None and prev.status == s.status and not s.terminal and not fresh:
+            if (
+                prev is not None and prev.status == s.status and not s.terminal and not fresh
+                and not _created_moved(prev, s)
+            ):  # fmt: skip
                 continue  # polled again, nothing new: no write (updated_at keeps its last change)
             status = prev.status if prev and prev.status in TERMINAL_STATUSES else s.status
-            run_rows.append((provider, s.run_id, s.monitor_id, status, int(s.terminal), now))
+            created = s.created_at if s.created_at is not None else prev.created_at if prev else now
+            run_rows.append((provider, s.run_id, s.monitor_id, status, int(s.terminal), now, created))
             event_rows.extend(fresh)
         db.executemany(
-            "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             run_rows,
         )
         db.executemany(
             "INSERT OR IGNORE INTO run_events (provider, run_id, event_id) VALUES (?, ?, ?)", event_rows
         )
+
+    def mark_stuck(self, marks: Sequence[StuckMark]) -> None:
+        """The rows for the stuck thresholds runs crossed; the caller holds the transaction."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO run_stuck (provider, run_id, stuck_after) VALUES (?, ?, ?)",
+            [(m.provider, m.run_id, t) for m in marks for t in m.thresholds],
+        )
+
+    def apply_stuck(self, marks: Sequence[StuckMark]) -> None:
+        """After the commit."""
+        for m in marks:
+            rec = self.runs.get((m.provider, m.run_id))
+            if rec is not None:
+                rec.stuck |= set(m.thresholds)
 
     def apply(
         self,
@@ -201,9 +235,8 @@ class SqliteRuns:
                 continue  # finished before: its row did not change status (terminal is final)
             prev = self.runs.get(key)
             if prev is None:
-                prev = self.runs[key] = RunRecord(
-                    s.monitor_id, s.status, False, created_at=s.created_at or now
-                )
+                created = s.created_at if s.created_at is not None else now
+                prev = self.runs[key] = RunRecord(s.monitor_id, s.status, False, created_at=created)
                 counts[(provider, s.status)] = counts.get((provider, s.status), 0) + 1
             elif prev.status not in TERMINAL_STATUSES and prev.status != s.status:
                 counts[(provider, prev.status)] -= 1
@@ -244,6 +277,7 @@ class SqliteRuns:
         try:
             keys = [(p, r) for p, r, _ in gone]
             db.executemany("DELETE FROM run_events WHERE provider = ? AND run_id = ?", keys)
+            db.executemany("DELETE FROM run_stuck WHERE provider = ? AND run_id = ?", keys)
             db.executemany("DELETE FROM runs WHERE provider = ? AND run_id = ?", keys)
             db.execute("COMMIT")
         except BaseException:
