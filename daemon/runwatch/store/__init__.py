@@ -22,6 +22,7 @@ from runwatch.store.interfaces import (
     OUTBOX_STATES,
     CatchUp,
     Claimed,
+    Fence,
     MonitorRecord,
     Notification,
     OutboxItem,
@@ -37,6 +38,7 @@ __all__ = [
     "STATE_FILE",
     "CatchUp",
     "Claimed",
+    "Fence",
     "MonitorRecord",
     "Notification",
     "OutboxItem",
@@ -95,6 +97,7 @@ class State:
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
+        fence: Fence | None = None,
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
@@ -102,6 +105,8 @@ class State:
         twice: the notification id is the row's unique key). ``monitor_updates`` are monitors as a
         listing or the missed-run check left them; ``baselined`` names a provider whose first
         listing this is; ``catch_up`` is where the poll of ``monitor_id`` left off (None: unchanged).
+        ``fence`` is the lease the write is made under; SQLite ignores it: the state directory's lock
+        already makes this process the only writer.
         """
         notifications = list(notifications)
         if not (
