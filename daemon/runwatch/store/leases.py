@@ -100,3 +100,7 @@ class Instances(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LeaseStore(Leases, Instances, Protocol):
+    """Both, as each store implements them (one connection for the leadership loop)."""
