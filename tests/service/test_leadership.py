@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import httpx
 import psycopg
 import pytest
 
@@ -26,6 +27,7 @@ from runwatch.fakes import FakeExa, RunningFake, Scenario, fake_server
 from runwatch.metrics import Metrics
 from runwatch.model import RunSnapshot
 from runwatch.service.app import Daemon
+from runwatch.service.endpoints import STANDBY
 from runwatch.service.leadership import Leadership, config_digest
 from runwatch.sources.base import MonitorBatch
 from runwatch.store import Notification
@@ -426,7 +428,7 @@ async def test_a_standby_daemon_polls_nothing_yet_delivers_and_takes_over_with_f
         exa,
     ):
         assert daemon.leadership.fence(EXA) is None  # shared: nothing is taken before the loop asks
-        async with daemon.running():
+        async with daemon.running() as http, httpx.AsyncClient() as client:
             await daemon.leadership.step()
             await daemon.wait_polls("exa", 2)  # the baseline: mrun_1 created
             fake_clock.advance(12)
@@ -444,6 +446,8 @@ async def test_a_standby_daemon_polls_nothing_yet_delivers_and_takes_over_with_f
             standby_at, asked = daemon.polls_done["exa"], exa.fake.requests.total
             await anyio.sleep(0.3)  # six poll intervals: a standby polls none of them
             assert (daemon.polls_done["exa"], exa.fake.requests.total) == (standby_at, asked)
+            ready = await client.get(f"{http.url}/readyz")  # a standby is ready: exa is not its to poll
+            assert (ready.status_code, ready.json()["providers"]) == (200, {"exa": STANDBY})
 
             # Meanwhile b polls: mrun_1 failed, recorded (with its notification) in the shared state.
             fake_clock.advance(10)

@@ -148,6 +148,7 @@ class Daemon:
             leases, leases, instance=instance, lease=lease, providers=enabled, metrics=self.metrics,
             clock=self.lease_clock, digest=digest, polls=lambda: self.health.last_ok,
         )  # fmt: skip
+        self.health.leads = lambda provider: self.leadership.fence(poll_lease(provider)) is not None
         #: provider -> the lease token its memory was last read from the store under.
         self._synced: dict[str, int] = {}
         if not leases.shared:
