@@ -153,6 +153,12 @@ class Leadership:
             return None
         return Fence(name, self.instance, held[0])
 
+    def held_until(self, name: str) -> float | None:
+        """Until when (by this instance's clock) it believes it holds ``name``: its last successful
+        renewal's sending plus ``lease``; None when it does not hold it."""
+        held = self._held.get(name)
+        return None if held is None else held[1]
+
     def require(self, name: str) -> Fence:
         """The fence to write under; FencedOut when this instance does not lead ``name`` now."""
         fence = self.fence(name)
@@ -173,7 +179,10 @@ class Leadership:
     async def run(self) -> None:
         """Keep the leases every ``lease/3``; a failing store is logged and tried again next round."""
         while True:
-            await self.step()
+            try:
+                await self.step()
+            except Exception:  # a bug in one round must not end leadership; the deadlines still hold
+                log.exception("leader.step_failed")
             await anyio.sleep(self.renew_every)
 
     async def step(self) -> None:
