@@ -375,7 +375,7 @@ RULES = "rules:\n  - {name: every-status, match: {provider: exa, kind: run.statu
 
 @asynccontextmanager
 async def exa_daemon(
-    tmp_path: Path, receiver: ReceiverServer, fake_clock: ManualClock, **daemon: object
+    tmp_path: Path, receiver: ReceiverServer, fake_clock: ManualClock, rules: str = RULES, **daemon: object
 ) -> AsyncIterator[tuple[Daemon, RunningFake[FakeExa]]]:
     async with fake_server("exa", SCENARIO, fake_clock) as exa:
         cfg = write_config(
@@ -389,7 +389,7 @@ channels:
   hook: {{apprise: "{receiver.url("/hook")}"}}
 delivery: {{retry_initial: 50ms, retry_max: 200ms}}
 """,
-            RULES,
+            rules,
         )
         yield Daemon(load_config(cfg), client_options=FAST, **daemon), exa  # type: ignore[arg-type]
 
@@ -492,6 +492,40 @@ async def test_a_write_after_the_lease_is_lost_is_refused_before_it_reaches_the_
             with pytest.raises(FencedOut):
                 await daemon.pipeline(MonitorBatch("exa", "monitor_1", [snap]))
             assert daemon.store.db.execute("SELECT count(*) FROM runs").fetchone() == before
+        finally:
+            for source in daemon.sources.values():
+                await source.aclose()
+            daemon.silence_store.close()
+            daemon.store.close()
+
+
+async def test_clock_made_changes_are_made_by_the_leader_only(
+    tmp_path: Path, receiver: ReceiverServer, pg_url: str, closing: list[PostgresLeases | SqliteLeases]
+) -> None:
+    """A run stuck for an hour: the standby's tick decides nothing about it; the same daemon, once it
+    leads exa, reports it (once)."""
+    lease_clock = ManualClock()
+    mine, other = PostgresLeases(pg_url, clock=lease_clock), PostgresLeases(pg_url, clock=lease_clock)
+    closing.extend([mine, other])
+    held = other.acquire(EXA, "runwatch-b", LEASE)
+    assert held is not None
+    stuck = "rules:\n  - {name: stuck, match: {kind: run.stuck}, stuck_after: 30m, notify: [hook]}\n"
+    async with exa_daemon(
+        tmp_path, receiver, ManualClock(time.time()), stuck, leases=mine, lease_clock=lease_clock
+    ) as (daemon, _):
+        try:
+            await daemon.leadership.step()
+            assert daemon.leadership.fence(EXA) is None
+            hour_ago = time.time() - 3600
+            run = RunSnapshot("exa", "monitor_1", "mrun_1", "running", {"id": "mrun_1"}, created_at=hour_ago)
+            daemon.store.record("exa", [run], [], hour_ago, monitor_id="monitor_1")  # as runwatch-b did
+            daemon.lifecycle_tick()
+            assert daemon.store.outbox.counts() == {}
+            other.release(EXA, "runwatch-b", held)
+            await daemon.leadership.step()
+            daemon.lifecycle_tick()
+            daemon.lifecycle_tick()
+            assert daemon.store.outbox.counts() == {("hook", "pending"): 1}
         finally:
             for source in daemon.sources.values():
                 await source.aclose()

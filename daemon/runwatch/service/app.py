@@ -374,7 +374,9 @@ class Daemon:
         notifications were queued."""
         now = self.clock.now()
         led = self._led()  # each instance decides only for what it leads (SQLite: everything)
-        runs = {k: r for k, r in self.store.runs.runs.items() if led is None or k[0] in led}
+        runs = self.store.runs.runs
+        if led is not None:
+            runs = {k: r for k, r in runs.items() if k[0] in led}
         stuck = [
             dataclasses.replace(ch, monitor=self.store.monitors.raw(ch.provider, ch.monitor_id))
             for ch in self.stuck.changes(runs, now, self._stuck_thresholds())
