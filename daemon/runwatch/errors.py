@@ -9,7 +9,8 @@
     └── StateError                 the state directory or file cannot be used
         ├── StateLockedError       another runwatch holds the state directory (names its pid)
         ├── StateCorruptError      the state file is not a runwatch SQLite database
-        └── StateTooNewError       the state file was written by a newer runwatch
+        ├── StateTooNewError       the state file was written by a newer runwatch
+        └── FencedOut              a write by an instance that no longer holds the lease it names
 
 The CLI turns each into its message and exit status 1 (78, EX_CONFIG, for a ConfigError of ``run``);
 nothing else escapes as a traceback. A delivery
@@ -60,3 +61,10 @@ class StateCorruptError(StateError):
 
 class StateTooNewError(StateError):
     """The state file's schema is newer than this runwatch understands."""
+
+
+class FencedOut(StateError):
+    """A write named a lease (its fence) this instance no longer holds: another instance polls now.
+
+    Nothing of the write is kept. The instance goes back to standby; it is not an error of the state.
+    """

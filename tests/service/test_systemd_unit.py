@@ -83,7 +83,7 @@ def test_the_unit_is_a_notify_service_with_watchdog_reload_and_credentials() -> 
     creds = [v for k, v in unit_settings() if k.startswith(("LoadCredential", "SetCredential", "Import"))]
     # Bare names only: looked up in the credstore and skipped when absent (systemd >= 250), so a user
     # of one provider needs no edit. A path would make a missing file fail the unit.
-    assert creds == ["exa_api_key", "olostep_api_key", "ops_apprise_url", "ops_webhook_secret"]
+    assert creds == ["exa_api_key", "olostep_api_key", "ops_apprise_url", "ops_webhook_secret", "state_url"]
     assert all(k == "LoadCredentialEncrypted" for k, _ in unit_settings() if k.startswith("LoadCred"))
     # Never a secret in the unit or the environment.
     assert not [v for k, v in unit_settings() if k == "Environment" and re.search("KEY|TOKEN|SECRET", v)]

@@ -1,4 +1,5 @@
-"""Command line: ``runwatch run | check | test-rules | outbox | silence | send-test | demo | fake | init``.
+"""Command line: ``runwatch run | check | test-rules | outbox | silence | status | send-test | demo | fake |
+init``.
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
 the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
@@ -178,6 +179,13 @@ def _parser() -> argparse.ArgumentParser:
     _silence_parser(sub)
     _reload_parser(sub)
 
+    status = sub.add_parser(
+        "status",
+        help="instances, who polls which provider, the outbox, open alerts, silences (works while it runs)",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    _config_arg(status)
+
     st = sub.add_parser(
         "send-test", help="send a sample notification through one channel now and print the outcome"
     )
@@ -234,6 +242,7 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "send-test": call("send_test", "cmd_send_test", lambda: (args.config, args.channel)),
         "silence": call("silence", "cmd_silence", lambda: (args,)),
         "reload": call("run", "cmd_reload", lambda: (args.config, args.timeout)),
+        "status": call("status", "cmd_status", lambda: (args.config, args.json)),
         "fake": call("rehearse", "cmd_fake", lambda: (args.provider, args.listen, args.scenario)),
         "demo": call("rehearse", "cmd_demo", lambda: (args.forever, args.metrics_listen)),
         "init": call("init", "cmd_init", lambda: (args,)),

@@ -25,7 +25,7 @@ the lifecycle where it was: no re-fire, no lost resolve, no repeat sent early.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 
 from runwatch.log import get_logger
@@ -333,13 +333,18 @@ class Lifecycle:
                 decisions.append(decision)
         return decisions, updates
 
-    def tick(self, now: float) -> tuple[list[Notification], list[AlertUpdate]]:
+    def tick(
+        self, now: float, providers: Collection[str] | None = None
+    ) -> tuple[list[Notification], list[AlertUpdate]]:
         """What time alone decides: groups that are due, flapping that ended, repeats that are due, and
-        pending alerts whose window passed."""
+        pending alerts whose window passed. ``providers``: only the alerts whose group names one of
+        them (``""``: no provider); with several instances, each ticks the alerts of what it leads."""
         notes: list[Notification] = []
         updates: list[AlertUpdate] = []
         finished = self._finished(now)
         for alert in list(self.alerts.open.values()):
+            if providers is not None and alert.group.get("provider", "") not in providers:
+                continue
             rule = self._rule(alert.rule)
             spec = rule.lifecycle if rule is not None else None
             if rule is None or spec is None:

@@ -22,6 +22,7 @@ from runwatch.store.interfaces import (
     OUTBOX_STATES,
     CatchUp,
     Claimed,
+    Fence,
     MonitorRecord,
     Notification,
     OutboxItem,
@@ -38,6 +39,7 @@ __all__ = [
     "STATE_FILE",
     "CatchUp",
     "Claimed",
+    "Fence",
     "MonitorRecord",
     "Notification",
     "OutboxItem",
@@ -98,6 +100,7 @@ class State:
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
         stuck: Sequence[StuckMark] = (),
+        fence: Fence | None = None,
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
@@ -106,6 +109,8 @@ class State:
         listing or the missed-run check left them; ``baselined`` names a provider whose first
         listing this is; ``catch_up`` is where the poll of ``monitor_id`` left off (None: unchanged);
         ``stuck`` the stuck thresholds runs crossed (the notifications they decided are among these).
+        ``fence`` is the lease the write is made under; SQLite ignores it: the state directory's lock
+        already makes this process the only writer.
         """
         notifications = list(notifications)
         if not (

@@ -26,6 +26,13 @@ class SqliteAlerts:
         for key, data in db.execute("SELECT key, data FROM alerts"):
             self._put(OpenAlert.from_json(str(key), str(data)))
 
+    def reload(self, provider: str) -> None:
+        """Read the alerts of one provider's groups afresh (another instance led it meanwhile)."""
+        for key in [k for k, a in self.open.items() if a.group.get("provider", "") == provider]:
+            self._drop(key)
+        for key, data in self.db.execute("SELECT key, data FROM alerts WHERE provider = ?", (provider,)):
+            self._put(OpenAlert.from_json(str(key), str(data)))
+
     def _put(self, alert: OpenAlert) -> None:
         self.open[alert.key] = alert
         where = (alert.group.get("provider", ""), alert.group.get("monitor_id", ""))

@@ -4,6 +4,8 @@
 - :class:`Recorder`: records what a poll saw *and* the notifications decided about it, atomically.
 - :class:`Meta`: a few keys about the state itself (first start, baselines).
 - :class:`Outbox`: the notification log: queue, claims, outcomes, and the operator's view of it.
+- :class:`Fence`: the lease a write is made under; a store that is shared checks it in the write's
+  own transaction and raises :class:`~runwatch.errors.FencedOut` (writing nothing) when it is not held.
 
 The calls are synchronous: SQLite answers in microseconds, and the delivery workers call the outbox
 from their sending threads. A networked store implements them with a blocking driver in those same
@@ -90,6 +92,19 @@ class StuckMark:
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease a write is made under: the lease's name, its holder and the token it was given.
+
+    The token grows with each new holder, so a write from an instance that lost the lease (paused past
+    it, cut off) names an old token and is refused, even if that instance does not know yet.
+    """
+
+    lease: str
+    holder: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """One decided notification for one channel, before it is queued: the alert and its channel."""
 
@@ -168,6 +183,7 @@ class Recorder(Protocol):
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
         stuck: Sequence[StuckMark] = (),
+        fence: Fence | None = None,
     ) -> int: ...
 
 

@@ -24,19 +24,32 @@ class SqliteMonitors:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         self._records: dict[tuple[str, str], MonitorRecord] = {}
-        for row in db.execute(
+        self.baselined: set[str] = set()
+        self._read(None)
+
+    def reload(self, provider: str) -> None:
+        """Read one provider's monitors afresh (another instance led it meanwhile)."""
+        self._records = {k: v for k, v in self._records.items() if k[0] != provider}
+        self.baselined.discard(provider)
+        self._read(provider)
+
+    def _read(self, provider: str | None) -> None:
+        only, args = ("", ()) if provider is None else (" WHERE provider = ?", (provider,))
+        for row in self.db.execute(
             "SELECT provider, monitor_id, status, raw, due, next_due, last_started, missed_due,"
-            " missed_grace FROM monitor_state"
+            f" missed_grace FROM monitor_state{only}",
+            args,
         ):
-            provider, monitor_id, status, raw, due, next_due, started, missed_due, missed_grace = row
-            self._records[(str(provider), str(monitor_id))] = MonitorRecord(
-                str(provider), str(monitor_id), status, _load(raw), due, next_due, started, missed_due,
+            provider_, monitor_id, status, raw, due, next_due, started, missed_due, missed_grace = row
+            self._records[(str(provider_), str(monitor_id))] = MonitorRecord(
+                str(provider_), str(monitor_id), status, _load(raw), due, next_due, started, missed_due,
                 float(missed_grace or 0.0),
             )  # fmt: skip
-        self.baselined: set[str] = {
+        pattern = "monitors_baseline_done:%" if provider is None else f"monitors_baseline_done:{provider}"
+        self.baselined.update(
             str(k).split(":", 1)[1]
-            for (k,) in db.execute("SELECT key FROM meta WHERE key LIKE 'monitors_baseline_done:%'")
-        }
+            for (k,) in self.db.execute("SELECT key FROM meta WHERE key LIKE ?", (pattern,))
+        )
 
     def get(self, provider: str, monitor_id: str) -> MonitorRecord | None:
         """A copy: a stage changes it and hands it back to be recorded."""

@@ -35,42 +35,70 @@ class SqliteRuns:
         self.runs: dict[tuple[str, str], RunRecord] = {}
         self.monitors: set[tuple[str, str]] = set()
         self._unfinished: dict[tuple[str, str], set[str]] = {}
-        self._finished: set[int] = {
-            _key(p, r) for p, r in db.execute("SELECT provider, run_id FROM runs WHERE done = 1")
-        }
-        self._counts: dict[tuple[str, str], int] = {
-            (p, st): int(n)
-            for p, st, n in db.execute(
-                "SELECT provider, status, COUNT(*) FROM runs GROUP BY provider, status"
-            )
-        }
+        self._finished: set[int] = set()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._catch_up: dict[tuple[str, str], CatchUp] = {}
+        self._read(None)
+
+    def reload(self, provider: str) -> None:
+        """Read one provider's runs afresh: another instance led it meanwhile and recorded what this
+        memory does not know. (A finished run's hash stays: finished is final.)"""
+        self.runs = {k: v for k, v in self.runs.items() if k[0] != provider}
+        self._unfinished = {k: v for k, v in self._unfinished.items() if k[0] != provider}
+        self._counts = {k: n for k, n in self._counts.items() if k[0] != provider}
+        self.monitors = {k for k in self.monitors if k[0] != provider}
+        self._catch_up = {k: v for k, v in self._catch_up.items() if k[0] != provider}
+        self._read(provider)
+
+    def _read(self, provider: str | None) -> None:
+        """What memory holds, of one provider (or all), from the file."""
+        db = self.db
+        only, args = ("", ()) if provider is None else (" AND provider = ?", (provider,))
+        self._finished.update(
+            _key(p, r) for p, r in db.execute(f"SELECT provider, run_id FROM runs WHERE done = 1{only}", args)
+        )
+        for p, st, n in db.execute(
+            f"SELECT provider, status, COUNT(*) FROM runs WHERE 1 = 1{only} GROUP BY provider, status", args
+        ):
+            self._counts[(p, st)] = int(n)
         # A row from before creation times were kept (schema v3) counts from its last record until a
         # poll brings the provider's time.
-        for provider, run_id, monitor_id, status, updated, created in db.execute(
-            "SELECT provider, run_id, monitor_id, status, updated_at, created_at FROM runs WHERE done = 0"
+        for p, run_id, monitor_id, status, updated, created in db.execute(
+            "SELECT provider, run_id, monitor_id, status, updated_at, created_at FROM runs"
+            f" WHERE done = 0{only}",
+            args,
         ):
             since = float(created if created is not None else updated)
-            self.runs[(provider, run_id)] = RunRecord(monitor_id, status, False, created_at=since)
-            self._unfinished.setdefault((provider, monitor_id), set()).add(run_id)
-        for provider, run_id, event_id in db.execute(
+            self.runs[(p, run_id)] = RunRecord(monitor_id, status, False, created_at=since)
+            self._unfinished.setdefault((p, monitor_id), set()).add(run_id)
+        for p, run_id, event_id in db.execute(
             "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
             " JOIN runs r ON r.provider = e.provider AND r.run_id = e.run_id WHERE r.done = 0"
+            + only.replace("provider", "r.provider"),
+            args,
         ):
-            rec = self.runs.get((provider, run_id))
+            rec = self.runs.get((p, run_id))
             if rec is not None:
                 rec.events.add(event_id)
-        for provider, run_id, after in db.execute(
+        for p, run_id, after in db.execute(
             "SELECT s.provider, s.run_id, s.stuck_after FROM run_stuck s"
-            " JOIN runs r ON r.provider = s.provider AND r.run_id = s.run_id WHERE r.done = 0"
+            " JOIN runs r ON r.provider = s.provider AND r.run_id = s.run_id"
+            f" WHERE r.done = 0{only.replace('provider', 's.provider')}",
+            args,
         ):
-            rec = self.runs.get((provider, run_id))
+            rec = self.runs.get((p, run_id))
             if rec is not None:
                 rec.stuck |= {float(after)}
-        self.monitors = {(p, m) for p, m in db.execute("SELECT provider, monitor_id FROM monitors")}
-        self._catch_up: dict[tuple[str, str], CatchUp] = {
-            (p, m): CatchUp(tuple(json.loads(c)), bool(b))
-            for p, m, c, b in db.execute("SELECT provider, monitor_id, cursors, baseline FROM catch_up")
-        }
+        self.monitors.update(
+            (p, m)
+            for p, m in db.execute(f"SELECT provider, monitor_id FROM monitors WHERE 1 = 1{only}", args)
+        )
+        self._catch_up.update(
+            ((p, m), CatchUp(tuple(json.loads(c)), bool(b)))
+            for p, m, c, b in db.execute(
+                f"SELECT provider, monitor_id, cursors, baseline FROM catch_up WHERE 1 = 1{only}", args
+            )
+        )
 
     def run(self, provider: str, run_id: str) -> RunRecord | None:
         """The record of a run; a finished one is read from the file (without its event ids)."""
