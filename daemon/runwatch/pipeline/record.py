@@ -34,6 +34,7 @@ class Record:
             monitor_updates=batch.monitor_updates,
             baselined=batch.monitors_baselined,
             catch_up=batch.catch_up,
+            hints_before=src.polled_at,
         )
         if queued:
             self.wake({n.channel for n in notes})

@@ -18,10 +18,12 @@ from runwatch.model import RunSnapshot
 from runwatch.store.alert_state import AlertUpdate
 from runwatch.store.alerts import SqliteAlerts
 from runwatch.store.database import STATE_FILE, check_readable, open_state
+from runwatch.store.hints import SqliteHints
 from runwatch.store.interfaces import (
     OUTBOX_STATES,
     CatchUp,
     Claimed,
+    Hint,
     MonitorRecord,
     Notification,
     OutboxItem,
@@ -37,6 +39,7 @@ __all__ = [
     "STATE_FILE",
     "CatchUp",
     "Claimed",
+    "Hint",
     "MonitorRecord",
     "Notification",
     "OutboxItem",
@@ -62,6 +65,7 @@ class State:
             self.runs = SqliteRuns(self.db)
             self.alerts = SqliteAlerts(self.db)
             self.monitors = SqliteMonitors(self.db)
+            self.hints = SqliteHints(self.db)
             self.outbox = SqliteOutbox(self.path)
         except BaseException:
             self.lock.release()
@@ -95,6 +99,7 @@ class State:
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
+        hints_before: float | None = None,
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
@@ -102,10 +107,15 @@ class State:
         twice: the notification id is the row's unique key). ``monitor_updates`` are monitors as a
         listing or the missed-run check left them; ``baselined`` names a provider whose first
         listing this is; ``catch_up`` is where the poll of ``monitor_id`` left off (None: unchanged).
+        ``hints_before``: when the read of ``monitor_id`` began; the pushes it answers are consumed.
         """
         notifications = list(notifications)
+        hints, read = self.hints.answered(
+            provider, monitor_id, snapshots, retired, self.runs.is_done, hints_before
+        )
         if not (
-            notifications
+            hints
+            or notifications
             or retired
             or alert_updates
             or monitor_updates
@@ -121,6 +131,7 @@ class State:
             new_rows = SqliteOutbox.enqueue(db, notifications, now)
             self.alerts.write(alert_updates)
             self.monitors.write(monitor_updates, now, baselined)
+            self.hints.write_consumed(hints, now)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -128,6 +139,8 @@ class State:
         self.runs.apply(provider, snapshots, monitor_id, retired, now, catch_up)
         self.alerts.apply(alert_updates)
         self.monitors.apply(monitor_updates, baselined)
+        if hints:
+            self.hints.apply_consumed(hints, read, now)
         return new_rows
 
 
