@@ -36,6 +36,7 @@ from runwatch.service import reload as reconfigure
 from runwatch.service import systemd
 from runwatch.service.assemble import channel_policies, check
 from runwatch.service.endpoints import Health, make_app
+from runwatch.service.ingest import HookConfig, Ingest, PushedReads, serving
 from runwatch.service.reload import Plan
 from runwatch.service.reload_outcome import ReloadOutcome
 from runwatch.service.retention import Retention
@@ -119,6 +120,18 @@ class Daemon:
             self._warn_interval(name, settings, spec.real_hosts)
             self.sources[name] = spec.source(settings, self.metrics, **self.client_options)
         self.pollers = reconfigure.Pollers(self.sources, enabled, self.metrics, self.client_options)
+        # Push: verified pushes wake a provider's loop to read what they name (hints in the state).
+        self.pushed = PushedReads(self.store.hints)
+        self.store.hints.on_read = lambda h, at: self.metrics.push_to_read.labels(h.provider).observe(
+            max(0.0, at - h.received_at)
+        )
+        hooks = HookConfig.build(enabled, self.config.settings.ingest_trusted_proxies)
+        on = self.config.settings.ingest_listen is not None
+        self.ingest = (
+            Ingest(self.store.hints, self.metrics, self.clock, self.pollers.wake, hooks) if on else None
+        )
+        #: Where the push listener listens once :meth:`running` (None: no push).
+        self.ingest_http: Listening | None = None
         self.health = Health(self.clock, {n: s.poll_interval for n, s in enabled.items()})
         self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
@@ -176,22 +189,11 @@ class Daemon:
     # -- polling ------------------------------------------------------------------------------------
     async def poll_once(self, name: str) -> bool:
         """One poll cycle of one provider; True when it finished without an API error."""
-        source = self.sources[name]
         started = self.clock.now()
+        settings = self.pollers.settings[name]
+        self.pushed.expire(name, max(settings.idle_poll_interval, 2 * settings.poll_interval), started)
         with self.metrics.poll_duration.labels(name).time():
-            async with source.poll(
-                self.store.runs,
-                now=started,
-                not_before=self.not_before,
-                watch_due=max(self._graces(), default=0.0),
-            ) as (
-                batches,
-                report,
-            ):
-                async for batch in batches:
-                    await self.pipeline(batch)
-        if report.listing is not None:
-            self._through(self.monitors.listing(report.listing, self.clock.now()))
+            report = await self._read(name, started, self.pushed.urgent(name))
         ok = not report.errors
         self._source_outcome(name, report)
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
@@ -230,6 +232,38 @@ class Daemon:
         self._poll_done = anyio.Event()
         return ok
 
+    async def _read(self, name: str, started: float, read_now: list[str], only: bool = False) -> PollReport:
+        """Run one cycle of the source through the pipeline (and its listing, when it read one)."""
+        async with self.sources[name].poll(
+            self.store.runs,
+            now=started,
+            not_before=self.not_before,
+            watch_due=max(self._graces(), default=0.0),
+            read_now=read_now,
+            only=only,
+        ) as (batches, report):
+            async for batch in batches:
+                # Stamped with when the cycle began: the pushes received by then are answered by it.
+                await self.pipeline(dataclasses.replace(batch, polled_at=started))
+        if report.listing is not None:
+            self._through(self.monitors.listing(report.listing, self.clock.now()))
+        return report
+
+    async def read_pushed(self, name: str) -> int:
+        """Between two regular cycles: read the monitors pushes named that no read has tried yet (a
+        second of the request budget at most; the loop comes back for the rest). Returns how many."""
+        settings = self.pollers.settings[name]
+        fresh = self.pushed.fresh(name, max(settings.concurrency, int(settings.max_requests_per_second)))
+        if not fresh:
+            return 0
+        report = await self._read(name, self.clock.now(), fresh, only=True)
+        for err in report.errors[:5]:
+            log.warning(
+                "push.read_failed", provider=name, reason=err.reason, status=err.status, error=str(err)
+            )
+        self._update_run_gauges()
+        return report.monitors
+
     async def wait_polls(self, name: str, count: int) -> None:
         """Tests and the demo: wait until ``name`` has finished ``count`` poll cycles in all."""
         while self.polls_done[name] < count:
@@ -242,13 +276,22 @@ class Daemon:
         self.metrics.alerts_firing.set(self.store.alerts.firing())
 
     async def _poll_loop(self, name: str) -> None:
+        began: float | None = None  # when the last regular cycle began (anyio time)
         while True:
-            began = anyio.current_time()
+            now = anyio.current_time()
+            regular = began is None or now - began >= self.pollers.settings[name].poll_interval
             try:
-                await self.poll_once(name)
+                if regular:
+                    began = now
+                    await self.poll_once(name)
+                else:  # woken by a push between two regular cycles
+                    await self.read_pushed(name)
             except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
                 self.metrics.polls.labels(name, "crash").inc()
                 log.exception("poll.crashed", provider=name)
+            if self.pushed.has_fresh(name):
+                self.pollers.wake(name)  # more pushes came, or a burst is read in slices
+            assert began is not None
             if not await self.pollers.pause(name, began):  # a reload may rebuild or stop it here
                 return
 
@@ -353,6 +396,7 @@ class Daemon:
         try:
             async with (
                 serve(make_app(self.metrics, self.health), listen, name="metrics") as http,
+                serving(self.ingest, self.config.settings.ingest_listen) as self.ingest_http,
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self.deliverer.run)
@@ -364,6 +408,7 @@ class Daemon:
                 log.info(
                     "runwatch.started",
                     metrics=f"{http.url}/metrics",
+                    ingest=self.ingest_http and f"{self.ingest_http.url}/hooks/",
                     providers=",".join(self.sources),
                     rules=len(self.ruleset),
                     channels=",".join(self.channels),
@@ -424,6 +469,8 @@ def apply(daemon: Daemon, p: Plan) -> None:
         daemon.health.intervals.pop(name, None)
         daemon.health.last_ok.pop(name, None)
     daemon.metrics.prime(started, p.added, (r.name for r in p.ruleset))
+    if daemon.ingest is not None:
+        daemon.ingest.config = HookConfig.build(enabled, p.config.settings.ingest_trusted_proxies)
     if p.needs_restart:
         log.warning(
             "reload.needs_restart",

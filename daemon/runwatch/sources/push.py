@@ -110,6 +110,8 @@ class OlostepPushSettings(BaseModel):
         return SecretStr(check_token(v.get_secret_value()))
 
 
+#: The provider keys that are about push alone: changing them leaves the poller as it is.
+PUSH_KEYS = frozenset({"webhook_secret", "webhook_token", "live_logs", "max_streams"})
 #: Where each provider's push secret comes from when its config key is unset: (key, env, credential).
 PUSH_SECRETS: Mapping[str, tuple[str, str, str]] = {
     "exa": ("webhook_secret", "EXA_WEBHOOK_SECRET", "exa_webhook_secret"),
