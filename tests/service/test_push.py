@@ -26,7 +26,7 @@ import pytest
 
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
-from runwatch.fakes import FakeExa, FakeOlostep, RunningFake, Scenario, fake_server
+from runwatch.fakes import FakeExa, FakeOlostep, Fault, RunningFake, Scenario, fake_server
 from runwatch.service.app import Daemon
 from tests.conftest import ReceiverServer, write_config
 
@@ -112,7 +112,9 @@ class Stand:
 
 
 @asynccontextmanager
-async def stand(tmp_path: Path, receiver: ReceiverServer, *, extra: str = "") -> AsyncIterator[Stand]:
+async def stand(
+    tmp_path: Path, receiver: ReceiverServer, *, extra: str = "", interval: str = "60s"
+) -> AsyncIterator[Stand]:
     clock = ManualClock(time.time())
     async with (
         fake_server("exa", STORY, clock) as exa,
@@ -134,7 +136,7 @@ metrics_listen: 127.0.0.1:0
 ingest_listen: 127.0.0.1:{port}
 rule_files: [rules/*.yaml]
 providers:
-  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 60s, idle_poll_interval: 5m,
+  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: {interval}, idle_poll_interval: 5m,
         webhook_secret: {secret}, max_requests_per_second: 50{extra}}}
   olostep: {{base_url: "{olostep.base_url}", api_key: {OLOSTEP_KEY}, poll_interval: 60s,
             idle_poll_interval: 5m, webhook_token: {TOKEN}}}
@@ -174,6 +176,25 @@ async def test_a_run_that_completes_and_is_pushed_is_notified_within_two_seconds
     )
     assert pushed == 4
     print(f"push -> notification: {took * 1000:.0f} ms")
+
+
+async def test_a_push_is_read_while_a_long_poll_cycle_is_still_under_way(
+    tmp_path: Path, receiver: ReceiverServer
+) -> None:
+    # A cycle every second, and the hot monitor's read hangs in it: the cycle is stuck (the other of two
+    # request slots stays free: with concurrency 1 the hung request would hold the only one).
+    async with stand(tmp_path, receiver, extra=", concurrency: 2", interval="1s") as s:
+        live = "/v0/monitors/monitor_live/runs"
+        s.exa.fake.faults.add(Fault(path=f"{live}*", kind="slow", delay=30))
+        await s.exa.fake.requests.wait_count(
+            s.exa.fake.requests.started[("GET", live)] + 1, path=live, started=True
+        )
+        s.clock.advance(30)
+        with anyio.fail_after(2):
+            await s.wait_notified("exa monitor monitor_a: run mrun_a completed")
+        assert (
+            s.exa.fake.requests.count(path=live) < s.exa.fake.requests.started[("GET", live)]
+        )  # still stuck
 
 
 async def test_pushed_twice_and_then_polled_is_one_notification(

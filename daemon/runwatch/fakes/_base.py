@@ -167,6 +167,7 @@ class FakeBase:
 
         async def endpoint(request: Request) -> Response:
             path = request.scope["path"][skip:]
+            self.requests.arrived(request.method, path)
             now = self.scenario_time()
             if not self._authorized(request.headers):
                 response = self._error(401, "missing or invalid API key", route)

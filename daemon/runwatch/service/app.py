@@ -128,7 +128,7 @@ class Daemon:
         hooks = HookConfig.build(enabled, self.config.settings.ingest_trusted_proxies)
         on = self.config.settings.ingest_listen is not None
         self.ingest = (
-            Ingest(self.store.hints, self.metrics, self.clock, self.pollers.wake, hooks) if on else None
+            Ingest(self.store.hints, self.metrics, self.clock, self._push_came, hooks) if on else None
         )
         #: Where the push listener listens once :meth:`running` (None: no push).
         self.ingest_http: Listening | None = None
@@ -264,6 +264,11 @@ class Daemon:
         self._update_run_gauges()
         return report.monitors
 
+    def _push_came(self, name: str) -> None:
+        """A push was recorded: read it now, beside a cycle in progress or by waking the loop."""
+        self.pushed.arrived(name)
+        self.pollers.wake(name)
+
     async def wait_polls(self, name: str, count: int) -> None:
         """Tests and the demo: wait until ``name`` has finished ``count`` poll cycles in all."""
         while self.polls_done[name] < count:
@@ -281,9 +286,11 @@ class Daemon:
             now = anyio.current_time()
             regular = began is None or now - began >= self.pollers.settings[name].poll_interval
             try:
-                if regular:
+                if regular:  # and the pushes that come meanwhile are read beside it
                     began = now
-                    await self.poll_once(name)
+                    await self.pushed.beside(
+                        name, lambda: self.poll_once(name), lambda: self.read_pushed(name)
+                    )
                 else:  # woken by a push between two regular cycles
                     await self.read_pushed(name)
             except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics

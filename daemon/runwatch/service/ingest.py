@@ -273,10 +273,10 @@ async def _answer(send: Send, status: int, body: Mapping[str, Any], *, allow: bo
 class PushedReads:
     """What each provider's poll loop reads for the pushes it was woken for.
 
-    A regular cycle reads every monitor a hint waits for ahead of the idle ones (:meth:`urgent`).
-    Between regular cycles, a push wakes the loop for a cycle of just the monitors whose hints no read
-    has tried yet (:meth:`fresh`), at most ``limit`` at once (a second of the request budget), so a
-    burst of pushes is read in slices and a regular cycle that comes due is not held up by it. A hint
+    A regular cycle reads every monitor a hint waits for ahead of the idle ones (:meth:`urgent`). A
+    push read at once is a cycle of just the monitors whose hints no read has tried yet (:meth:`fresh`),
+    at most ``limit`` at once (a second of the request budget): beside a regular cycle in progress
+    (:meth:`beside`), or between two (the loop is woken), so a burst of pushes is read in slices. A hint
     that a read did not answer (its run not visible yet) waits for the regular cycles: its monitor is
     read every ``poll_interval`` until the run shows, or the hint expires.
     """
@@ -284,6 +284,37 @@ class PushedReads:
     def __init__(self, hints: Hints) -> None:
         self.hints = hints
         self._tried: dict[str, set[str]] = {}
+        self._arrival: dict[str, anyio.Event] = {}
+
+    def arrived(self, provider: str) -> None:
+        """A push for ``provider`` was recorded (what :meth:`beside` waits for)."""
+        if (event := self._arrival.get(provider)) is not None:
+            event.set()
+
+    async def beside(
+        self, provider: str, cycle: Callable[[], Awaitable[object]], read: Callable[[], Awaitable[int]]
+    ) -> None:
+        """Run ``cycle`` (a regular poll cycle) and meanwhile ``read`` what pushes name as they come: a
+        cycle of thousands of monitors (minutes under the request budget) does not make a push wait for
+        its end. Both share the provider's budget, so each slows the other, neither stops. A read under
+        way when the cycle ends is let finish (a hint is consumed only with the record of its read)."""
+        over = False
+
+        async def reader() -> None:
+            while not over:
+                arrival = self._arrival[provider] = anyio.Event()
+                if self.has_fresh(provider):
+                    await read()
+                else:
+                    await arrival.wait()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            try:
+                await cycle()
+            finally:
+                over = True
+                self.arrived(provider)
 
     def urgent(self, provider: str) -> list[str]:
         """Every monitor a hint waits for, oldest push first."""
