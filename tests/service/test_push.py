@@ -332,3 +332,38 @@ async def test_olostep_pushes_read_the_monitor_and_nothing_is_read_twice(
         assert await s.daemon.poll_once("olostep")
     titles: list[Any] = [t for t in s.notified() if t.startswith("olostep")]
     assert titles == ["olostep monitor monitor_prices: run run_0001 completed"]
+
+
+async def test_a_reload_rotates_the_secret_without_rebuilding_the_poller(
+    tmp_path: Path, receiver: ReceiverServer
+) -> None:
+    async with stand(tmp_path, receiver) as s:
+        source = s.daemon.sources["exa"]
+        cfg = tmp_path / "runwatch.yaml"
+        new = "whsec_rotated_" + "N3w" * 10
+        cfg.write_text(
+            cfg.read_text().replace(f"webhook_secret: {s.secret}", f"webhook_secret: [{new}, {s.secret}]")
+        )
+        assert s.daemon.reload()
+        later = cfg.read_text().replace(f"webhook_secret: [{new}, {s.secret}]", f"webhook_secret: {new}")
+        cfg.write_text(later)
+
+        def push(n: int) -> bytes:
+            return json.dumps({"id": f"evt_rot_{n}", "object": "event", "type": "monitor.updated",
+                               "data": {"id": "monitor_a"}}).encode()  # fmt: skip
+
+        async with httpx.AsyncClient(base_url=s.ingest) as client:
+
+            async def post(n: int, key: str) -> int:
+                body = push(n)
+                answer = await client.post(
+                    "/hooks/exa", content=body, headers={"Exa-Signature": s.sign(body, key)}
+                )
+                return answer.status_code
+
+            both = [await post(1, new), await post(2, s.secret)]
+            assert s.daemon.reload()  # the old secret retired
+            old, fresh = await post(3, s.secret), await post(4, new)
+        assert both == [200, 200]
+        assert (old, fresh) == (401, 200)
+        assert s.daemon.sources["exa"] is source  # only push keys changed: polling went on untouched
