@@ -243,15 +243,14 @@ class Daemon:
             only=only,
         ) as (batches, report):
             async for batch in batches:
-                # Stamped with when the cycle began: the pushes received by then are answered by it.
-                await self.pipeline(dataclasses.replace(batch, polled_at=started))
+                await self.pipeline(batch)
         if report.listing is not None:
             self._through(self.monitors.listing(report.listing, self.clock.now()))
         return report
 
     async def read_pushed(self, name: str) -> int:
-        """Between two regular cycles: read the monitors pushes named that no read has tried yet (a
-        second of the request budget at most; the loop comes back for the rest). Returns how many."""
+        """Read the monitors pushes named that no read has tried yet, beside a regular cycle or between
+        two (a second of the request budget at most; the rest next time). Returns how many."""
         settings = self.pollers.settings[name]
         fresh = self.pushed.fresh(name, max(settings.concurrency, int(settings.max_requests_per_second)))
         if not fresh:

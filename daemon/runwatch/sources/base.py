@@ -86,8 +86,8 @@ class MonitorBatch:
     #: Runs read from pages a catch-up went on from (older than runs recorded before): history, not
     #: news, while the monitor's first-start baseline is still being read.
     resumed: frozenset[str] = frozenset()
-    #: When the cycle that read this began, by the daemon's clock (the daemon stamps it): the pushes
-    #: received by then are answered by this read (:class:`~runwatch.store.interfaces.Hints`).
+    #: When the cycle that read this began (its ``now``, the daemon's clock): the pushes received by
+    #: then are answered by this read (:class:`~runwatch.store.interfaces.Hints`).
     polled_at: float | None = None
 
 

@@ -210,6 +210,7 @@ class ExaSource:
                         batch,
                         monitor=self.listed.get(monitor_id),
                         last_started=max(created) if created else None,
+                        polled_at=now,
                     ),
                 )
 

@@ -333,7 +333,8 @@ class OlostepSource:
                     self.schedule.started(monitor_id, max(started))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
-                await hand_over(send, replace(batch, last_started=max(started) if started else None))
+                last = max(started) if started else None
+                await hand_over(send, replace(batch, last_started=last, polled_at=now))
 
             await poll_monitors(
                 hot,
