@@ -433,9 +433,9 @@ class Source(Protocol):
         ``watch_due`` (seconds): the rules' largest ``grace`` for missed runs; a monitor whose
         scheduled run is late is polled at ``poll_interval`` that long after its due time.
         ``read_now``: monitors a push asked to read (oldest push first): polled this cycle before any
-        idle one (:meth:`Schedule.plan`'s ``urgent``). ``only``: a cycle of just those (between two
-        regular cycles, to answer a push at once): no other monitor, and the monitor list only when a
-        push names a monitor it has not shown yet.
+        idle one (:meth:`Schedule.plan`'s ``urgent``). ``only``: a cycle of just those (to answer a
+        push at once, beside a regular cycle or between two): no other monitor, and the monitor list
+        only when a push names a monitor it has not shown yet.
         """
         ...
 
