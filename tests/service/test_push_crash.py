@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +21,8 @@ from runwatch.clock import ManualClock
 from runwatch.demo.receiver import Receiver
 from runwatch.fakes import Fault, Scenario, fake_server
 from runwatch.httpserver import serve
+from tests.service.test_crash import start
+from tests.service.test_push import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -49,21 +48,6 @@ rules:
     match: {kind: run.status, to: completed}
     notify: [ops]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start(cfg: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "runwatch", "run", "--config", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def test_kill_9_right_after_a_2xx_still_reads_the_run_first_after_the_restart(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The state: run state, the outbox and a few meta keys, in one SQLite file per state directory.
+"""The state: run state, the outbox, pushes waiting for their read and a few meta keys, in one SQLite
+file per state directory.
 
 :class:`State` is what the daemon opens (taking the directory's lock, creating or migrating the file);
 :func:`open_outbox` is what the operator's commands open beside a running daemon (no lock, no create).
