@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from pydantic.networks import IPvAnyNetwork
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runwatch import yamlfile
@@ -24,6 +34,7 @@ from runwatch.delivery.registry import channel_fields
 from runwatch.durations import Duration
 from runwatch.httpserver import parse_listen
 from runwatch.pipeline.silences import SilenceSpec
+from runwatch.sources.push import fill_push_secrets
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 from runwatch.yamlfile import FileProblems, Problem
@@ -114,6 +125,10 @@ class Settings(BaseSettings):
 
     state_dir: Path = Path("runwatch-state")
     metrics_listen: str = "127.0.0.1:9464"
+    #: Where the providers push (``/hooks/exa``, ``/hooks/olostep/<token>``); None: no push, poll only.
+    ingest_listen: str | None = None
+    #: Peers (IPs or networks) whose ``X-Forwarded-For`` names the client in push logs; none by default.
+    ingest_trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     rule_files: list[str] = Field(default_factory=lambda: ["rules/*.yaml"])
     providers: Providers = Field(default_factory=Providers)
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
@@ -131,6 +146,15 @@ class Settings(BaseSettings):
     @classmethod
     def _listen(cls, v: str) -> str:
         parse_listen(v)
+        return v
+
+    @field_validator("ingest_listen")
+    @classmethod
+    def _ingest_listen(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None:
+            ingest, metrics = parse_listen(v), info.data.get("metrics_listen")
+            if metrics is not None and ingest == parse_listen(metrics) and ingest[1] != 0:
+                raise ValueError("must differ from metrics_listen: pushes get a port of their own")
         return v
 
     @field_validator("rule_files", mode="before")
@@ -265,6 +289,9 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -
             settings_p.api_key = None
         if settings_p.api_key is None:
             settings_p.api_key = _credential(spec.credential, spec.key_env)
+    unusable = fill_push_secrets({name: getattr(settings.providers, name) for name in PROVIDERS})
+    if unusable:
+        raise FileProblems([Problem(shown, 0, f"providers.{p}.{k}", msg) for p, k, msg in unusable])
     base = path.resolve().parent if path else Path.cwd()
     return Config(settings=settings, path=path, base_dir=base, root=root)
 

@@ -1,7 +1,7 @@
 """Serve an ASGI app in-process, inside the caller's task group; and ``/healthz`` before it can.
 
-Used by the metrics endpoint and the fake provider servers. uvicorn's own signal handling is turned
-off: signals belong to :mod:`runwatch.service.app`, which cancels us like any other task.
+Used by the metrics endpoint, the push listener and the fake provider servers. uvicorn's own signal
+handling is turned off: signals belong to :mod:`runwatch.service.app`, which cancels us like any other task.
 
 ``runwatch run`` binds its metrics address first thing (:func:`early_health`), before the daemon's
 imports and its state are loaded, and answers ``/healthz`` from a thread meanwhile; :func:`serve` then
@@ -10,6 +10,7 @@ takes that very socket over. uvicorn is imported only by :func:`serve`, so this 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -183,12 +184,62 @@ def early_health(listen: str) -> EarlyHealth | None:
     return early
 
 
+def _head_timeout(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose request head is not complete ``seconds``
+    after the connection opened (or after the head's first byte, on a kept-alive connection): a
+    client that trickles its headers, or connects and says nothing, cannot hold a connection."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeout(H11Protocol):
+        _head: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # the head is in: the app bounds the body itself
+            elif self._head is None and not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._head = self.loop.call_later(seconds, self._late)
+
+        def _disarm(self) -> None:
+            if self._head is not None:
+                self._head.cancel()
+                self._head = None
+
+        def _late(self) -> None:
+            self._head = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimeout
+
+
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp, listen: str, *, name: str = "http") -> AsyncIterator[Listening]:
+async def serve(
+    app: ASGIApp,
+    listen: str,
+    *,
+    name: str = "http",
+    head_timeout: float | None = None,
+    max_connections: int | None = None,
+) -> AsyncIterator[Listening]:
     """Bind ``listen`` (port 0 picks a free one), serve until the block exits.
 
     A socket :func:`early_health` bound for the same address is taken over instead; one bound for
-    another address (the config said otherwise than its quick read) is closed.
+    another address (the config said otherwise than its quick read) is closed. ``head_timeout``:
+    a request head must arrive within that many seconds (see :func:`_head_timeout`);
+    ``max_connections``: beyond that many connections (or requests in flight) uvicorn answers 503.
     """
     import uvicorn
 
@@ -214,6 +265,8 @@ async def serve(app: ASGIApp, listen: str, *, name: str = "http") -> AsyncIterat
         access_log=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=1,
+        limit_concurrency=max_connections,
+        http=_head_timeout(head_timeout) if head_timeout is not None else "auto",
     )
     server = QuietServer(config)
 

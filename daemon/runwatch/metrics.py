@@ -60,6 +60,12 @@ DELIVERY_OUTCOMES = ("delivered", "retry", "permanent", "expired")
 #: Why a delivery attempt failed: the reasons every channel kind can meet (others appear when they
 #: happen: http_408, http_409, http_425, redirect, tls, smtp; the set is bounded).
 DELIVERY_FAILURE_REASONS = ("http_5xx", "http_429", "http_4xx", "timeout", "connect", "error")
+#: What became of one request to the push listener (``runwatch_ingest_requests_total{outcome}``).
+INGEST_OUTCOMES = (
+    "accepted", "duplicate", "bad_signature", "stale", "too_large", "bad_body", "ignored", "not_found",
+)  # fmt: skip
+#: The ``provider`` label of a push request whose path names no provider (a scanner, a typo).
+NO_PROVIDER = "none"
 
 
 class Metrics:
@@ -237,6 +243,28 @@ class Metrics:
             "Unix time of the last successful config load: the start, or a reload that was applied.",
             registry=r,
         )
+        self.ingest = Counter(
+            "runwatch_ingest_requests_total",
+            "Requests to the push listener by provider and outcome (accepted, duplicate, bad_signature,"
+            " stale, too_large, bad_body, ignored, not_found).",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.push_to_read = Histogram(
+            "runwatch_push_to_read_seconds",
+            "From a push received to the read of the run (or monitor) it named.",
+            ["provider"],
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+
+    def prime_ingest(self, providers: Iterable[str]) -> None:
+        """The push listener's series at 0 (called when ``ingest_listen`` is set)."""
+        for p in [*providers, NO_PROVIDER]:
+            for outcome in INGEST_OUTCOMES if p != NO_PROVIDER else ("not_found",):
+                self.ingest.labels(p, outcome)
+            if p != NO_PROVIDER:
+                self.push_to_read.labels(p)
 
     def prime(self, providers: Iterable[str], channels: Iterable[str], rules: Iterable[str]) -> None:
         """Create every series whose labels are known now, at 0, so dashboards and alerts see them.

@@ -146,3 +146,33 @@ def test_placeholders(key: str) -> None:
 )
 def test_keys_that_are_not_placeholders(key: str) -> None:
     assert not looks_like_placeholder(key, "exa")
+
+
+def test_push_half_set_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listener = setup(tmp_path, f"ingest_listen: 127.0.0.1:9465\nproviders:\n  exa: {{api_key: {REAL_KEY}}}\n")
+    code, _, err = check(listener, capsys)
+    assert code == 0
+    assert err == [
+        f"warning: {listener}:4: ingest_listen: no provider that is polled has a push secret, so every"
+        " push is 404; give providers.exa.webhook_secret ($EXA_WEBHOOK_SECRET or the credential"
+        " exa_webhook_secret) or providers.olostep.webhook_token ($OLOSTEP_WEBHOOK_TOKEN or the credential"
+        " olostep_webhook_token)"
+    ]
+    secret = tmp_path / "s"
+    secret.mkdir()
+    no_listener = setup(
+        secret, f"providers:\n  exa: {{api_key: {REAL_KEY}, webhook_secret: whsec_abcdef123}}\n"
+    )
+    code, _, err = check(no_listener, capsys)
+    assert code == 0
+    assert err == [
+        f"warning: {no_listener}:5: providers.exa.webhook_secret: is set but ingest_listen is not: nothing"
+        " listens for pushes (the runs are still polled)"
+    ]
+    both = secret / "both"
+    both.mkdir()
+    whole = setup(
+        both,
+        f"ingest_listen: 127.0.0.1:9465\nproviders:\n  exa: {{api_key: {REAL_KEY}, webhook_secret: x123}}\n",
+    )
+    assert check(whole, capsys)[2] == []

@@ -76,14 +76,18 @@ class Harness:
         t0: float = self.running.fake.t0
         return t0
 
-    async def cycle(self) -> Cycle:
-        """One poll cycle at the clock's time: every batch diffed and recorded, as the daemon does."""
+    async def cycle(self, **poll: Any) -> Cycle:
+        """One poll cycle at the clock's time: every batch diffed and recorded, as the daemon does;
+        ``poll`` goes to the source's ``poll`` (``read_now``, ``only``: what a push asks for)."""
         log = self.running.fake.requests
         routes, paths = Counter(log.by_route), Counter({p: n for (_, p), n in log.by_path.items()})
         now = self.clock.now()
         batches: list[MonitorBatch] = []
         changes: list[Change] = []
-        async with self.source.poll(self.state.runs, now=now, not_before=self.not_before) as (stream, report):
+        async with self.source.poll(self.state.runs, now=now, not_before=self.not_before, **poll) as (
+            stream,
+            report,
+        ):
             async for batch in stream:
                 batches.append(batch)
                 for snap in batch.snapshots:

@@ -243,6 +243,39 @@ def utc(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M")
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_pushed_monitors_lead_the_idle_ones_and_a_push_cycle_reads_only_them(
+    provider: str, tmp_path: Path
+) -> None:
+    async with harness(provider, story(), tmp_path) as h:
+        assert (await h.cycle()).asked() == ALL  # the first: every monitor, and the list
+        h.clock.advance(10)
+        assert HAND not in (await h.cycle()).asked()  # idle, not due for a while
+        # A regular cycle reads a pushed monitor though it is not due (after any hot one).
+        assert (await h.cycle(read_now=[HAND])).asked() == {HAND}
+        # A cycle of pushed monitors alone: no list, no other monitor, not even one that is due.
+        h.clock.advance(60)
+        pushed = await h.cycle(read_now=[HAND], only=True)
+        assert pushed.asked() == {HAND} and pushed.routes["list_monitors"] == 0
+        # ... but one naming a monitor the list has not shown reads the list first (every monitor of
+        # the account is watched), and then only what the list holds.
+        unknown = await h.cycle(read_now=[HAND, "monitor_new"], only=True)
+        assert unknown.routes["list_monitors"] == 1 and unknown.asked() == {HAND}
+
+
+def test_plan_puts_pushed_monitors_after_the_hot_ones_and_before_the_idle_ones() -> None:
+    from runwatch.sources.schedule import Schedule
+
+    sched = Schedule(poll_interval=60, idle_interval=300)
+    sched.listed(0.0, {m: None for m in ("hot", "idle_due", "pushed_b", "pushed_a", "quiet")})
+    for m in ("hot", "pushed_b", "pushed_a", "quiet"):
+        sched.polled(m, 0.0)  # polled just now: not idle-due for a while
+    hot, idle = sched.plan(["hot", "idle_due", "pushed_b", "pushed_a", "quiet"], 60.0, lambda m: m == "hot",
+                           urgent=["pushed_a", "pushed_b", "hot"])  # fmt: skip
+    assert hot == ["hot"]
+    assert idle == ["pushed_a", "pushed_b", "idle_due"]  # oldest push first, then the idle ones due
+
+
 @pytest.mark.parametrize(
     ("expr", "tz", "after", "expected"),
     [

@@ -1,5 +1,5 @@
 """Command line: ``runwatch run | check | test-rules | outbox | silence | status | send-test | demo | fake |
-init``.
+init | hooks``.
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
 the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
@@ -140,6 +140,33 @@ def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     _config_arg(pg)
 
 
+def _hooks_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hooks = sub.add_parser(
+        "hooks",
+        help="register runwatch's push URL with a provider, or list the provider's webhooks",
+        description="Push: the provider posts to runwatch's ingest_listen (README, 'Push').",
+    )
+    actions = hooks.add_subparsers(dest="action", required=True, metavar="ACTION")
+    setup = actions.add_parser(
+        "setup", help="make the provider's webhook for runwatch; keeps the secret it returns once"
+    )
+    setup.add_argument("provider", choices=["exa"], help="the provider (exa has a webhook API)")
+    setup.add_argument(
+        "--url", required=True, help="the public URL of runwatch's hook, e.g. https://host/hooks/exa"
+    )
+    setup.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="PATH",
+        help="write the signing secret to this new file (mode 0600; never over a file that exists);"
+        " without it the secret is printed, once",
+    )
+    _config_arg(setup)
+    ls = actions.add_parser("list", help="the provider's webhooks (never their secrets)")
+    ls.add_argument("provider", choices=["exa"])
+    _config_arg(ls)
+
+
 def _parser() -> argparse.ArgumentParser:
     from runwatch.sources.registry import PROVIDERS
 
@@ -178,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     _outbox_parser(sub)
     _silence_parser(sub)
     _reload_parser(sub)
+    _hooks_parser(sub)
 
     status = sub.add_parser(
         "status",
@@ -246,6 +274,7 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "fake": call("rehearse", "cmd_fake", lambda: (args.provider, args.listen, args.scenario)),
         "demo": call("rehearse", "cmd_demo", lambda: (args.forever, args.metrics_listen)),
         "init": call("init", "cmd_init", lambda: (args,)),
+        "hooks": call("hooks", "cmd_hooks", lambda: (args,)),
     }
 
 

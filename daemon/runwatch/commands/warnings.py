@@ -21,6 +21,7 @@ import re
 
 from runwatch.config import Config
 from runwatch.rules import RuleSet
+from runwatch.sources.push import PUSH_SECRETS, push_secrets
 from runwatch.sources.registry import PROVIDERS
 from runwatch.yamlfile import Problem
 
@@ -141,7 +142,35 @@ def config_warnings(config: Config, ruleset: RuleSet) -> list[Problem]:
             why = "no rule file is loaded"
         out.append(Problem(config.shown, line, field, f"{why}, so no change will ever be notified"))
     out.extend(ruleset.warnings)  # keys with no effect for their rule (runwatch.rules.kinds)
+    out.extend(_push_warnings(config))
     return out
+
+
+def _push_warnings(config: Config) -> list[Problem]:
+    """Push half set up: a listener no polled provider can push to, or a secret nothing listens for.
+    (No provider polled at all is the warning above.)"""
+    enabled = config.enabled_providers()
+    pushing = [p for p, (key, _, _) in PUSH_SECRETS.items() if p in enabled and push_secrets(enabled[p], key)]
+    listen = config.settings.ingest_listen
+    if listen is not None and enabled and not pushing:
+        what = " or ".join(
+            f"providers.{p}.{key} (${env} or the credential {cred})"
+            for p, (key, env, cred) in PUSH_SECRETS.items()
+        )
+        line = config.line_of("ingest_listen") if _has_key(config, "ingest_listen") else 0
+        why = f"no provider that is polled has a push secret, so every push is 404; give {what}"
+        return [Problem(config.shown, line, "ingest_listen", why)]
+    if listen is None:
+        return [
+            Problem(
+                config.shown,
+                config.line_of("providers", p, PUSH_SECRETS[p][0]),
+                f"providers.{p}.{PUSH_SECRETS[p][0]}",
+                "is set but ingest_listen is not: nothing listens for pushes (the runs are still polled)",
+            )
+            for p in pushing
+        ]
+    return []
 
 
 def _has_key(config: Config, key: str) -> bool:

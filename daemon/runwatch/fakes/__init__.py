@@ -2,7 +2,8 @@
 
 A :class:`Scenario` says which monitors exist and when each run changes; a fake plays it against a
 clock (a ``ManualClock`` in tests) and answers the provider's read endpoints as the real API would,
-with faults (errors, 429s, slowness, broken JSON, auth failures) injected on demand.
+with faults (errors, 429s, slowness, broken JSON, auth failures) injected on demand; and posts the
+providers' webhooks as the scenario makes their events (lost, repeated or retried on demand).
 
 May import: the basics and ``sources`` (the providers' names); never the daemon's own stages.
 """
@@ -12,6 +13,7 @@ from runwatch.fakes._common import RequestLog
 from runwatch.fakes.exa import FakeExa
 from runwatch.fakes.faults import Fault, FaultKind, Faults
 from runwatch.fakes.olostep import FakeOlostep
+from runwatch.fakes.push import Delivery, Pusher, PushEvent, Subscription
 from runwatch.fakes.scenario import (
     ExaMonitor,
     ExaRun,
@@ -31,6 +33,7 @@ from runwatch.fakes.server import PROVIDERS, RunningFake, fake_server, make_fake
 
 __all__ = [
     "PROVIDERS",
+    "Delivery",
     "ExaMonitor",
     "ExaRun",
     "ExaSection",
@@ -45,9 +48,12 @@ __all__ = [
     "OlostepMonitor",
     "OlostepRun",
     "OlostepSection",
+    "PushEvent",
+    "Pusher",
     "RequestLog",
     "RunningFake",
     "Scenario",
+    "Subscription",
     "default_scenario",
     "dump_scenario",
     "fake_server",

@@ -25,10 +25,14 @@ from starlette.routing import Route
 from runwatch.clock import Clock, SystemClock
 from runwatch.fakes._common import RequestLog
 from runwatch.fakes.faults import PAGE_FAULTS, Fault, Faults
+from runwatch.fakes.push import Pusher, PushEvent, Subscription
 from runwatch.fakes.scenario import Scenario, default_scenario
 
 #: A route's handler gets the request and the scenario time (seconds since t0) it should answer for.
 Handler = Callable[[Request, float], Awaitable[Response]]
+#: A route: its path (after the prefix), its name in the request log, its handler; GET unless a fourth
+#: item names the method.
+RouteSpec = tuple[str, str, Handler] | tuple[str, str, Handler, str]
 
 #: What a ``garbage`` fault sends with status 200 and ``application/json``: cut off mid-string.
 GARBAGE = b'{"data": [{"id": "monitor_tru'
@@ -97,10 +101,17 @@ class FakeBase:
         self.faults = Faults(self._scenario_faults())
         self.requests = RequestLog()
         self._endless = itertools.count(1)
+        #: The webhooks this fake posts (see :mod:`runwatch.fakes.push`); served with the fake.
+        self.pusher = Pusher(self.clock, self.t0, self._push_events(), self._sign)
         self.app = Starlette(
             routes=[
-                Route(self.prefix + path, self._endpoint(name, handler), methods=["GET"], name=name)
-                for path, name, handler in self._routes()
+                Route(
+                    self.prefix + r[0],
+                    self._endpoint(r[1], r[2]),
+                    methods=[r[3] if len(r) > 3 else "GET"],
+                    name=r[1],
+                )
+                for r in self._routes()
             ],
             exception_handlers={HTTPException: self._http_exception},
         )
@@ -114,8 +125,16 @@ class FakeBase:
     def _scenario_faults(self) -> Sequence[Fault]:
         raise NotImplementedError
 
-    def _routes(self) -> list[tuple[str, str, Handler]]:
+    def _routes(self) -> list[RouteSpec]:
         raise NotImplementedError
+
+    def _push_events(self) -> list[PushEvent]:
+        """Every event the scenario makes that this fake can post (webhooks), in time order."""
+        return []
+
+    def _sign(self, subscription: Subscription, body: bytes, now: int) -> dict[str, str]:
+        """The headers that authenticate one post (none: unsigned)."""
+        return {}
 
     def _authorized(self, headers: Headers) -> bool:
         raise NotImplementedError
@@ -148,6 +167,7 @@ class FakeBase:
 
         async def endpoint(request: Request) -> Response:
             path = request.scope["path"][skip:]
+            self.requests.arrived(request.method, path)
             now = self.scenario_time()
             if not self._authorized(request.headers):
                 response = self._error(401, "missing or invalid API key", route)

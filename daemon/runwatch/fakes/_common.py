@@ -55,10 +55,11 @@ class RequestLog:
     ``by_route`` counts per route name (``list_monitors``, ``get_monitor``, ``list_runs``,
     ``list_events``, ``get_run``, ``not_found``); ``by_path`` per ``(method, path)`` with the path as
     the fake saw it after its prefix (so tests can ask how often one run was fetched);
-    ``by_status`` per HTTP status sent.
+    ``by_status`` per HTTP status sent. ``started`` counts per ``(method, path)`` the requests that
+    arrived, answered or not yet (one a slow fault holds is there already).
     """
 
-    __slots__ = ("_changed", "by_path", "by_route", "by_status", "total")
+    __slots__ = ("_changed", "by_path", "by_route", "by_status", "started", "total")
 
     def __init__(self) -> None:
         self._changed: anyio.Event | None = None
@@ -66,19 +67,30 @@ class RequestLog:
         self.by_route: Counter[str] = Counter()
         self.by_path: Counter[tuple[str, str]] = Counter()
         self.by_status: Counter[int] = Counter()
+        self.started: Counter[tuple[str, str]] = Counter()
+
+    def arrived(self, method: str, path: str) -> None:
+        self.started[(method, path)] += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def record(self, route: str, method: str, path: str, status: int) -> None:
         self.total += 1
         self.by_route[route] += 1
         self.by_path[(method, path)] += 1
         self.by_status[status] += 1
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        self._wake()
 
-    async def wait_count(self, target: int, route: str | None = None, *, path: str | None = None) -> None:
-        """Until :meth:`count` reaches ``target`` (a test waits for a client's requests, not a timer)."""
-        while self.count(route, path=path) < target:
+    async def wait_count(
+        self, target: int, route: str | None = None, *, path: str | None = None, started: bool = False
+    ) -> None:
+        """Until :meth:`count` reaches ``target`` (a test waits for a client's requests, not a timer);
+        ``started``: requests to ``path`` that arrived, answered or not."""
+        while (self.started[("GET", path or "")] if started else self.count(route, path=path)) < target:
             if self._changed is None:
                 self._changed = anyio.Event()
             await self._changed.wait()
@@ -96,3 +108,4 @@ class RequestLog:
         self.by_route.clear()
         self.by_path.clear()
         self.by_status.clear()
+        self.started.clear()

@@ -7,6 +7,8 @@ at construction; a request is a dict lookup and a bisect on the run's timeline.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import json
 import secrets
@@ -20,9 +22,10 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runwatch.fakes._base import BadRequest, FakeBase, Handler, decode_cursor, encode_cursor, json_response
+from runwatch.fakes._base import BadRequest, FakeBase, RouteSpec, decode_cursor, encode_cursor, json_response
 from runwatch.fakes._common import EPS, iso
 from runwatch.fakes.faults import Fault
+from runwatch.fakes.push import PushEvent, Subscription
 from runwatch.fakes.scenario import ExaMonitor, ExaRun
 
 __all__ = ["FakeExa"]
@@ -156,7 +159,8 @@ class FakeExa(FakeBase):
     """Exa's monitor endpoints over a scenario: ``/websets/v0/monitors[/{id}[/runs[/{id}]]]``.
 
     Route names in :attr:`requests`: ``list_monitors``, ``get_monitor``, ``list_runs``, ``get_run``,
-    ``not_found``.
+    ``create_webhook``, ``list_webhooks``, ``not_found``. Webhooks made through ``/v0/webhooks`` get
+    the run and monitor events, signed, from their creation on (:attr:`pusher`).
     """
 
     provider = "exa"
@@ -169,6 +173,7 @@ class FakeExa(FakeBase):
         self._monitors = monitors
         self._by_id = {m.id: m for m in monitors}
         self._all_positions = list(range(len(monitors)))
+        self._webhook_metadata: dict[str, dict[str, str]] = {}
         self._by_webset: dict[str, list[int]] = {}
         for m in monitors:
             self._by_webset.setdefault(m.static["websetId"], []).append(m.position)
@@ -176,13 +181,110 @@ class FakeExa(FakeBase):
     def _scenario_faults(self) -> Sequence[Fault]:
         return self.scenario.exa.faults
 
-    def _routes(self) -> list[tuple[str, str, Handler]]:
+    def _routes(self) -> list[RouteSpec]:
         return [
             ("/v0/monitors", "list_monitors", self._list_monitors),
             ("/v0/monitors/{monitor}", "get_monitor", self._get_monitor),
             ("/v0/monitors/{monitor}/runs", "list_runs", self._list_runs),
             ("/v0/monitors/{monitor}/runs/{run}", "get_run", self._get_run),
+            ("/v0/webhooks", "create_webhook", self._create_webhook, "POST"),
+            ("/v0/webhooks", "list_webhooks", self._list_webhooks),
         ]
+
+    # -- webhooks ---------------------------------------------------------------------------------------
+
+    def _push_events(self) -> list[PushEvent]:
+        """``monitor.run.created`` when a run shows, ``monitor.run.completed`` when it completes (Exa
+        sends no event for a failed or canceled run), and ``monitor.created``/``updated``/``deleted``."""
+        out: list[PushEvent] = []
+
+        def add(at: float, kind: str, mon: _Monitor, suffix: str, data: dict[str, Any]) -> None:
+            eid = f"evt_{suffix}_{kind.rsplit('.', 1)[-1]}"
+            envelope = {
+                "id": eid,
+                "object": "event",
+                "type": kind,
+                "data": data,
+                "createdAt": iso(self.t0 + at),
+            }
+            out.append(PushEvent(at, eid, kind, mon.id, json.dumps(envelope, separators=(",", ":")).encode()))
+
+        for mon in self._monitors:
+            for run in mon.runs_by_start:
+                add(run.times[0], "monitor.run.created", mon, run.id, run.states[0])
+                done = next((i for i, st in enumerate(run.states) if st["status"] == "completed"), None)
+                if done is not None:
+                    add(run.times[done], "monitor.run.completed", mon, run.id, run.states[done])
+            if mon.added_at is not None:
+                add(mon.added_at, "monitor.created", mon, mon.id, self._monitor_object(mon, mon.added_at))
+            for i, at in enumerate(mon.status_times):
+                add(at, "monitor.updated", mon, f"{mon.id}_{i}", self._monitor_object(mon, at))
+            if mon.removed_at is not None:
+                add(mon.removed_at, "monitor.deleted", mon, mon.id, self._monitor_object(mon, mon.removed_at))
+        out.sort(key=lambda e: e.at)
+        return out
+
+    def _sign(self, subscription: Subscription, body: bytes, now: int) -> dict[str, str]:
+        """``Exa-Signature: t=<unix>,v1=<hex>``: HMAC-SHA256 of ``"<t>.<raw body>"`` keyed with the
+        secret's UTF-8 bytes, lower-case hex (written out here, not shared with runwatch's verifier)."""
+        if subscription.secret is None:
+            return {}
+        digest = hmac.new(subscription.secret.encode(), f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+        return {"Exa-Signature": f"t={now},v1={digest}"}
+
+    def _webhook_object(self, sub: Subscription, *, with_secret: bool) -> dict[str, Any]:
+        created = iso(self.t0 + sub.since)
+        return {
+            "id": sub.id,
+            "object": "webhook",
+            "status": "active" if sub.active else "inactive",
+            "events": sorted(sub.types),
+            "url": sub.url,
+            "secret": sub.secret if with_secret else None,
+            "metadata": self._webhook_metadata.get(sub.id, {}),
+            "createdAt": created,
+            "updatedAt": created,
+        }
+
+    async def _create_webhook(self, request: Request, now: float) -> Response:
+        """``POST /v0/webhooks {events, url, metadata?}``: the webhook, with its signing secret (the only
+        time the secret is shown)."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise BadRequest("the body is not JSON") from None
+        events = body.get("events") if isinstance(body, dict) else None
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(events, list) or not events or not all(isinstance(e, str) and e for e in events):
+            raise BadRequest("events must be a non-empty list of event types")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise BadRequest("url must be an http(s) URL")
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise BadRequest("metadata must be an object")
+        sub = self.pusher.subscribe(url, events, secret=secrets.token_hex(32), prefix="webhook")
+        self._webhook_metadata[sub.id] = {str(k): str(v) for k, v in metadata.items()}
+        return json_response(self._webhook_object(sub, with_secret=True))
+
+    async def _list_webhooks(self, request: Request, now: float) -> Response:
+        """``GET /v0/webhooks``: every webhook of the account, without secrets, paged as the rest."""
+        limit = self.page_limit(request, 25, 200)
+        start = 0
+        if cursor := request.query_params.get("cursor"):
+            pos = decode_cursor("webhooks", cursor)
+            if pos is None:
+                raise BadRequest("invalid cursor")
+            start = pos
+        subs = self.pusher.subscriptions
+        page = subs[start : start + limit]
+        more = start + limit < len(subs)
+        return json_response(
+            {
+                "data": [self._webhook_object(s, with_secret=False) for s in page],
+                "hasMore": more,
+                "nextCursor": encode_cursor("webhooks", start + limit) if more else None,
+            }
+        )
 
     # -- protocol details -----------------------------------------------------------------------------
 

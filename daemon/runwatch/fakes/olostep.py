@@ -22,10 +22,12 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runwatch.fakes._base import BadRequest, FakeBase, Handler, decode_cursor, encode_cursor, json_response
+from runwatch.clock import Clock
+from runwatch.fakes._base import BadRequest, FakeBase, RouteSpec, decode_cursor, encode_cursor, json_response
 from runwatch.fakes._common import EPS, iso
 from runwatch.fakes.faults import Fault
-from runwatch.fakes.scenario import OlostepMonitor, OlostepRun
+from runwatch.fakes.push import PushEvent
+from runwatch.fakes.scenario import OlostepMonitor, OlostepRun, Scenario
 
 __all__ = ["FakeOlostep"]
 
@@ -260,12 +262,51 @@ class FakeOlostep(FakeBase):
     """Olostep's monitor endpoints over a scenario: ``/v1/monitors[/{id}[/events|/runs/{run_id}]]``.
 
     Route names in :attr:`requests`: ``list_monitors``, ``get_monitor``, ``list_events``, ``get_run``,
-    ``not_found``.
+    ``not_found``. A monitor with a ``webhook.url`` gets a post when a run of it completes
+    (:attr:`pusher`).
     """
 
     provider = "olostep"
     prefix = ""
     page_keys = ("data", "has_more", "next_cursor")
+
+    def __init__(self, scenario: Scenario | None = None, clock: Clock | None = None) -> None:
+        #: Each monitor's ``webhook.url`` (the scenario's ``webhook_url``, or :meth:`set_webhook`).
+        self.webhook_urls: dict[str, str] = {}
+        super().__init__(scenario, clock)
+        for mon in self.scenario.olostep.monitors:
+            if mon.webhook_url is not None:
+                self.set_webhook(mon.id, mon.webhook_url)
+
+    def set_webhook(self, monitor_id: str, url: str | None) -> None:
+        """Point the monitor's ``webhook.url`` at ``url`` (None: no webhook) from now on: each run of it
+        that completes from then on is posted there, unsigned, as Olostep does."""
+        for sub in self.pusher.subscriptions:
+            if sub.monitor_id == monitor_id:
+                sub.active = False
+        self.webhook_urls.pop(monitor_id, None)
+        if url is not None:
+            self.webhook_urls[monitor_id] = url
+            self.pusher.subscribe(url, monitor_id=monitor_id, prefix="hook")
+
+    def _push_events(self) -> list[PushEvent]:
+        """A run that completes (``run_complete`` visible): its monitor, run, result and when (the body
+        is undocumented upstream; ``shared/api/olostep.md`` names these keys)."""
+        out: list[PushEvent] = []
+        for mon in self._monitors:
+            for run in mon.finished:
+                assert run.complete_at is not None and run.last_run is not None
+                body = {
+                    "monitor_id": mon.id,
+                    "run_id": run.id,
+                    "status": run.last_run["status"],
+                    "change_detected": run.last_run["change_detected"],
+                    "ran_at": run.last_run["ran_at"],
+                }
+                data = json.dumps(body, separators=(",", ":")).encode()
+                out.append(PushEvent(run.complete_at, f"hook_{run.id}", "run.completed", mon.id, data))
+        out.sort(key=lambda e: e.at)
+        return out
 
     def _compile(self) -> None:
         self._monitors = [_compile_monitor(m, self.t0) for m in self.scenario.olostep.monitors]
@@ -274,7 +315,7 @@ class FakeOlostep(FakeBase):
     def _scenario_faults(self) -> Sequence[Fault]:
         return self.scenario.olostep.faults
 
-    def _routes(self) -> list[tuple[str, str, Handler]]:
+    def _routes(self) -> list[RouteSpec]:
         return [
             ("/v1/monitors", "list_monitors", self._list_monitors),
             ("/v1/monitors/{monitor_id}", "get_monitor", self._get_monitor),
@@ -324,6 +365,8 @@ class FakeOlostep(FakeBase):
             obj["error_message"] = last.error_message
             if with_last_run:
                 obj["last_run"] = last.last_run
+        url = self.webhook_urls.get(mon.id)
+        obj["webhook"] = {"url": url} if url is not None else None
         status, error, since = mon.status_at(now)
         if since is not None:
             obj["status"] = status

@@ -194,6 +194,8 @@ class OlostepMonitor(_Model):
     frequency: str = "daily"
     cron: str = "0 9 * * *"
     timezone: str = "UTC"
+    #: The monitor's ``webhook.url``: posted to (unsigned) when a run of it completes.
+    webhook_url: str | None = None
     runs: list[OlostepRun] = Field(default_factory=list)
 
 

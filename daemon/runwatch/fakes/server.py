@@ -88,8 +88,10 @@ async def _fake_server(
     provider: str, scenario: Scenario | None, clock: Clock | None, listen: str
 ) -> AsyncIterator[RunningFake[FakeBase]]:
     fake = make_fake(provider, scenario, clock)
-    async with serve(fake.app, listen, name=f"fake {provider}") as listening:
+    async with serve(fake.app, listen, name=f"fake {provider}") as listening, anyio.create_task_group() as tg:
+        tg.start_soon(fake.pusher.run)  # the fake's webhooks, posted as the scenario makes them
         yield RunningFake(provider, fake, listening.url, listening.url + fake.prefix)
+        tg.cancel_scope.cancel()
 
 
 async def run_fake(

@@ -43,6 +43,7 @@ class Record:
             catch_up=batch.catch_up,
             stuck=batch.stuck,
             fence=self.fence(src.provider) if self.fence is not None else None,
+            hints_before=src.polled_at,
         )
         if queued:
             self.wake({n.channel for n in notes})

@@ -1,6 +1,7 @@
 """The daemon as a service: its task group, signals and sd_notify (``app``), building and validating
 its parts from a config (``assemble``), reload (``reload``), the operations endpoints (``endpoints``:
-/metrics, /healthz, /readyz), retention, and systemd's notify protocol (``systemd``).
+/metrics, /healthz, /readyz), the push listener (``ingest``: the providers' webhooks on
+``ingest_listen``), retention, and systemd's notify protocol (``systemd``).
 
 May import every package but ``commands``, ``demo`` and ``fakes``; only those (and tests) import it.
 """

@@ -38,6 +38,7 @@ from runwatch.service import reload as reconfigure
 from runwatch.service import systemd
 from runwatch.service.assemble import channel_policies, check
 from runwatch.service.endpoints import Health, make_app
+from runwatch.service.ingest import HookConfig, Ingest, PushedReads, serving
 from runwatch.service.leadership import Leadership, config_digest, lease_settings
 from runwatch.service.reload import Plan
 from runwatch.service.reload_outcome import ReloadOutcome
@@ -130,6 +131,18 @@ class Daemon:
             self._warn_interval(name, settings, spec.real_hosts)
             self.sources[name] = spec.source(settings, self.metrics, **self.client_options)
         self.pollers = reconfigure.Pollers(self.sources, enabled, self.metrics, self.client_options)
+        # Push: verified pushes wake a provider's loop to read what they name (hints in the state).
+        self.pushed = PushedReads(self.store.hints)
+        self.store.hints.on_read = lambda h, at: self.metrics.push_to_read.labels(h.provider).observe(
+            max(0.0, at - h.received_at)
+        )
+        hooks = HookConfig.build(enabled, self.config.settings.ingest_trusted_proxies)
+        on = self.config.settings.ingest_listen is not None
+        self.ingest = (
+            Ingest(self.store.hints, self.metrics, self.clock, self._push_came, hooks) if on else None
+        )
+        #: Where the push listener listens once :meth:`running` (None: no push).
+        self.ingest_http: Listening | None = None
         self.health = Health(self.clock, {n: s.poll_interval for n, s in enabled.items()})
         self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
@@ -247,22 +260,11 @@ class Daemon:
     # -- polling ------------------------------------------------------------------------------------
     async def poll_once(self, name: str) -> bool:
         """One poll cycle of one provider; True when it finished without an API error."""
-        source = self.sources[name]
         started = self.clock.now()
+        settings = self.pollers.settings[name]
+        self.pushed.expire(name, max(settings.idle_poll_interval, 2 * settings.poll_interval), started)
         with self.metrics.poll_duration.labels(name).time():
-            async with source.poll(
-                self.store.runs,
-                now=started,
-                not_before=self.not_before,
-                watch_due=max(self._graces(), default=0.0),
-            ) as (
-                batches,
-                report,
-            ):
-                async for batch in batches:
-                    await self.pipeline(batch)
-        if report.listing is not None:
-            self._through(self.monitors.listing(report.listing, self.clock.now()))
+            report = await self._read(name, started, self.pushed.urgent(name))
         ok = not report.errors
         self._source_outcome(name, report)
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
@@ -301,6 +303,42 @@ class Daemon:
         self._poll_done = anyio.Event()
         return ok
 
+    async def _read(self, name: str, started: float, read_now: list[str], only: bool = False) -> PollReport:
+        """Run one cycle of the source through the pipeline (and its listing, when it read one)."""
+        async with self.sources[name].poll(
+            self.store.runs,
+            now=started,
+            not_before=self.not_before,
+            watch_due=max(self._graces(), default=0.0),
+            read_now=read_now,
+            only=only,
+        ) as (batches, report):
+            async for batch in batches:
+                await self.pipeline(batch)
+        if report.listing is not None:
+            self._through(self.monitors.listing(report.listing, self.clock.now()))
+        return report
+
+    async def read_pushed(self, name: str) -> int:
+        """Read the monitors pushes named that no read has tried yet, beside a regular cycle or between
+        two (a second of the request budget at most; the rest next time). Returns how many."""
+        settings = self.pollers.settings[name]
+        fresh = self.pushed.fresh(name, max(settings.concurrency, int(settings.max_requests_per_second)))
+        if not fresh:
+            return 0
+        report = await self._read(name, self.clock.now(), fresh, only=True)
+        for err in report.errors[:5]:
+            log.warning(
+                "push.read_failed", provider=name, reason=err.reason, status=err.status, error=str(err)
+            )
+        self._update_run_gauges()
+        return report.monitors
+
+    def _push_came(self, name: str) -> None:
+        """A push was recorded: read it now, beside a cycle in progress or by waking the loop."""
+        self.pushed.arrived(name)
+        self.pollers.wake(name)
+
     async def wait_polls(self, name: str, count: int) -> None:
         """Tests and the demo: wait until ``name`` has finished ``count`` poll cycles in all."""
         while self.polls_done[name] < count:
@@ -314,24 +352,38 @@ class Daemon:
 
     async def _poll_loop(self, name: str) -> None:
         lease = poll_lease(name)
+        began: float | None = None  # when the last regular cycle began (anyio time)
         while True:
-            began = anyio.current_time()
+            settings = self.pollers.settings.get(name)
+            interval = settings.poll_interval if settings else 1.0
             fence = self.leadership.fence(lease)
             if fence is None:  # standby: until this instance leads it (or a reload changes it)
-                settings = self.pollers.settings.get(name)
-                await self.leadership.wait_leading(lease, settings.poll_interval if settings else 1.0)
-                began = -math.inf
-            else:
-                if self._synced.get(name) != fence.token:
-                    self.resync(name)
-                    self._synced[name] = fence.token
-                try:
-                    await self.poll_once(name)
-                except FencedOut as exc:  # lost the lease mid-cycle: nothing of the write was kept
-                    log.warning("poll.fenced", provider=name, error=str(exc))
-                except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
-                    self.metrics.polls.labels(name, "crash").inc()
-                    log.exception("poll.crashed", provider=name)
+                await self.leadership.wait_leading(lease, interval)
+                began = None  # a new leader polls at once
+                if not await self.pollers.pause(name, -math.inf):  # a reload may stop it here
+                    return
+                continue
+            if self._synced.get(name) != fence.token:
+                self.resync(name)
+                self._synced[name] = fence.token
+            now = anyio.current_time()
+            regular = began is None or now - began >= interval
+            try:
+                if regular:  # and the pushes that come meanwhile are read beside it
+                    began = now
+                    await self.pushed.beside(
+                        name, lambda: self.poll_once(name), lambda: self.read_pushed(name)
+                    )
+                else:  # woken by a push between two regular cycles
+                    await self.read_pushed(name)
+            except FencedOut as exc:  # lost the lease mid-cycle: nothing of the write was kept
+                log.warning("poll.fenced", provider=name, error=str(exc))
+            except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
+                self.metrics.polls.labels(name, "crash").inc()
+                log.exception("poll.crashed", provider=name)
+            if self.pushed.has_fresh(name):
+                self.pollers.wake(name)  # more pushes came, or a burst is read in slices
+            assert began is not None
             if not await self.pollers.pause(name, began):  # a reload may rebuild or stop it here
                 return
 
@@ -455,6 +507,7 @@ class Daemon:
         try:
             async with (
                 serve(make_app(self.metrics, self.health), listen, name="metrics") as http,
+                serving(self.ingest, self.config.settings.ingest_listen) as self.ingest_http,
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self.deliverer.run)
@@ -467,6 +520,7 @@ class Daemon:
                 log.info(
                     "runwatch.started",
                     metrics=f"{http.url}/metrics",
+                    ingest=self.ingest_http and f"{self.ingest_http.url}/hooks/",
                     providers=",".join(self.sources),
                     rules=len(self.ruleset),
                     channels=",".join(self.channels),
@@ -534,6 +588,8 @@ def apply(daemon: Daemon, p: Plan) -> None:
         daemon.health.intervals.pop(name, None)
         daemon.health.last_ok.pop(name, None)
     daemon.metrics.prime(started, p.added, (r.name for r in p.ruleset))
+    if daemon.ingest is not None:
+        daemon.ingest.config = HookConfig.build(enabled, p.config.settings.ingest_trusted_proxies)
     if p.needs_restart:
         log.warning(
             "reload.needs_restart",

@@ -31,6 +31,7 @@ from runwatch.metrics import Metrics
 from runwatch.rules import RuleSet
 from runwatch.service.assemble import channel_policies
 from runwatch.sources.base import Source
+from runwatch.sources.push import PUSH_KEYS
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 #: Config keys a reload does not apply (a warning names them): they need a restart.
-RESTART_KEYS = ("state_dir", "state", "metrics_listen", "log_format")
+RESTART_KEYS = ("state_dir", "state", "metrics_listen", "ingest_listen", "log_format")
 
 
 @dataclass
@@ -116,6 +117,11 @@ def _file_keys(data: Any) -> Iterator[str]:
                 yield from _file_keys(value)
 
 
+def _polling(settings: ProviderSettings) -> dict[str, Any]:
+    """A provider's settings but its push keys: what its source is built from."""
+    return settings.model_dump(exclude=set(PUSH_KEYS))
+
+
 class Pollers:
     """Each enabled provider's poll loop, started, stopped and rebuilt by reloads between two cycles.
 
@@ -143,6 +149,8 @@ class Pollers:
         self._launch: Callable[[str], None] | None = None
         #: Sources replaced while no loop ran, closed with the rest.
         self._retired: list[Source] = []
+        #: Providers a push asked to read now: their loop's pause ends at once.
+        self._woken: set[str] = set()
 
     def build(self, name: str, settings: ProviderSettings) -> Source:
         return PROVIDERS[name].source(settings, self.metrics, **self.client_options)
@@ -175,6 +183,8 @@ class Pollers:
             if old == new:
                 continue
             self.settings[name] = new
+            if old is not None and _polling(old) == _polling(new):
+                continue  # only push keys changed: the listener takes them, the source goes on
             if old is None and name not in self.sources:
                 started.append(name)
                 self.sources[name] = self.build(name, new)
@@ -190,13 +200,21 @@ class Pollers:
                 self.sources[name] = self.build(name, new)
         return started, stopped, rebuilt
 
+    def wake(self, name: str) -> None:
+        """A push asks ``name``'s loop to read now: its pause ends at once (or the next one does not
+        wait); the loop then reads what the pushes named (:meth:`Daemon.read_pushed`)."""
+        if name in self.settings:
+            self._woken.add(name)
+            self._poke(name)
+
     def _poke(self, name: str) -> None:
         if (event := self._nudge.get(name)) is not None:
             event.set()
 
     async def pause(self, name: str, began: float) -> bool:
         """Between two cycles of ``name`` (the last began at ``began``, anyio time): wait out its
-        interval, taking a reload's changes as they come; False when the provider was turned off."""
+        interval, taking a reload's changes as they come, or until a push wakes it (:meth:`wake`);
+        False when the provider was turned off."""
         while True:
             if name not in self.settings:
                 self._looping.discard(name)
@@ -211,7 +229,8 @@ class Pollers:
                 await old.aclose()
                 log.info("reload.provider_restarted", provider=name)
             remaining = self.settings[name].poll_interval - (anyio.current_time() - began)
-            if remaining <= 0:
+            if remaining <= 0 or name in self._woken:
+                self._woken.discard(name)
                 return True
             nudge = self._nudge[name] = anyio.Event()
             with anyio.move_on_after(remaining):

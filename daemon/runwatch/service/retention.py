@@ -2,7 +2,7 @@
 
 Sent and dead notifications older than ``delivery.keep`` and runs that finished longer ago than
 ``state.keep_finished`` (with their events) are deleted, and so are monitors recorded as deleted that long
-ago. Forgetting a run must not make it news again
+ago, and the ids of pushes acted on more than three days ago. Forgetting a run must not make it news again
 if a listing shows it later, so the cut-off is kept as ``retention_horizon``: the daemon ignores runs
 created before it, as it ignores runs from before its first start.
 """
@@ -14,6 +14,10 @@ from runwatch.config import Settings
 from runwatch.log import get_logger
 from runwatch.store import State
 from runwatch.store.interfaces import FINISHED_STATES
+
+#: How long the id of a push that was acted on is remembered (a provider retrying it later is a
+#: repeat): longer than Exa or anyone retries a webhook.
+PUSH_IDS_KEPT = 3 * 86400.0
 
 log = get_logger(__name__)
 
@@ -36,8 +40,11 @@ class Retention:
         horizon = now - self.keep_finished
         runs = self.state.runs.purge_finished(horizon)
         monitors = self.state.monitors.purge_deleted(horizon)
+        pushes = self.state.hints.purge(now - PUSH_IDS_KEPT)
         if runs:
             self.state.set_meta("retention_horizon", repr(horizon))
-        if rows or runs or monitors:
-            log.info("retention.purged", notifications=rows, runs=runs, deleted_monitors=monitors)
+        if rows or runs or monitors or pushes:
+            log.info(
+                "retention.purged", notifications=rows, runs=runs, deleted_monitors=monitors, pushes=pushes
+            )
         return horizon if runs else None

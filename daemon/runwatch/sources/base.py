@@ -86,6 +86,9 @@ class MonitorBatch:
     #: Runs read from pages a catch-up went on from (older than runs recorded before): history, not
     #: news, while the monitor's first-start baseline is still being read.
     resumed: frozenset[str] = frozenset()
+    #: When the cycle that read this began (its ``now``, the daemon's clock): the pushes received by
+    #: then are answered by this read (:class:`~runwatch.store.interfaces.Hints`).
+    polled_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,12 @@ async def poll_monitors(
             deferred=report.deferred,
             hint="idle monitors left for a later cycle: max_requests_per_second is too low for them all",
         )
+
+
+def pushed_only(read_now: Sequence[str], known: Collection[str]) -> list[str]:
+    """A cycle of pushed monitors alone (``only``): those of ``read_now`` the source watches, each once."""
+    watched = set(known)
+    return [m for m in dict.fromkeys(read_now) if m in watched]
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,13 +418,24 @@ class Source(Protocol):
     provider: str
 
     def poll(
-        self, view: RunView, *, now: float, not_before: float | None, watch_due: float = 0.0
+        self,
+        view: RunView,
+        *,
+        now: float,
+        not_before: float | None,
+        watch_due: float = 0.0,
+        read_now: Sequence[str] = (),
+        only: bool = False,
     ) -> AbstractAsyncContextManager[tuple[MemoryObjectReceiveStream[MonitorBatch], PollReport]]:
         """One poll cycle of the monitors that are due at ``now``, as a stream of monitor batches.
 
         ``not_before`` (unix seconds): runs created before it are out of scope and never reported.
         ``watch_due`` (seconds): the rules' largest ``grace`` for missed runs; a monitor whose
         scheduled run is late is polled at ``poll_interval`` that long after its due time.
+        ``read_now``: monitors a push asked to read (oldest push first): polled this cycle before any
+        idle one (:meth:`Schedule.plan`'s ``urgent``). ``only``: a cycle of just those (to answer a
+        push at once, beside a regular cycle or between two): no other monitor, and the monitor list
+        only when a push names a monitor it has not shown yet.
         """
         ...
 

@@ -8,7 +8,7 @@ A second Exa flavour (the standalone Monitors API) would be a sibling module, no
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
@@ -33,10 +33,12 @@ from runwatch.sources.base import (
     parse_time,
     poll_monitors,
     poll_stream,
+    pushed_only,
     read_back,
     read_pages,
 )
 from runwatch.sources.http import ApiClient, ApiError
+from runwatch.sources.push import ExaPushSettings
 from runwatch.sources.schedule import Schedule, next_cron
 from runwatch.sources.settings import ProviderSettings
 
@@ -81,8 +83,8 @@ def parse_run(obj: Any, monitor_id: str) -> RunSnapshot | None:
     )
 
 
-class ExaSettings(ProviderSettings):
-    """``providers.exa``."""
+class ExaSettings(ProviderSettings, ExaPushSettings):
+    """``providers.exa`` (with its webhook keys: :class:`~runwatch.sources.push.ExaPushSettings`)."""
 
     base_url: str = "https://api.exa.ai/websets"
 
@@ -154,12 +156,21 @@ class ExaSource:
         return MonitorListing(PROVIDER, dict(self.listed), {m: due.get(m) for m in self.listed}, gone)
 
     def poll(
-        self, view: RunView, *, now: float, not_before: float | None, watch_due: float = 0.0
+        self,
+        view: RunView,
+        *,
+        now: float,
+        not_before: float | None,
+        watch_due: float = 0.0,
+        read_now: Sequence[str] = (),
+        only: bool = False,
     ) -> AbstractAsyncContextManager[tuple[MemoryObjectReceiveStream[MonitorBatch], PollReport]]:
         self.schedule.watch_due(watch_due)
 
         async def produce(send: MemoryObjectSendStream[MonitorBatch], report: PollReport) -> None:
-            if self.schedule.listing_due(now) or not self.monitors:
+            # A push may name a monitor created since the last listing (every monitor is watched).
+            unknown = only and not self.settings.monitors and bool(set(read_now) - set(self.monitors))
+            if (self.schedule.listing_due(now) and not only) or not self.monitors or unknown:
                 try:
                     listing = await self.list_monitors(now)
                 except ApiError as exc:
@@ -170,11 +181,16 @@ class ExaSource:
                     self.monitors = list(listing)
                     self.schedule.listed(now, listing)
                     report.listing = self._listing(view, listing)
-            hot, idle = self.schedule.plan(
-                self.monitors,
-                now,
-                lambda m: bool(view.backlog(PROVIDER, m)) or bool(view.unfinished(PROVIDER, m)),
-            )
+            idle: list[str] = []
+            if only:
+                hot = pushed_only(read_now, self.monitors)
+            else:
+                hot, idle = self.schedule.plan(
+                    self.monitors,
+                    now,
+                    lambda m: bool(view.backlog(PROVIDER, m)) or bool(view.unfinished(PROVIDER, m)),
+                    urgent=read_now,
+                )
             report.idle = len(self.monitors) - len(hot) - len(idle)
 
             async def one(monitor_id: str) -> None:
@@ -195,6 +211,7 @@ class ExaSource:
                         batch,
                         monitor=self.listed.get(monitor_id),
                         last_started=max(created) if created else None,
+                        polled_at=now,
                     ),
                 )
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any, TypeGuard
@@ -39,10 +39,12 @@ from runwatch.sources.base import (
     parse_time,
     poll_monitors,
     poll_stream,
+    pushed_only,
     read_back,
     read_pages,
 )
 from runwatch.sources.http import ApiClient, ApiError
+from runwatch.sources.push import OlostepPushSettings
 from runwatch.sources.schedule import Schedule, next_cron
 from runwatch.sources.settings import ProviderSettings
 
@@ -193,8 +195,9 @@ def run_start(snap: RunSnapshot) -> float | None:
     return first / 1000.0 if first else None
 
 
-class OlostepSettings(ProviderSettings):
-    """``providers.olostep``."""
+class OlostepSettings(ProviderSettings, OlostepPushSettings):
+    """``providers.olostep`` (with its webhook and live-log keys:
+    :class:`~runwatch.sources.push.OlostepPushSettings`)."""
 
     base_url: str = "https://api.olostep.com"
 
@@ -272,23 +275,40 @@ class OlostepSource:
         return found
 
     def poll(
-        self, view: RunView, *, now: float, not_before: float | None, watch_due: float = 0.0
+        self,
+        view: RunView,
+        *,
+        now: float,
+        not_before: float | None,
+        watch_due: float = 0.0,
+        read_now: Sequence[str] = (),
+        only: bool = False,
     ) -> AbstractAsyncContextManager[tuple[MemoryObjectReceiveStream[MonitorBatch], PollReport]]:
         self.schedule.watch_due(watch_due)
 
         async def produce(send: MemoryObjectSendStream[MonitorBatch], report: PollReport) -> None:
-            def due_now(monitors: Iterable[str]) -> tuple[list[str], list[str]]:
+            def due_now(monitors: Collection[str]) -> tuple[list[str], list[str]]:
+                if only:
+                    return pushed_only(read_now, [*monitors, *self.settings.monitors]), []
                 return self.schedule.plan(
                     monitors,
                     now,
                     lambda m: bool(view.backlog(PROVIDER, m)) or bool(view.unfinished(PROVIDER, m)),
+                    urgent=read_now,
                 )
 
             hot, idle = due_now(self.monitors or self.settings.monitors)
             due = hot or idle
+            # A push may name a monitor created since the last listing (every monitor is watched).
+            unknown = only and not self.settings.monitors and bool(set(read_now) - set(self.monitors))
             # The list is read at the idle pace; and each cycle something is due if it carries
             # last_run (one request then saves a GET of each monitor due).
-            if self.schedule.listing_due(now) or not self.monitors or (due and self.list_has_last_run):
+            if (
+                (self.schedule.listing_due(now) and not only)
+                or not self.monitors
+                or (due and self.list_has_last_run)
+                or unknown
+            ):
                 try:
                     listing = await self.list_monitors()
                 except ApiError as exc:
@@ -316,7 +336,8 @@ class OlostepSource:
                     self.schedule.started(monitor_id, max(started))
                 report.monitors += 1
                 report.snapshots += len(batch.snapshots)
-                await hand_over(send, replace(batch, last_started=max(started) if started else None))
+                last = max(started) if started else None
+                await hand_over(send, replace(batch, last_started=last, polled_at=now))
 
             await poll_monitors(
                 hot,

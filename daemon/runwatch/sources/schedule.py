@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -152,21 +152,35 @@ class Schedule:
         return now >= self.next_idle(monitor_id) - self.poll_interval / 2
 
     def plan(
-        self, monitors: Iterable[str], now: float, busy: Callable[[str], bool]
+        self,
+        monitors: Iterable[str],
+        now: float,
+        busy: Callable[[str], bool],
+        urgent: Sequence[str] = (),
     ) -> tuple[list[str], list[str]]:
         """This cycle's polls: the hot monitors (``busy``: something unfinished or a catch-up going on;
         or a scheduled run due), then the idle ones that are due, the longest waiting first. The hot
-        ones go first so that the request budget serves them before any idle one."""
+        ones go first so that the request budget serves them before any idle one.
+
+        ``urgent`` monitors (a push asked to read them; oldest push first) lead the idle ones whether
+        due or not: read this cycle, after the hot ones, so a burst of pushes never delays an active
+        monitor, and within the idle share of the budget like any idle poll.
+        """
+        rank = {mid: i for i, mid in enumerate(urgent)}
         hot: list[str] = []
+        first: list[str] = []
         idle: list[str] = []
         slack = self.poll_interval / 2
         for mid in monitors:
             if busy(mid) or self.hot(mid, now, False):
                 hot.append(mid)
+            elif mid in rank:
+                first.append(mid)
             elif now >= self._next_idle.get(mid, -math.inf) - slack:
                 idle.append(mid)
         idle.sort(key=self.next_idle)
-        return hot, idle
+        first.sort(key=rank.__getitem__)
+        return hot, first + idle
 
     def next_idle(self, monitor_id: str) -> float:
         """When the monitor's next idle poll is due (-inf: never polled yet, due at once)."""

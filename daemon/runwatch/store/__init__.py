@@ -1,4 +1,5 @@
-"""The state: run state, the outbox and a few meta keys, in one SQLite file per state directory.
+"""The state: run state, the outbox, pushes waiting for their read and a few meta keys, in one SQLite
+file per state directory.
 
 :class:`State` is what the daemon opens (taking the directory's lock, creating or migrating the file);
 :func:`open_outbox` is what the operator's commands open beside a running daemon (no lock, no create).
@@ -18,11 +19,13 @@ from runwatch.model import RunSnapshot
 from runwatch.store.alert_state import AlertUpdate
 from runwatch.store.alerts import SqliteAlerts
 from runwatch.store.database import STATE_FILE, check_readable, open_state
+from runwatch.store.hints import SqliteHints
 from runwatch.store.interfaces import (
     OUTBOX_STATES,
     CatchUp,
     Claimed,
     Fence,
+    Hint,
     MonitorRecord,
     Notification,
     OutboxItem,
@@ -40,6 +43,7 @@ __all__ = [
     "CatchUp",
     "Claimed",
     "Fence",
+    "Hint",
     "MonitorRecord",
     "Notification",
     "OutboxItem",
@@ -66,6 +70,7 @@ class State:
             self.runs = SqliteRuns(self.db)
             self.alerts = SqliteAlerts(self.db)
             self.monitors = SqliteMonitors(self.db)
+            self.hints = SqliteHints(self.db)
             self.outbox = SqliteOutbox(self.path)
         except BaseException:
             self.lock.release()
@@ -101,6 +106,7 @@ class State:
         catch_up: CatchUp | None = None,
         stuck: Sequence[StuckMark] = (),
         fence: Fence | None = None,
+        hints_before: float | None = None,
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
@@ -111,10 +117,15 @@ class State:
         ``stuck`` the stuck thresholds runs crossed (the notifications they decided are among these).
         ``fence`` is the lease the write is made under; SQLite ignores it: the state directory's lock
         already makes this process the only writer.
+        ``hints_before``: when the read of ``monitor_id`` began; the pushes it answers are consumed.
         """
         notifications = list(notifications)
+        hints, read = self.hints.answered(
+            provider, monitor_id, snapshots, retired, self.runs.is_done, hints_before
+        )
         if not (
-            notifications
+            hints
+            or notifications
             or retired
             or alert_updates
             or monitor_updates
@@ -132,6 +143,7 @@ class State:
             self.alerts.write(alert_updates)
             self.monitors.write(monitor_updates, now, baselined)
             self.runs.mark_stuck(stuck)
+            self.hints.write_consumed(hints, now)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -140,6 +152,8 @@ class State:
         self.alerts.apply(alert_updates)
         self.monitors.apply(monitor_updates, baselined)
         self.runs.apply_stuck(stuck)
+        if hints:
+            self.hints.apply_consumed(hints, read, now)
         return new_rows
 
 

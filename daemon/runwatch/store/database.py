@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS catch_up (
     provider TEXT NOT NULL, monitor_id TEXT NOT NULL, cursors TEXT NOT NULL, baseline INTEGER NOT NULL,
     PRIMARY KEY (provider, monitor_id)
 ) WITHOUT ROWID;
+-- Verified pushes (store/hints.py): written before the push is answered, consumed (consumed_at) in the
+-- transaction that records the read they asked for; a consumed row keeps its event id for dedupe until
+-- retention. An older runwatch ignores the table (pushes are hints; polling finds the same): same version.
+CREATE TABLE IF NOT EXISTS push_hints (
+    provider TEXT NOT NULL, event_id TEXT NOT NULL, monitor_id TEXT NOT NULL, run_id TEXT NOT NULL,
+    kind TEXT NOT NULL, received_at REAL NOT NULL, consumed_at REAL,
+    PRIMARY KEY (provider, event_id)
+) WITHOUT ROWID;
 -- v4: created_at, when the run was created (the provider's time, else when first seen): what a
 -- run.stuck rule's stuck_after counts from, across restarts (NULL in rows from before: updated_at).
 CREATE TABLE IF NOT EXISTS runs (

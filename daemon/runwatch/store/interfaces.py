@@ -6,6 +6,7 @@
 - :class:`Outbox`: the notification log: queue, claims, outcomes, and the operator's view of it.
 - :class:`Fence`: the lease a write is made under; a store that is shared checks it in the write's
   own transaction and raises :class:`~runwatch.errors.FencedOut` (writing nothing) when it is not held.
+- :class:`Hints`: verified pushes waiting for the read they ask for (consumed by the record of it).
 
 The calls are synchronous: SQLite answers in microseconds, and the delivery workers call the outbox
 from their sending threads. A networked store implements them with a blocking driver in those same
@@ -184,6 +185,7 @@ class Recorder(Protocol):
         catch_up: CatchUp | None = None,
         stuck: Sequence[StuckMark] = (),
         fence: Fence | None = None,
+        hints_before: float | None = None,
     ) -> int: ...
 
 
@@ -221,3 +223,45 @@ class Outbox(Protocol):
     def replay(self, ids: Sequence[str], *, dead: bool, channel: str | None, now: float) -> int: ...
 
     def purge(self, finished_before: float, states: Sequence[str]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A verified push, recorded before it was answered: read ``monitor_id`` (``run_id``: until that
+    run is read; empty: any read of the monitor) now. Never the truth about a run: only a reason to
+    read it. ``event_id`` is what a repeat of the same push carries (Exa retries with the same id)."""
+
+    provider: str
+    event_id: str
+    monitor_id: str
+    run_id: str
+    kind: str
+    received_at: float
+
+
+class Hints(Protocol):
+    """Pushes waiting for their read, durable before they are answered.
+
+    A hint is consumed in the transaction that records the read it asked for (the Recorder's
+    ``hints_before``: hints received before the read began), so a crash between the answer and the
+    read loses none, and one between the read and its record reads again.
+    """
+
+    def add(self, hint: Hint, *, renew: bool = False) -> bool:
+        """Record a push (committed on return). False when its event id was recorded before: a
+        repeat, acted on once. ``renew``: a repeat of one already consumed counts as new (Olostep's
+        pushes carry no id; an identical body later is a later run's)."""
+        ...
+
+    def pending(self, provider: str) -> list[Hint]:
+        """Hints not consumed yet, oldest first."""
+        ...
+
+    def expire(self, provider: str, received_before: float, now: float) -> list[Hint]:
+        """Give up hints still waiting that were received before ``received_before`` (their run never
+        showed); returns them."""
+        ...
+
+    def purge(self, consumed_before: float) -> int:
+        """Forget consumed hints (and the event ids they keep) consumed before ``consumed_before``."""
+        ...
