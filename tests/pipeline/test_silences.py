@@ -20,7 +20,7 @@ from runwatch.delivery.webhook import WebhookChannel
 from runwatch.metrics import Metrics
 from runwatch.pipeline.silences import Muter, SilenceSpec
 from runwatch.store import Notification, State
-from runwatch.store.silences import SilenceStore
+from runwatch.store.sqlite.silences import SilenceStore
 from runwatch.yamlfile import FileProblems
 from tests.conftest import make_alert, write_config
 from tests.webhook_server import webhook_server

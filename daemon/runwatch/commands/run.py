@@ -38,7 +38,7 @@ def cmd_reload(path: Path) -> int:
 
     ``check`` first, so a broken file is reported here (the daemon would keep its config anyway).
     """
-    from runwatch.store.lock import holder_pid
+    from runwatch.store.sqlite.lock import holder_pid
 
     if cmd_check(path) != 0:
         return 1

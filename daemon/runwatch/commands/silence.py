@@ -20,7 +20,7 @@ from runwatch.commands.common import load, say
 from runwatch.errors import StateError
 from runwatch.model import rfc3339
 from runwatch.store import STATE_FILE
-from runwatch.store.silences import SilenceStore
+from runwatch.store.sqlite.silences import SilenceStore
 
 if TYPE_CHECKING:
     pass

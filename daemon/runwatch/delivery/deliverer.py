@@ -17,7 +17,7 @@ from runwatch.delivery.worker import ChannelWorker
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.pipeline.silences import Muter
-from runwatch.store.outbox import SqliteOutbox
+from runwatch.store.sqlite.outbox import SqliteOutbox
 
 log = get_logger(__name__)
 

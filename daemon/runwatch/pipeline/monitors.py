@@ -30,7 +30,7 @@ from runwatch.model import (
 from runwatch.pipeline.chain import Batch
 from runwatch.sources.base import MonitorBatch, MonitorListing, parse_time
 from runwatch.store.interfaces import MonitorRecord
-from runwatch.store.monitors import SqliteMonitors
+from runwatch.store.sqlite.monitors import SqliteMonitors
 
 log = get_logger(__name__)
 

@@ -27,7 +27,7 @@ from runwatch.durations import Duration
 from runwatch.model import Alert
 from runwatch.store.alert_state import OpenAlert
 from runwatch.store.interfaces import Outbox
-from runwatch.store.silences import Silence, SilenceStore
+from runwatch.store.sqlite.silences import Silence, SilenceStore
 
 #: How long the daemon trusts its copy of the CLI's silences before reading them again (seconds).
 REFRESH = 2.0

@@ -42,7 +42,7 @@ from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 from runwatch.store import Notification, State
-from runwatch.store.silences import SilenceStore
+from runwatch.store.sqlite.silences import SilenceStore
 from runwatch.yamlfile import FileProblems
 
 log = get_logger(__name__)

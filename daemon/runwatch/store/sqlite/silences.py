@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runwatch.store.database import connect
+from runwatch.store.sqlite.database import connect
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS silences (

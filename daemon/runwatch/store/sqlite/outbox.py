@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from runwatch.model import Alert
-from runwatch.store.database import connect
 from runwatch.store.interfaces import Claimed, Notification, OutboxItem
+from runwatch.store.sqlite.database import connect
 
 #: Longest error text kept per row (the reason is also in the log line).
 ERROR_LIMIT = 500

@@ -1,0 +1,117 @@
+"""The SQLite state of one state directory: the parts opened on one file, one transaction to record.
+
+:class:`SqliteState` is what the daemon opens (taking the directory's lock, creating or migrating the
+file); :func:`open_outbox` is what the operator's commands open beside a running daemon (no lock, no
+create).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from runwatch.errors import StateError
+from runwatch.model import RunSnapshot
+from runwatch.store.alert_state import AlertUpdate
+from runwatch.store.interfaces import CatchUp, MonitorRecord, Notification
+from runwatch.store.sqlite.alerts import SqliteAlerts
+from runwatch.store.sqlite.database import STATE_FILE, check_readable, open_state
+from runwatch.store.sqlite.lock import StateLock
+from runwatch.store.sqlite.monitors import SqliteMonitors
+from runwatch.store.sqlite.outbox import SqliteOutbox
+from runwatch.store.sqlite.runs import SqliteRuns
+
+
+class SqliteState:
+    """The daemon's state directory, held exclusively: runs, outbox and meta, one transaction to record."""
+
+    def __init__(self, state_dir: Path) -> None:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create state_dir {state_dir}: {exc.strerror}") from None
+        self.lock = StateLock(state_dir)
+        self.path = state_dir / STATE_FILE
+        try:
+            self.db = open_state(self.path)
+            self.runs = SqliteRuns(self.db)
+            self.alerts = SqliteAlerts(self.db)
+            self.monitors = SqliteMonitors(self.db)
+            self.outbox = SqliteOutbox(self.path)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.outbox.release_all()
+
+    def close(self) -> None:
+        self.outbox.close()
+        self.db.close()
+        self.lock.release()
+
+    # -- meta ---------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- the recorder -------------------------------------------------------------------------------
+    def record(
+        self,
+        provider: str,
+        snapshots: Sequence[RunSnapshot],
+        notifications: Iterable[Notification],
+        now: float,
+        *,
+        monitor_id: str | None = None,
+        retired: Sequence[str] = (),
+        alert_updates: Sequence[AlertUpdate] = (),
+        monitor_updates: Sequence[MonitorRecord] = (),
+        baselined: str | None = None,
+        catch_up: CatchUp | None = None,
+    ) -> int:
+        """Record what was seen and queue what was decided about it, in one transaction.
+
+        Returns how many notifications were new (a change decided again after a crash is not queued
+        twice: the notification id is the row's unique key). ``monitor_updates`` are monitors as a
+        listing or the missed-run check left them; ``baselined`` names a provider whose first
+        listing this is; ``catch_up`` is where the poll of ``monitor_id`` left off (None: unchanged).
+        """
+        notifications = list(notifications)
+        if not (
+            notifications
+            or retired
+            or alert_updates
+            or monitor_updates
+            or baselined
+            or self.runs.changes(provider, snapshots, monitor_id)
+            or self.runs.catch_up_changes(provider, monitor_id, catch_up)
+        ):
+            return 0  # a poll that saw nothing new writes nothing (most polls of most monitors)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self.runs.write(provider, snapshots, now, monitor_id, retired, catch_up)
+            new_rows = SqliteOutbox.enqueue(db, notifications, now)
+            self.alerts.write(alert_updates)
+            self.monitors.write(monitor_updates, now, baselined)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.runs.apply(provider, snapshots, monitor_id, retired, now, catch_up)
+        self.alerts.apply(alert_updates)
+        self.monitors.apply(monitor_updates, baselined)
+        return new_rows
+
+
+def open_outbox(state_dir: Path) -> SqliteOutbox:
+    """The outbox of an existing state, for operator commands (works while the daemon runs)."""
+    outbox = SqliteOutbox(state_dir / STATE_FILE)
+    try:
+        check_readable(outbox.db, state_dir / STATE_FILE)
+    except BaseException:
+        outbox.close()
+        raise
+    return outbox
