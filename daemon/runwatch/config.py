@@ -82,6 +82,9 @@ class DeliverySettings(_Strict):
     max_age: Duration = 86400.0
     #: Where a channel says 429 without a Retry-After we can see (apprise), wait at least this long.
     retry_after_default: Duration = 10.0
+    #: A sender's claim on the rows it is about to send runs out after this unless renewed: the rows a
+    #: sender that died had claimed go back to pending then (sent by another instance, or after a restart).
+    claim_timeout: Duration = 60.0
     #: Sent and dead notifications older than this are deleted from the state.
     keep: Duration = 30 * 86400.0
     #: On SIGTERM, how long in-flight and due deliveries may still take before the daemon exits.
@@ -97,6 +100,7 @@ class DeliverySettings(_Strict):
             concurrency=channel.concurrency or self.concurrency,
             rate=channel.rate or self.rate,
             retry_after_default=self.retry_after_default,
+            claim_timeout=self.claim_timeout,
         )
 
 

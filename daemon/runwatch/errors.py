@@ -6,10 +6,12 @@
     ├── ConfigError                a config or rule file is wrong (``problems``: file:line: field: what)
     ├── ProviderError              a provider API request failed for good (sources.http.ApiError)
     ├── DeliveryError              a channel could not be built or used (send-test, channel setup)
-    └── StateError                 the state directory or file cannot be used
+    └── StateError                 the state (directory, file or database) cannot be used
         ├── StateLockedError       another runwatch holds the state directory (names its pid)
+        ├── StateMissingError      there is no state yet (a command that never creates one)
         ├── StateCorruptError      the state file is not a runwatch SQLite database
-        └── StateTooNewError       the state file was written by a newer runwatch
+        ├── StateTooNewError       the state was written by a newer runwatch
+        └── FencedOut              a poller's write refused: its lease ran out or another holds it
 
 The CLI turns each into its message and exit status 1; nothing else escapes as a traceback. A delivery
 worker never lets any exception (ours or a channel plugin's) end it: it becomes a retry.
@@ -51,6 +53,15 @@ class StateError(RunwatchError):
 
 class StateLockedError(StateError):
     """Another runwatch process holds the state directory's lock."""
+
+
+class StateMissingError(StateError):
+    """There is no runwatch state where the config points (a command that reads one never creates it)."""
+
+
+class FencedOut(StateError):
+    """A write carrying a fence was refused, writing nothing: the lease it names has expired or has
+    another holder (this instance was paused or cut off past its lease; another one polls now)."""
 
 
 class StateCorruptError(StateError):

@@ -210,7 +210,7 @@ async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_p
             snap = RunSnapshot("exa", monitor, run_id, status, {"id": run_id, "status": status})
             await daemon.pipeline(MonitorBatch("exa", monitor, [snap]))
 
-        silence = daemon.silence_store.add(
+        silence = daemon.store.silences.add(
             {"provider": "exa"}, clock.now(), clock.now() + 3600, "deploy", "t"
         )
         async with anyio.create_task_group() as tg:
@@ -232,7 +232,7 @@ async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_p
             clock.advance(600)
             daemon.lifecycle_tick()  # the silence still holds: nothing moves
             assert count("runwatch_notifications_unsilenced_total") == 0
-            assert daemon.silence_store.expire(silence.id, clock.now())
+            assert daemon.store.silences.expire(silence.id, clock.now())
             clock.advance(10)  # past the muter's refresh of the CLI's silences
             daemon.lifecycle_tick()
             await rx.wait_for(1)
@@ -246,5 +246,4 @@ async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_p
         ]
         assert got == [("failed-open", "r1", "firing")]
         assert count("runwatch_notifications_unsilenced_total") == 1
-        daemon.silence_store.close()
         daemon.store.close()

@@ -7,8 +7,7 @@ from runwatch.metrics import Metrics
 from runwatch.model import TERMINAL_STATUSES, Change, ChangeKind, RunSnapshot
 from runwatch.pipeline.chain import Batch
 from runwatch.sources.registry import PROVIDERS
-from runwatch.store import State
-from runwatch.store.interfaces import CatchUp, RunRecord
+from runwatch.store.interfaces import CatchUp, RunRecord, Store
 
 log = get_logger(__name__)
 
@@ -69,7 +68,7 @@ class Detect:
     where it stopped (``MonitorBatch.resumed``) are baseline too, until the listing is read through.
     """
 
-    def __init__(self, store: State, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
         self.baselined: set[str] = {p for p in PROVIDERS if store.get_meta(f"baseline_done:{p}") == "1"}

@@ -15,7 +15,7 @@ identified by the rule and the values of its ``group_by`` labels (default: provi
 - ``group_wait``/``group_interval`` and ``flapping`` change when and how often it notifies (grouped
   notifications, flap damping): see :mod:`runwatch.pipeline.grouping`. Their state lives in the same row.
 
-Open alerts live in the state (:class:`runwatch.store.sqlite.alerts.SqliteAlerts`) and every change to them
+Open alerts live in the state (:class:`runwatch.store.interfaces.Alerts`) and every change to them
 is recorded in the same transaction as the change that caused it, so a restart or ``kill -9`` keeps
 the lifecycle where it was: no re-fire, no lost resolve, no repeat sent early.
 """
@@ -45,8 +45,7 @@ from runwatch.pipeline.match import alerts_for, prefixed_decision
 from runwatch.rules import Decision, Rule, RuleSet
 from runwatch.rules.lifecycle_spec import LifecycleSpec
 from runwatch.store.alert_state import AlertUpdate, OpenAlert
-from runwatch.store.interfaces import Notification
-from runwatch.store.sqlite.alerts import SqliteAlerts
+from runwatch.store.interfaces import Alerts, Notification
 
 log = get_logger(__name__)
 
@@ -162,7 +161,7 @@ class Lifecycle:
     is reported once as flapping and then kept quiet. Rules without those keys pass through untouched.
     The alert changes go to Record, into the same transaction."""
 
-    def __init__(self, alerts: SqliteAlerts, rules: Callable[[], RuleSet], metrics: Metrics) -> None:
+    def __init__(self, alerts: Alerts, rules: Callable[[], RuleSet], metrics: Metrics) -> None:
         self.alerts = alerts
         self.rules = rules
         self.metrics = metrics

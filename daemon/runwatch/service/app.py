@@ -41,8 +41,7 @@ from runwatch.service.retention import Retention
 from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
-from runwatch.store import Notification, State
-from runwatch.store.sqlite.silences import SilenceStore
+from runwatch.store import Notification, open_state
 from runwatch.yamlfile import FileProblems
 
 log = get_logger(__name__)
@@ -68,7 +67,7 @@ class Daemon:
         self.metrics.rules_loaded.set(len(self.ruleset))
         self.metrics.last_reload_success.set(self.clock.now())
         try:
-            self.store = State(self.config.state_dir)
+            self.store = open_state(self.config.state_dir)
         except BaseException:
             for ch in self.channels.values():
                 ch.close()
@@ -77,13 +76,12 @@ class Daemon:
         if first is None:
             first = str(self.clock.now())
             self.store.set_meta("first_start", first)
-            log.info("state.created", path=str(self.store.path))
+            log.info("state.created", path=self.store.where)
         self.not_before = float(first) - self.config.settings.first_start_lookback
         horizon = self.store.get_meta("retention_horizon")
         if horizon is not None:
             self.not_before = max(self.not_before, float(horizon))
-        self.silence_store = SilenceStore(self.store.path)
-        self.muter = Muter(self.config.settings.silences, self.silence_store)
+        self.muter = Muter(self.config.settings.silences, self.store.silences)
         self.deliverer = Deliverer(
             self.store.outbox,
             self.channels,
@@ -371,7 +369,6 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.pollers.aclose()
-            self.silence_store.close()
             self.store.close()
             log.info("runwatch.stopped")
 

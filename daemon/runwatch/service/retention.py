@@ -12,8 +12,7 @@ from __future__ import annotations
 from runwatch.clock import Clock
 from runwatch.config import Settings
 from runwatch.log import get_logger
-from runwatch.store import State
-from runwatch.store.interfaces import FINISHED_STATES
+from runwatch.store.interfaces import FINISHED_STATES, Store
 
 log = get_logger(__name__)
 
@@ -21,7 +20,7 @@ log = get_logger(__name__)
 class Retention:
     """Deletes what aged out, when asked; the daemon asks every ``interval`` seconds."""
 
-    def __init__(self, state: State, settings: Settings, clock: Clock) -> None:
+    def __init__(self, state: Store, settings: Settings, clock: Clock) -> None:
         self.state = state
         self.keep = settings.delivery.keep
         self.keep_finished = settings.state.keep_finished

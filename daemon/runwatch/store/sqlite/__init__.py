@@ -7,6 +7,6 @@ Each part has its module (``runs``, ``outbox``, ``alerts``, ``monitors``, ``sile
 
 from runwatch.store.sqlite.database import STATE_FILE
 from runwatch.store.sqlite.outbox import SqliteOutbox
-from runwatch.store.sqlite.state import SqliteState, open_outbox
+from runwatch.store.sqlite.state import SqliteShared, SqliteState, open_outbox
 
-__all__ = ["STATE_FILE", "SqliteOutbox", "SqliteState", "open_outbox"]
+__all__ = ["STATE_FILE", "SqliteOutbox", "SqliteShared", "SqliteState", "open_outbox"]

@@ -1,8 +1,11 @@
 """The SQLite state of one state directory: the parts opened on one file, one transaction to record.
 
 :class:`SqliteState` is what the daemon opens (taking the directory's lock, creating or migrating the
-file); :func:`open_outbox` is what the operator's commands open beside a running daemon (no lock, no
-create).
+file); :class:`SqliteShared` (and :func:`open_outbox`) what the operator's commands open beside a
+running daemon (no lock, no create).
+
+One daemon per state directory (the lock): a :class:`~runwatch.store.interfaces.Fence` is accepted
+and has nothing to check.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from pathlib import Path
 from runwatch.errors import StateError
 from runwatch.model import RunSnapshot
 from runwatch.store.alert_state import AlertUpdate
-from runwatch.store.interfaces import CatchUp, MonitorRecord, Notification
+from runwatch.store.interfaces import CatchUp, Fence, MonitorRecord, Notification
 from runwatch.store.sqlite.alerts import SqliteAlerts
 from runwatch.store.sqlite.database import STATE_FILE, check_readable, open_state
 from runwatch.store.sqlite.lock import StateLock
 from runwatch.store.sqlite.monitors import SqliteMonitors
 from runwatch.store.sqlite.outbox import SqliteOutbox
 from runwatch.store.sqlite.runs import SqliteRuns
+from runwatch.store.sqlite.silences import SilenceStore
 
 
 class SqliteState:
@@ -38,12 +42,18 @@ class SqliteState:
             self.alerts = SqliteAlerts(self.db)
             self.monitors = SqliteMonitors(self.db)
             self.outbox = SqliteOutbox(self.path)
+            self.silences = SilenceStore(self.path)
         except BaseException:
             self.lock.release()
             raise
         self.outbox.release_all()
 
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
     def close(self) -> None:
+        self.silences.close()
         self.outbox.close()
         self.db.close()
         self.lock.release()
@@ -53,7 +63,7 @@ class SqliteState:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def set_meta(self, key: str, value: str) -> None:
+    def set_meta(self, key: str, value: str, *, fence: Fence | None = None) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- the recorder -------------------------------------------------------------------------------
@@ -70,6 +80,7 @@ class SqliteState:
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
+        fence: Fence | None = None,
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
 
@@ -104,6 +115,33 @@ class SqliteState:
         self.alerts.apply(alert_updates)
         self.monitors.apply(monitor_updates, baselined)
         return new_rows
+
+
+class SqliteShared:
+    """The outbox, silences and meta keys of an existing state, for the operator's commands (works
+    while the daemon runs: no lock, WAL lets both read and write)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / STATE_FILE
+        self.outbox = open_outbox(state_dir)
+        try:
+            self.silences = SilenceStore(self.path)
+        except BaseException:
+            self.outbox.close()
+            raise
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def get_meta(self, key: str) -> str | None:
+        with self.outbox.lock:
+            row = self.outbox.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        self.silences.close()
+        self.outbox.close()
 
 
 def open_outbox(state_dir: Path) -> SqliteOutbox:
