@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +26,7 @@ from runwatch.delivery.registry import channel_fields
 from runwatch.durations import Duration
 from runwatch.httpserver import parse_listen
 from runwatch.pipeline.silences import SilenceSpec
+from runwatch.redact import register, register_url
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
 from runwatch.yamlfile import FileProblems, Problem
@@ -105,10 +108,27 @@ class DeliverySettings(_Strict):
 
 
 class StateSettings(_Strict):
-    """Retention of the run state."""
+    """Where the state is (SQLite in ``state_dir`` unless ``url`` names a PostgreSQL database), and
+    how long finished runs are kept."""
 
+    #: ``postgresql://user@host:port/database``: the state in PostgreSQL, shared by several instances.
+    #: Absent: SQLite in ``state_dir``. Also ``RUNWATCH_STATE__URL`` or the credential ``state_url``.
+    url: SecretStr | None = None
+    #: How long a poller's leadership lasts without renewal (several instances on PostgreSQL).
+    lease: Duration = 15.0
     #: Runs that finished longer ago than this are forgotten (with their events).
     keep_finished: Duration = 30 * 86400.0
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        text = v.get_secret_value().strip()
+        register_url(text)
+        if not re.match(r"(?i)^postgres(ql)?://", text):
+            raise ValueError("not a PostgreSQL URL (postgresql://user@host:5432/database)")
+        return SecretStr(text)
 
 
 class Settings(BaseSettings):
@@ -116,6 +136,8 @@ class Settings(BaseSettings):
         env_prefix="RUNWATCH_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
     )
 
+    #: This instance's name in the state, logs and metrics (several instances on one PostgreSQL).
+    instance: str = Field(default_factory=socket.gethostname, min_length=1, max_length=63)
     state_dir: Path = Path("runwatch-state")
     metrics_listen: str = "127.0.0.1:9464"
     rule_files: list[str] = Field(default_factory=lambda: ["rules/*.yaml"])
@@ -130,6 +152,13 @@ class Settings(BaseSettings):
     first_start_lookback: Duration = 3600.0
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]*", v):
+            raise ValueError(f"{v!r}: use letters, digits, '.', '_', ':' or '-' (e.g. runwatch-a)")
+        return v
 
     @field_validator("metrics_listen")
     @classmethod
@@ -175,6 +204,18 @@ class Config:
     @property
     def state_dir(self) -> Path:
         return self.base_dir / self.settings.state_dir
+
+    @property
+    def state_url(self) -> str | None:
+        """The PostgreSQL URL of the state (None: SQLite in :attr:`state_dir`)."""
+        url = self.settings.state.url
+        return url.get_secret_value() if url is not None else None
+
+    @property
+    def state_password(self) -> str | None:
+        """The state database's password from the credential ``state_password``, for a URL without one
+        (libpq's own ``PGPASSWORD``, ``PGPASSFILE`` and ``PGSERVICE`` apply as well)."""
+        return read_credential("state_password") if self.state_url is not None else None
 
     def rule_paths(self, problems: list[Problem] | None = None) -> list[Path]:
         """The files ``rule_files`` names, in order, each once.
@@ -259,6 +300,13 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -
             settings_p.api_key = None
         if settings_p.api_key is None:
             settings_p.api_key = _credential(spec.credential, spec.key_env)
+    if settings.state.url is None and (found := read_credential("state_url")):
+        try:
+            settings.state = settings.state.model_validate({**dict(settings.state), "url": found})
+        except ValidationError:
+            why = "the credential state_url is not a PostgreSQL URL (postgresql://user@host:5432/database)"
+            raise FileProblems([Problem(shown, 0, "state.url", why)]) from None
+    register(os.environ.get("PGPASSWORD"))
     base = path.resolve().parent if path else Path.cwd()
     return Config(settings=settings, path=path, base_dir=base, root=root)
 

@@ -9,6 +9,7 @@
     └── StateError                 the state (directory, file or database) cannot be used
         ├── StateLockedError       another runwatch holds the state directory (names its pid)
         ├── StateMissingError      there is no state yet (a command that never creates one)
+        ├── StateUnavailableError  the state's database cannot be reached (down, restarting, cut off)
         ├── StateCorruptError      the state file is not a runwatch SQLite database
         ├── StateTooNewError       the state was written by a newer runwatch
         └── FencedOut              a poller's write refused: its lease ran out or another holds it
@@ -57,6 +58,11 @@ class StateLockedError(StateError):
 
 class StateMissingError(StateError):
     """There is no runwatch state where the config points (a command that reads one never creates it)."""
+
+
+class StateUnavailableError(StateError):
+    """The state's database cannot be reached now (down, restarting, the network cut): worth trying
+    again later, unlike a refused login or a missing database."""
 
 
 class FencedOut(StateError):

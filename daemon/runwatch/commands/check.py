@@ -12,7 +12,8 @@ from runwatch.commands.common import print_problems
 from runwatch.commands.warnings import config_warnings
 from runwatch.config import load_config
 from runwatch.redact import redact
-from runwatch.service.assemble import check
+from runwatch.service.assemble import check, state_location
+from runwatch.store import describe
 from runwatch.yamlfile import FileProblems, Problem
 
 if TYPE_CHECKING:
@@ -29,9 +30,15 @@ def cmd_check(path: Path) -> int:
     warnings: list[Problem] = config_warnings(config, ruleset)
     for warning in warnings:  # on stderr, so that stdout stays the one summary line
         print(redact(f"warning: {warning}"), file=sys.stderr)
+    for channel in channels.values():
+        channel.close()
+    state = describe(state_location(config))  # a database that cannot be used: one line, exit 1
     enabled = sorted(config.enabled_providers())
     print(
-        f"OK: {path}: {len(ruleset)} rules in {len(ruleset.files)} files, "
-        f"{len(channels)} channels, providers enabled: {', '.join(enabled) or 'none (no API key set)'}"
+        redact(
+            f"OK: {path}: {len(ruleset)} rules in {len(ruleset.files)} files, {len(channels)} channels, "
+            f"providers enabled: {', '.join(enabled) or 'none (no API key set)'}"
+            + (f", state: {state}" if state else "")
+        )
     )
     return 0

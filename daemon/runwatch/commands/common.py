@@ -16,6 +16,7 @@ from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.registry import build_channel
 from runwatch.errors import ConfigError, StateError
 from runwatch.redact import redact, register
+from runwatch.service.assemble import state_location
 from runwatch.store import SharedState, open_shared
 from runwatch.store.interfaces import Outbox
 
@@ -49,7 +50,7 @@ def load(path: Path) -> Config:
 def opened_state(config: Config) -> Iterator[SharedState]:
     """The config's state as these commands share it with a running daemon (never created here),
     closed after; a failure of the store becomes one StateError line."""
-    shared = open_shared(config.state_dir)
+    shared = open_shared(state_location(config))
     try:
         yield shared
     except sqlite3.Error as exc:

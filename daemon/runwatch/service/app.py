@@ -34,7 +34,7 @@ from runwatch.pipeline.stuck import StuckRuns
 from runwatch.redact import register
 from runwatch.service import reload as reconfigure
 from runwatch.service import systemd
-from runwatch.service.assemble import channel_policies, check
+from runwatch.service.assemble import channel_policies, check, state_location
 from runwatch.service.endpoints import Health, make_app
 from runwatch.service.reload import Plan
 from runwatch.service.retention import Retention
@@ -67,7 +67,7 @@ class Daemon:
         self.metrics.rules_loaded.set(len(self.ruleset))
         self.metrics.last_reload_success.set(self.clock.now())
         try:
-            self.store = open_state(self.config.state_dir)
+            self.store = open_state(state_location(self.config))
         except BaseException:
             for ch in self.channels.values():
                 ch.close()

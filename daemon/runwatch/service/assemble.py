@@ -11,6 +11,7 @@ from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.policy import ChannelPolicy
 from runwatch.delivery.registry import build_channel
 from runwatch.rules import RuleSet, load_rules
+from runwatch.store import Location
 from runwatch.yamlfile import FileProblems, Problem
 
 
@@ -77,3 +78,8 @@ def check(config: Config) -> tuple[RuleSet, dict[str, Channel]]:
             ch.close()
         raise FileProblems(problems)
     return ruleset, channels
+
+
+def state_location(config: Config) -> Location:
+    """Where the config keeps the state: SQLite in ``state_dir``, or PostgreSQL at ``state.url``."""
+    return Location(config.state_dir, config.state_url, config.state_password, config.settings.instance)

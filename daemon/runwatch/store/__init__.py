@@ -1,8 +1,9 @@
 """The state: run state, the outbox, open alerts, monitors, silences and a few meta keys.
 
 The parts' interfaces are in :mod:`runwatch.store.interfaces`; each backend implements them in its own
-folder (``sqlite/``: one file per state directory, the default). :func:`open_state` is the one way the
-daemon opens a state, :func:`open_shared` the one way the operator's commands do.
+folder (``sqlite/``: one file per state directory, the default; ``postgres/``: one database that
+several instances may share). :func:`open_state` is the one way the daemon opens a state, by its
+:class:`Location`; :func:`open_shared` the one way the operator's commands do.
 
 May import: the basics only; it keeps data (runs, monitors, open alerts, notifications, silences) and
 knows nothing of the stages that decide it.
@@ -10,7 +11,9 @@ knows nothing of the stages that decide it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runwatch.store.interfaces import (
     OUTBOX_STATES,
@@ -26,6 +29,9 @@ from runwatch.store.interfaces import (
 )
 from runwatch.store.sqlite import STATE_FILE, SqliteOutbox, SqliteShared, SqliteState, open_outbox
 
+if TYPE_CHECKING:
+    from runwatch.store.postgres import Target
+
 #: The SQLite state opened on a directory (what tests and tools open directly).
 State = SqliteState
 
@@ -35,6 +41,7 @@ __all__ = [
     "CatchUp",
     "Claimed",
     "Fence",
+    "Location",
     "MonitorRecord",
     "Notification",
     "OutboxItem",
@@ -43,17 +50,65 @@ __all__ = [
     "SqliteOutbox",
     "State",
     "Store",
+    "describe",
     "open_outbox",
     "open_shared",
     "open_state",
 ]
 
 
-def open_state(state_dir: Path) -> Store:
-    """The daemon's state, as the config says where it is: SQLite in ``state_dir`` (locked)."""
-    return SqliteState(state_dir)
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where the state is, as the config says: SQLite in ``state_dir`` when ``url`` is None, else the
+    PostgreSQL database ``url`` names (``password``: from a credential, for a URL without one)."""
+
+    state_dir: Path
+    url: str | None = None
+    password: str | None = None
+    #: This instance's name (PostgreSQL shows it as the connections' ``application_name``).
+    instance: str = ""
+
+    def target(self) -> Target:
+        """The PostgreSQL database (only when ``url`` is set)."""
+        from runwatch.store.postgres import Target
+
+        assert self.url is not None
+        return Target(self.url, self.password, self.instance)
+
+    @property
+    def where(self) -> str:
+        """The state as a user names it: the SQLite file, or the database without its password."""
+        return str(self.state_dir / STATE_FILE) if self.url is None else self.target().where
 
 
-def open_shared(state_dir: Path) -> SharedState:
-    """An existing state for the operator's commands, beside a running daemon (never creates one)."""
-    return SqliteShared(state_dir)
+def open_state(where: Location) -> Store:
+    """The daemon's state: SQLite in ``state_dir`` (taking its lock, creating or migrating the file),
+    or PostgreSQL (creating or migrating the schema); a StateError line naming what is wrong."""
+    if where.url is None:
+        return SqliteState(where.state_dir)
+    from runwatch.store.postgres import PostgresState
+
+    return PostgresState(where.target())
+
+
+def describe(where: Location) -> str | None:
+    """What ``runwatch check`` says of the state: for PostgreSQL, that the database answers and which
+    schema it holds (a StateError line if it cannot be used); None for SQLite (opened at start)."""
+    if where.url is None:
+        return None
+    from runwatch.store.postgres import SCHEMA_VERSION, probe
+
+    target = where.target()
+    found = probe(target)
+    held = f"schema {found}" if found else "no runwatch schema yet (the daemon creates it)"
+    older = f", this runwatch upgrades it to {SCHEMA_VERSION}" if 0 < found < SCHEMA_VERSION else ""
+    return f"{target.where} reachable, {held}{older}"
+
+
+def open_shared(where: Location) -> SharedState:
+    """An existing state for the operator's commands, beside running daemons (never creates one)."""
+    if where.url is None:
+        return SqliteShared(where.state_dir)
+    from runwatch.store.postgres import PostgresShared
+
+    return PostgresShared(where.target())

@@ -355,4 +355,9 @@ class Store(Meta, Recorder, Protocol):
     @property
     def silences(self) -> Silences: ...
 
+    def reload(self) -> None:
+        """Read again what the parts keep in memory (runs, open alerts, monitors): another instance
+        wrote them while this one was not their writer (it takes over polling)."""
+        ...
+
     def close(self) -> None: ...

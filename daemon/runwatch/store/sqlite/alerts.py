@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from runwatch.store.alert_state import AlertUpdate, OpenAlert
 
@@ -21,9 +22,13 @@ class SqliteAlerts:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         db.execute(_TABLE)
+        self.remember(db.execute("SELECT key, data FROM alerts"))
+
+    def remember(self, rows: Iterable[Any]) -> None:
+        """Memory from the store's rows (key, data as JSON), whatever the backend that read them."""
         self.open: dict[str, OpenAlert] = {}
         self._by_monitor: dict[tuple[str, str], set[str]] = {}
-        for key, data in db.execute("SELECT key, data FROM alerts"):
+        for key, data in rows:
             self._put(OpenAlert.from_json(str(key), str(data)))
 
     def _put(self, alert: OpenAlert) -> None:

@@ -75,12 +75,7 @@ class SqliteOutbox:
             " ORDER BY seq LIMIT ?) RETURNING seq, alert, attempts, created_at",
             (owner, now + lease, channel, now, now, limit),
         )
-        out = [
-            Claimed(int(seq), Alert.from_payload(orjson.loads(alert)), int(att), float(created))
-            for seq, alert, att, created in rows
-        ]
-        out.sort(key=lambda c: c.seq)
-        return out
+        return claimed_rows(rows)
 
     def renew(self, seqs: Sequence[int], owner: str, until: float) -> set[int]:
         """Extend ``owner``'s claims on these rows (one batch: a few dozen); returns those it still holds."""
@@ -264,6 +259,16 @@ class SqliteOutbox:
         return {
             str(r[0]) for r in self._all("SELECT DISTINCT channel FROM notifications WHERE state = 'pending'")
         }
+
+
+def claimed_rows(rows: Iterable[Any]) -> list[Claimed]:
+    """Claimed rows (seq, alert as JSON, attempts, created_at) as the senders take them, oldest first."""
+    out = [
+        Claimed(int(seq), Alert.from_payload(orjson.loads(alert)), int(att), float(created))
+        for seq, alert, att, created in rows
+    ]
+    out.sort(key=lambda c: c.seq)
+    return out
 
 
 def _filters(*, state: str | None, channel: str | None) -> tuple[str, tuple[object, ...]]:

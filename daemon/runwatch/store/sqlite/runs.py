@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from runwatch.model import TERMINAL_STATUSES, RunSnapshot
 from runwatch.store.interfaces import CatchUp, RunRecord
@@ -25,36 +26,45 @@ class SqliteRuns:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.remember(
+            db.execute("SELECT provider, run_id FROM runs WHERE done = 1"),
+            db.execute("SELECT provider, status, COUNT(*) FROM runs GROUP BY provider, status"),
+            db.execute("SELECT provider, run_id, monitor_id, status, updated_at FROM runs WHERE done = 0"),
+            db.execute(
+                "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
+                " JOIN runs r ON r.provider = e.provider AND r.run_id = e.run_id WHERE r.done = 0"
+            ),
+            db.execute("SELECT provider, monitor_id FROM monitors"),
+            db.execute("SELECT provider, monitor_id, cursors, baseline FROM catch_up"),
+        )
+
+    def remember(
+        self,
+        finished: Iterable[Any],
+        counts: Iterable[Any],
+        unfinished: Iterable[Any],
+        events: Iterable[Any],
+        monitors: Iterable[Any],
+        catch_up: Iterable[Any],
+    ) -> None:
+        """Memory from the store's rows (finished runs, counts by status, unfinished runs, their
+        events, monitors seen, catch-up cursors), whatever the backend that read them."""
         self.runs: dict[tuple[str, str], RunRecord] = {}
-        self.monitors: set[tuple[str, str]] = set()
         self._unfinished: dict[tuple[str, str], set[str]] = {}
-        self._finished: set[int] = {
-            _key(p, r) for p, r in db.execute("SELECT provider, run_id FROM runs WHERE done = 1")
-        }
-        self._counts: dict[tuple[str, str], int] = {
-            (p, st): int(n)
-            for p, st, n in db.execute(
-                "SELECT provider, status, COUNT(*) FROM runs GROUP BY provider, status"
-            )
-        }
+        self._finished: set[int] = {_key(p, r) for p, r in finished}
+        self._counts: dict[tuple[str, str], int] = {(p, st): int(n) for p, st, n in counts}
         # Until the next poll brings the provider's own creation time, an unfinished run's age counts
         # from its last record.
-        for provider, run_id, monitor_id, status, updated in db.execute(
-            "SELECT provider, run_id, monitor_id, status, updated_at FROM runs WHERE done = 0"
-        ):
+        for provider, run_id, monitor_id, status, updated in unfinished:
             self.runs[(provider, run_id)] = RunRecord(monitor_id, status, False, created_at=float(updated))
             self._unfinished.setdefault((provider, monitor_id), set()).add(run_id)
-        for provider, run_id, event_id in db.execute(
-            "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
-            " JOIN runs r ON r.provider = e.provider AND r.run_id = e.run_id WHERE r.done = 0"
-        ):
+        for provider, run_id, event_id in events:
             rec = self.runs.get((provider, run_id))
             if rec is not None:
                 rec.events.add(event_id)
-        self.monitors = {(p, m) for p, m in db.execute("SELECT provider, monitor_id FROM monitors")}
+        self.monitors: set[tuple[str, str]] = {(p, m) for p, m in monitors}
         self._catch_up: dict[tuple[str, str], CatchUp] = {
-            (p, m): CatchUp(tuple(json.loads(c)), bool(b))
-            for p, m, c, b in db.execute("SELECT provider, monitor_id, cursors, baseline FROM catch_up")
+            (p, m): CatchUp(tuple(json.loads(c)), bool(b)) for p, m, c, b in catch_up
         }
 
     def run(self, provider: str, run_id: str) -> RunRecord | None:
@@ -156,6 +166,21 @@ class SqliteRuns:
                 "INSERT OR IGNORE INTO monitors (provider, monitor_id, first_seen) VALUES (?, ?, ?)",
                 (provider, monitor_id, now),
             )
+        run_rows, event_rows = self.rows(provider, snapshots, now)
+        db.executemany(
+            "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            run_rows,
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO run_events (provider, run_id, event_id) VALUES (?, ?, ?)", event_rows
+        )
+
+    def rows(
+        self, provider: str, snapshots: Sequence[RunSnapshot], now: float
+    ) -> tuple[list[tuple[str, str, str, str, int, float]], list[tuple[str, str, str]]]:
+        """The run rows (provider, run, monitor, status, done, updated_at) and event rows (provider,
+        run, event) that recording these snapshots writes: only what is new."""
         run_rows: list[tuple[str, str, str, str, int, float]] = []
         event_rows: list[tuple[str, str, str]] = []
         for s in snapshots:
@@ -169,14 +194,7 @@ class SqliteRuns:
             status = prev.status if prev and prev.status in TERMINAL_STATUSES else s.status
             run_rows.append((provider, s.run_id, s.monitor_id, status, int(s.terminal), now))
             event_rows.extend(fresh)
-        db.executemany(
-            "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            run_rows,
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO run_events (provider, run_id, event_id) VALUES (?, ?, ?)", event_rows
-        )
+        return run_rows, event_rows
 
     def apply(
         self,
@@ -249,7 +267,11 @@ class SqliteRuns:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self.forget(gone)
+        return len(gone)
+
+    def forget(self, gone: Sequence[tuple[str, str, str]]) -> None:
+        """After the commit that deleted these runs (provider, run id, status): out of memory too."""
         for provider, run_id, status in gone:
             self._finished.discard(_key(provider, run_id))
             self._counts[(provider, status)] = self._counts.get((provider, status), 1) - 1
-        return len(gone)

@@ -10,13 +10,11 @@ and has nothing to check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from runwatch.errors import StateError
-from runwatch.model import RunSnapshot
-from runwatch.store.alert_state import AlertUpdate
-from runwatch.store.interfaces import CatchUp, Fence, MonitorRecord, Notification
+from runwatch.store.interfaces import Fence
+from runwatch.store.recording import Recording, Write
 from runwatch.store.sqlite.alerts import SqliteAlerts
 from runwatch.store.sqlite.database import STATE_FILE, check_readable, open_state
 from runwatch.store.sqlite.lock import StateLock
@@ -26,7 +24,7 @@ from runwatch.store.sqlite.runs import SqliteRuns
 from runwatch.store.sqlite.silences import SilenceStore
 
 
-class SqliteState:
+class SqliteState(Recording):
     """The daemon's state directory, held exclusively: runs, outbox and meta, one transaction to record."""
 
     def __init__(self, state_dir: Path) -> None:
@@ -58,6 +56,9 @@ class SqliteState:
         self.db.close()
         self.lock.release()
 
+    def reload(self) -> None:
+        """Nothing to do: this process is the state directory's only writer (its lock)."""
+
     # -- meta ---------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -66,54 +67,19 @@ class SqliteState:
     def set_meta(self, key: str, value: str, *, fence: Fence | None = None) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    # -- the recorder -------------------------------------------------------------------------------
-    def record(
-        self,
-        provider: str,
-        snapshots: Sequence[RunSnapshot],
-        notifications: Iterable[Notification],
-        now: float,
-        *,
-        monitor_id: str | None = None,
-        retired: Sequence[str] = (),
-        alert_updates: Sequence[AlertUpdate] = (),
-        monitor_updates: Sequence[MonitorRecord] = (),
-        baselined: str | None = None,
-        catch_up: CatchUp | None = None,
-        fence: Fence | None = None,
-    ) -> int:
-        """Record what was seen and queue what was decided about it, in one transaction.
-
-        Returns how many notifications were new (a change decided again after a crash is not queued
-        twice: the notification id is the row's unique key). ``monitor_updates`` are monitors as a
-        listing or the missed-run check left them; ``baselined`` names a provider whose first
-        listing this is; ``catch_up`` is where the poll of ``monitor_id`` left off (None: unchanged).
-        """
-        notifications = list(notifications)
-        if not (
-            notifications
-            or retired
-            or alert_updates
-            or monitor_updates
-            or baselined
-            or self.runs.changes(provider, snapshots, monitor_id)
-            or self.runs.catch_up_changes(provider, monitor_id, catch_up)
-        ):
-            return 0  # a poll that saw nothing new writes nothing (most polls of most monitors)
+    # -- the recorder (see runwatch.store.recording) --------------------------------------------------
+    def write(self, w: Write, fence: Fence | None) -> int:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            self.runs.write(provider, snapshots, now, monitor_id, retired, catch_up)
-            new_rows = SqliteOutbox.enqueue(db, notifications, now)
-            self.alerts.write(alert_updates)
-            self.monitors.write(monitor_updates, now, baselined)
+            self.runs.write(w.provider, w.snapshots, w.now, w.monitor_id, w.retired, w.catch_up)
+            new_rows = SqliteOutbox.enqueue(db, w.notifications, w.now)
+            self.alerts.write(w.alert_updates)
+            self.monitors.write(w.monitor_updates, w.now, w.baselined)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self.runs.apply(provider, snapshots, monitor_id, retired, now, catch_up)
-        self.alerts.apply(alert_updates)
-        self.monitors.apply(monitor_updates, baselined)
         return new_rows
 
 
