@@ -154,12 +154,6 @@ async def poll_all(daemon: Daemon) -> None:
         await daemon.poll_once(name)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def state_url(request: pytest.FixtureRequest) -> str | None:
-    """The same story on either store: SQLite in state_dir, or a fresh PostgreSQL database."""
-    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
-
-
 async def settle(daemon: Daemon, polls: int = 2) -> None:
     """Let every provider finish ``polls`` more full poll cycles."""
     for name in daemon.sources:

@@ -401,7 +401,7 @@ def test_reload_reads_what_another_writer_recorded(state: Store, where: Location
     if where.url is None:
         state.reload()  # one writer: nothing to read again
         return
-    other = open_state(where)
+    other = open_state(Location(where.state_dir.parent / "other", where.url))  # another instance
     try:
         alert = OpenAlert("k", "rule", {"provider": "exa"})
         other.record("exa", [snap("running", "theirs")], [], 1.0, monitor_id="m9",

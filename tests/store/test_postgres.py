@@ -30,8 +30,8 @@ def test_an_empty_database_is_a_valid_start_and_instances_starting_together_migr
 
     def instance() -> None:
         start.wait()
-        try:
-            open_state(where).close()
+        try:  # each instance has its own state_dir (its host's), all share the database
+            open_state(Location(tmp_path / threading.current_thread().name, pg_url)).close()
         except BaseException as exc:
             errors.append(exc)
 

@@ -27,12 +27,12 @@ def cmd_check(path: Path) -> int:
     except FileProblems as exc:
         print_problems(exc)
         return 1
-    warnings: list[Problem] = config_warnings(config, ruleset)
-    for warning in warnings:  # on stderr, so that stdout stays the one summary line
-        print(redact(f"warning: {warning}"), file=sys.stderr)
     for channel in channels.values():
         channel.close()
     state = describe(state_location(config))  # a database that cannot be used: one line, exit 1
+    warnings: list[Problem] = config_warnings(config, ruleset)
+    for warning in warnings:  # on stderr, so that stdout stays the one summary line
+        print(redact(f"warning: {warning}"), file=sys.stderr)
     enabled = sorted(config.enabled_providers())
     print(
         redact(

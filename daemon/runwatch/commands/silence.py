@@ -69,18 +69,18 @@ def silence_list(config_path: Path, *, as_json: bool, out: TextIO) -> int:
             }
         )
     for s in _stored(config):
-            ends = min(s.ends_at, s.expired_at) if s.expired_at is not None else s.ends_at
-            rows.append(
-                {
-                    "id": s.id,
-                    "matchers": dict(s.matchers),
-                    "active": s.active(now),
-                    "window": f"{rfc3339(s.starts_at)} .. {rfc3339(ends)}"
-                    + (" (expired)" if s.expired_at is not None else ""),
-                    "comment": s.comment,
-                    "created_by": s.created_by,
-                }
-            )
+        ends = min(s.ends_at, s.expired_at) if s.expired_at is not None else s.ends_at
+        rows.append(
+            {
+                "id": s.id,
+                "matchers": dict(s.matchers),
+                "active": s.active(now),
+                "window": f"{rfc3339(s.starts_at)} .. {rfc3339(ends)}"
+                + (" (expired)" if s.expired_at is not None else ""),
+                "comment": s.comment,
+                "created_by": s.created_by,
+            }
+        )
     if as_json:
         say(json.dumps(rows, indent=2), out)
         return 0

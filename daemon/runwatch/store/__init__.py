@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runwatch.errors import StateError, StateMissingError
 from runwatch.store.interfaces import (
     OUTBOX_STATES,
     CatchUp,
@@ -28,6 +29,7 @@ from runwatch.store.interfaces import (
     Store,
 )
 from runwatch.store.sqlite import STATE_FILE, SqliteOutbox, SqliteShared, SqliteState, open_outbox
+from runwatch.store.sqlite.lock import StateLock
 
 if TYPE_CHECKING:
     from runwatch.store.postgres import Target
@@ -50,6 +52,7 @@ __all__ = [
     "SqliteOutbox",
     "State",
     "Store",
+    "copy_state",
     "describe",
     "open_outbox",
     "open_shared",
@@ -88,7 +91,52 @@ def open_state(where: Location) -> Store:
         return SqliteState(where.state_dir)
     from runwatch.store.postgres import PostgresState
 
-    return PostgresState(where.target())
+    target = where.target()  # a URL libpq cannot read is refused before the lock is taken
+    return PostgresState(target, lock=hold(where.state_dir))
+
+
+def hold(state_dir: Path) -> StateLock:
+    """The lock of ``state_dir`` (created if need be), whichever store: one daemon per state directory,
+    and the pid ``runwatch reload`` signals; StateLockedError naming the holder."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create state_dir {state_dir}: {exc.strerror}") from None
+    return StateLock(state_dir)
+
+
+def copy_state(state_dir: Path, to: Location) -> dict[str, int]:
+    """``runwatch state copy``: the SQLite state of ``state_dir`` into the empty PostgreSQL database of
+    ``to``, in one transaction; returns the rows copied per table (``notifications:<state>`` too).
+
+    Holds ``state_dir``'s lock meanwhile, so a daemon running on it is refused (and none starts while
+    it copies); a database that already holds a runwatch state is refused, writing nothing.
+    """
+    from runwatch.store.postgres.restore import restore
+    from runwatch.store.sqlite.database import open_state as open_file
+    from runwatch.store.sqlite.dump import dump
+
+    path = state_dir / STATE_FILE
+    if not path.is_file():
+        raise StateMissingError(f"no state at {path}: has the daemon run with this config (state_dir)?")
+    target = to.target()
+    lock = StateLock(state_dir)
+    try:
+        db = open_file(path)  # an older state is upgraded first, as the daemon would
+        try:
+            tables = list(dump(db))
+        finally:
+            db.close()
+        copied = restore(target, tables)
+    finally:
+        lock.release()
+    for table in tables:
+        if table.name == "notifications":
+            state = table.columns.index("state")
+            for row in table.rows:
+                key = f"notifications:{row[state]}"
+                copied[key] = copied.get(key, 0) + 1
+    return copied
 
 
 def describe(where: Location) -> str | None:

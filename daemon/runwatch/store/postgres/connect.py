@@ -53,13 +53,11 @@ class Target:
         register_url(self.url)
         register(self.password)
         register(os.environ.get("PGPASSWORD"))
+        _parse(self.url)  # a URL libpq cannot read is one line now, before anything is opened
 
     @property
     def params(self) -> dict[str, Any]:
-        try:
-            return conninfo_to_dict(self.url)
-        except psycopg.Error as exc:
-            raise StateError(f"state.url is not a PostgreSQL URL libpq understands: {_detail(exc)}") from None
+        return _parse(self.url)
 
     @property
     def where(self) -> str:
@@ -151,6 +149,13 @@ def explain(exc: psycopg.Error, target: Target) -> StateError:
     if isinstance(exc, psycopg.OperationalError) and any(k in low for k in _UNREACHABLE):
         return StateUnavailableError(f"state database {where} is unreachable: {detail}")
     return StateError(f"state database {where}: {detail}")
+
+
+def _parse(url: str) -> dict[str, Any]:
+    try:
+        return conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise StateError(f"state.url is not a PostgreSQL URL libpq understands: {_detail(exc)}") from None
 
 
 def _detail(exc: BaseException) -> str:

@@ -3,7 +3,8 @@
 :class:`PostgresState` is what the daemon opens: it connects, creates or migrates the schema (once,
 whoever starts first), loads what the parts keep in memory and opens the pool. :class:`PostgresShared`
 is what the operator's commands open (never creates a state). Several instances may open one database:
-there is no lock to take, and a poller's writes carry a :class:`~runwatch.store.interfaces.Fence`.
+there is no lock on it (a poller's writes carry a :class:`~runwatch.store.interfaces.Fence` instead);
+the daemon still holds its ``state_dir``'s lock, so ``runwatch reload`` finds its pid there.
 
 What is kept in memory (runs a poll needs, open alerts, monitors) is right while this instance is the
 one writer of it, which the leadership gives: an instance that starts polling after another calls
@@ -27,6 +28,7 @@ from runwatch.store.postgres.runs import PgRuns
 from runwatch.store.postgres.schema import migrate, require_current, too_new, version
 from runwatch.store.postgres.silences import PgSilences
 from runwatch.store.recording import Recording, Write
+from runwatch.store.sqlite.lock import StateLock
 
 _GET_META = "SELECT value FROM runwatch_meta WHERE key = %s"
 _SET_META = (
@@ -43,11 +45,16 @@ class PostgresState(Recording):
     alerts: PgAlerts
     monitors: PgMonitors
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, *, lock: StateLock | None = None) -> None:
         self.target = target
-        with connect(target) as conn, failures(target):
-            migrate(conn, target.where)
-        self.pool = open_pool(target)
+        self.lock = lock
+        try:
+            with connect(target) as conn, failures(target):
+                migrate(conn, target.where)
+            self.pool = open_pool(target)
+        except BaseException:
+            self._unlock()
+            raise
         try:
             self.runs = PgRuns(self.pool, target)
             self.alerts = PgAlerts(self.pool, target)
@@ -55,7 +62,7 @@ class PostgresState(Recording):
             self.outbox = PgOutbox(self.pool, target)
             self.silences = PgSilences(self.pool, target)
         except BaseException:
-            self.pool.close()
+            self.close()
             raise
 
     @property
@@ -64,6 +71,11 @@ class PostgresState(Recording):
 
     def close(self) -> None:
         self.pool.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def reload(self) -> None:
         """Read again what the parts keep in memory, from one snapshot of the database: another
