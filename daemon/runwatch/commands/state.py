@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from runwatch.commands.common import load, say
+from runwatch.credentials import read_credential
 from runwatch.service.assemble import state_location
 from runwatch.store import Location, copy_state
 
@@ -22,10 +23,11 @@ _STATES = ("pending", "sent", "dead", "silenced")
 
 
 def state_copy(config_path: Path, to: str, out: TextIO) -> int:
-    """Copy the config's SQLite state (its ``state_dir``) into the empty database ``to``."""
+    """Copy the config's SQLite state (its ``state_dir``) into the empty database ``to`` (its password:
+    in the URL, the credential ``state_password``, or libpq's own)."""
     config = load(config_path)
     source = state_location(config)
-    target = Location(source.state_dir, to, source.password, source.instance)
+    target = Location(source.state_dir, to, read_credential("state_password"), source.instance)
     copied = copy_state(source.state_dir, target)
     states = ", ".join(f"{copied.get(f'notifications:{s}', 0)} {s}" for s in _STATES)
     say(
