@@ -284,11 +284,6 @@ class Bench:
     # -- runwatch: a burst through the outbox ---------------------------------------------------------
     def through_outbox(self, make_channel: Callable[[str], Any], n: int) -> tuple[Measure, Measure, int]:
         """Queue ``n`` in one record(), then Deliverer until wait_empty(): (record, deliver, bytes)."""
-        import anyio
-
-        from runwatch.clock import SystemClock
-        from runwatch.delivery import Deliverer
-        from runwatch.delivery.policy import ChannelPolicy
         from runwatch.metrics import Metrics
         from runwatch.store import Notification, State
 
@@ -302,22 +297,10 @@ class Bench:
         with measured(n, recorded):
             state.record("exa", [], notes, time.time())
         metrics = Metrics()
-        deliverer = Deliverer(state.outbox, {name: channel}, {name: ChannelPolicy()}, metrics, SystemClock())
-        delivered: list[Measure] = []
-
-        async def drive() -> None:
-            async with anyio.create_task_group() as tg:
-                with measured(n, delivered):
-                    tg.start_soon(deliverer.run)
-                    with anyio.fail_after(max(60.0, n / 20)):
-                        await deliverer.wait_empty()
-                tg.cancel_scope.cancel()
-
-        try:
-            anyio.run(drive)
-        except TimeoutError:
+        delivered = drain(state.outbox, name, channel, n, metrics)
+        if delivered is None:
             self.errors.append(f"{channel.kind}: the outbox did not drain within the time limit")
-            delivered.append(Measure(n, float("inf"), float("inf")))
+            delivered = Measure(n, float("inf"), float("inf"))
         sent = metrics.registry.get_sample_value("runwatch_notifications_sent_total", {"channel": name}) or 0
         counts = state.outbox.counts()
         if int(sent) != n or counts.get((name, "sent"), 0) != n:
@@ -326,7 +309,7 @@ class Bench:
             )
         per_row = (state_size(state) - size0) / n
         state.close()
-        return recorded[0], delivered[0], round(per_row)
+        return recorded[0], delivered, round(per_row)
 
     # -- 1. apprise json:// ------------------------------------------------------------------------------
     def apprise_bare(self, n: int, out: list[Measure]) -> None:
@@ -423,6 +406,49 @@ class Bench:
         if ok != n:
             self.errors.append(f"direct webhook send: {n - ok} of {n} failed")
         self.check_count("direct webhook send", path, n)
+
+
+def drain(
+    outbox: Any, name: str, channel: Any, n: int, metrics: Any, first: list[Measure] | None = None, k: int = 0
+) -> Measure | None:
+    """A ``Deliverer`` on ``channel`` until nothing is pending: the drain of ``n`` rows, timed (wall
+    clock and this process's CPU); None if it did not drain within the time limit. With ``first``,
+    the first ``k`` sends (or the batch that passes ``k``) are timed too, into it."""
+    import anyio
+
+    from runwatch.clock import SystemClock
+    from runwatch.delivery import Deliverer
+    from runwatch.delivery.policy import ChannelPolicy
+
+    deliverer = Deliverer(outbox, {name: channel}, {name: ChannelPolicy()}, metrics, SystemClock())
+    out: list[Measure] = []
+
+    async def watch(c0: float, t0: float) -> None:
+        assert first is not None
+        worker = deliverer.workers[name]
+        sent = 0.0
+        while sent < k:
+            await worker.wait_progress()
+            sent = (
+                metrics.registry.get_sample_value("runwatch_notifications_sent_total", {"channel": name}) or 0
+            )
+        first.append(Measure(int(sent), time.perf_counter() - t0, cpu() - c0))
+
+    async def drive() -> None:
+        async with anyio.create_task_group() as tg:
+            with measured(n, out):
+                if first is not None:
+                    tg.start_soon(watch, cpu(), time.perf_counter())
+                tg.start_soon(deliverer.run)
+                with anyio.fail_after(max(60.0, n / 20)):
+                    await deliverer.wait_empty()
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(drive)
+    except TimeoutError:
+        return None
+    return out[0]
 
 
 def state_size(state: Any) -> int:

@@ -110,3 +110,18 @@ def test_a_state_url_that_is_not_postgresql_and_a_bad_instance_name_file_line_fi
     lines = sorted(str(x) for x in exc.value.problems)
     assert lines[0].startswith(f"{p}:1: instance: ") and "letters, digits" in lines[0]
     assert lines[1].startswith(f"{p}:3: state.url: ") and "not a PostgreSQL URL" in lines[1]
+
+
+def test_under_systemd_a_config_without_state_dir_keeps_the_units_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd passes ``StateDirectory=`` as ``$STATE_DIRECTORY``: a config written before the shipped
+    one named ``state_dir: /var/lib/runwatch`` keeps its state where the service always kept it once
+    the unit no longer sets ``RUNWATCH_STATE_DIR``. A state_dir the config or the environment gives wins."""
+    monkeypatch.delenv("RUNWATCH_STATE_DIR", raising=False)
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "lib/runwatch") + ":" + str(tmp_path / "other"))
+    assert load_config(write(tmp_path, "rule_files: []\n")).state_dir == tmp_path / "lib/runwatch"
+    named = load_config(write(tmp_path, "state_dir: /srv/runwatch\n"))
+    assert named.state_dir == Path("/srv/runwatch")
+    monkeypatch.setenv("RUNWATCH_STATE_DIR", str(tmp_path / "env"))
+    assert load_config(write(tmp_path, "rule_files: []\n")).state_dir == tmp_path / "env"

@@ -40,6 +40,11 @@ def test_known_series_start_at_zero_for_enabled_providers_and_configured_channel
         assert value("runwatch_config_reloads_total", {"outcome": "failure"}) == 0
         assert value("runwatch_config_last_reload_successful") == 1
         assert b"_created" not in generate_latest(daemon.metrics.registry)
+        # Leadership: with SQLite the one instance polls exa from the start; olostep is nobody's.
+        assert value("runwatch_leader", {"provider": "exa"}) == 1
+        assert value("runwatch_leader_changes_total", {"provider": "exa"}) == 1
+        assert value("runwatch_leader", {"provider": "olostep"}) is None
+        assert value("runwatch_config_mismatch") == 0
     finally:
         daemon.store.close()
 

@@ -203,6 +203,16 @@ class Config:
 
     @property
     def state_dir(self) -> Path:
+        """``state_dir`` as the config (or ``$RUNWATCH_STATE_DIR``) gives it, relative to the file.
+
+        A config that names none gets, under systemd, the unit's own ``StateDirectory=`` (systemd
+        passes it as ``$STATE_DIRECTORY``; the first, if there are several): a config written before
+        the shipped config named ``/var/lib/runwatch`` keeps its state where the service always kept it.
+        """
+        given = "state_dir" in self.settings.model_fields_set
+        service_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        if not given and service_dir:
+            return Path(service_dir)
         return self.base_dir / self.settings.state_dir
 
     @property

@@ -12,7 +12,7 @@
         ├── StateUnavailableError  the state's database cannot be reached (down, restarting, cut off)
         ├── StateCorruptError      the state file is not a runwatch SQLite database
         ├── StateTooNewError       the state was written by a newer runwatch
-        └── FencedOut              a poller's write refused: its lease ran out or another holds it
+        └── FencedOut              a write by an instance that no longer holds the lease it names
 
 The CLI turns each into its message and exit status 1; nothing else escapes as a traceback. A delivery
 worker never lets any exception (ours or a channel plugin's) end it: it becomes a retry.
@@ -49,7 +49,8 @@ class DeliveryError(RunwatchError):
 
 
 class StateError(RunwatchError):
-    """The state directory or its SQLite file cannot be used; the message says what to do."""
+    """The state (directory, SQLite file or PostgreSQL database) cannot be used; the message says what
+    to do."""
 
 
 class StateLockedError(StateError):
@@ -65,14 +66,17 @@ class StateUnavailableError(StateError):
     again later, unlike a refused login or a missing database."""
 
 
-class FencedOut(StateError):
-    """A write carrying a fence was refused, writing nothing: the lease it names has expired or has
-    another holder (this instance was paused or cut off past its lease; another one polls now)."""
-
-
 class StateCorruptError(StateError):
     """The state file exists but is not a runwatch SQLite database."""
 
 
 class StateTooNewError(StateError):
-    """The state file's schema is newer than this runwatch understands."""
+    """The state's schema is newer than this runwatch understands."""
+
+
+class FencedOut(StateError):
+    """A write named a lease (its fence) this instance no longer holds: it ran out (this instance was
+    paused or cut off past it) or another instance holds it and polls now.
+
+    Nothing of the write is kept. The instance goes back to standby; it is not an error of the state.
+    """

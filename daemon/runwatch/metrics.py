@@ -214,6 +214,24 @@ class Metrics:
             registry=r,
         )
         self.last_reload_ok.set(1)
+        self.leader = Gauge(
+            "runwatch_leader",
+            "1 while this instance polls the provider (holds its lease), else 0.",
+            ["provider"],
+            registry=r,
+        )
+        self.leader_changes = Counter(
+            "runwatch_leader_changes_total",
+            "Times this instance became the provider's poller (summed over instances: the handovers).",
+            ["provider"],
+            registry=r,
+        )
+        self.config_mismatch = Gauge(
+            "runwatch_config_mismatch",
+            "1 while the instances sharing the state run configs (rules, providers, channels, delivery,"
+            " silences) whose digests differ.",
+            registry=r,
+        )
         self.last_reload_success = Gauge(
             "runwatch_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load: the start, or a reload that was applied.",
@@ -237,6 +255,8 @@ class Metrics:
                 self.unmatched.labels(p, kind)
             self.poll_duration.labels(p)
             self.provider_up.labels(p)
+            self.leader.labels(p)
+            self.leader_changes.labels(p)
         for c in channels:
             self.sent.labels(c)
             self.dead.labels(c)

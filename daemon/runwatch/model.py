@@ -1,6 +1,6 @@
 """The provider-neutral model every stage after a source speaks.
 
-A source turns what an API returned into :class:`RunSnapshot` objects; :mod:`runwatch.state` diffs a
+A source turns what an API returned into :class:`RunSnapshot` objects; :mod:`runwatch.pipeline.detect` diffs a
 snapshot against what was recorded and yields :class:`Change` objects; rules match changes. Nothing
 downstream of a source knows an API's field names, except through ``raw`` (for templates).
 """
@@ -42,6 +42,128 @@ MONITOR_STATUSES: tuple[str, ...] = (
     "enabled", "disabled", "provisioning", "active", "paused", "failed", "deleted",
 )  # fmt: skip
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
+
+#: The most an alert keeps of any one value from a provider: a string (in ``run``, the step's
+#: ``message``, ``failed_reason``, the step name) is cut to this many characters, the last of them a
+#: marker ``…[cut: N more characters]``; an object or a list in ``run`` keeps, in order, the entries
+#: that fit in about this many characters of JSON and ends with one saying how many it left out
+#: (``"…": "[cut: N more keys]"``, ``"…[cut: N more items]"``).
+VALUE_LIMIT = 4096
+#: About the most an alert keeps of a whole run, in characters of JSON (cut the same way).
+RUN_LIMIT = 16384
+#: The key a cut object gets for what it left out.
+CUT_KEY = "…"
+#: Deeper than this, a value is left out: ``"…[cut: nested too deep]"``.
+_DEPTH_LIMIT = 32
+_KEY_LIMIT = 256
+#: Room kept in a cut object or list for its marker entry; and the least room an entry is given (an
+#: object or a list stops, with its marker, rather than keep a sliver of its next entry).
+_MARK_ROOM = 48
+_LEFT_MIN = 64
+
+
+def cut_text(text: str, limit: int = VALUE_LIMIT) -> str:
+    """``text`` within ``limit`` characters; a longer one keeps its start and ends with a marker saying
+    how many characters it lost (the marker counts in ``limit``, so cutting again changes nothing)."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(f"…[cut: {len(text)} more characters]")
+    if room <= 0:
+        return "…"[:limit]
+    return f"{text[:room]}…[cut: {len(text) - room} more characters]"
+
+
+#: The last values bounded (a run, a step's raw event, ...) and what was kept of them, by identity.
+_recent: dict[tuple[int, int], tuple[Any, Any]] = {}
+_RECENT_KEPT = 8
+
+
+def bounded(value: Any, budget: int = RUN_LIMIT) -> Any:
+    """A provider's JSON value (a run) as an alert keeps it: each value in it within
+    :data:`VALUE_LIMIT`, the whole within about ``budget`` characters of JSON (:data:`RUN_LIMIT`).
+
+    An alert is stored in the state and sent for every notification about a run, so what a run holds
+    (a large ``snapshot``, a long text) must not be copied whole into each of them; and one large
+    field must not crowd out the small ones after it (``status``, ``failedReason``). A value that is
+    within bounds is returned as it is (not copied), so bounding a bounded value (a group's change
+    read back from the state) changes nothing. Only what is kept is visited, and the changes of one
+    poll share their run, so the last few bounded are remembered: a run's 3,000 steps bound it once.
+    """
+    seen = _recent.get((id(value), budget))
+    if seen is not None and seen[0] is value:
+        return seen[1]
+    out = _bounded(value, budget, 0)[0]
+    if len(_recent) >= _RECENT_KEPT:
+        _recent.clear()
+    _recent[(id(value), budget)] = (value, out)  # the value is held, so its id is not reused meanwhile
+    return out
+
+
+def _fits(value: Any, budget: int, depth: int) -> int | None:
+    """The size of ``value`` if :func:`_bounded` keeps it as it is: characters of JSON, roughly (a
+    string counts its characters; each entry of an object or a list adds its key and punctuation)."""
+    if isinstance(value, str):
+        return len(value) if len(value) <= min(VALUE_LIMIT, budget) else None
+    if value is None or isinstance(value, bool | int | float):
+        size = len(repr(value))
+        return size if size <= budget else None
+    if depth >= _DEPTH_LIMIT:
+        return None
+    size = 2
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or len(key) > _KEY_LIMIT:
+                return None
+            used = _fits(item, min(budget - size - len(key) - 6, VALUE_LIMIT), depth + 1)
+            if used is None:
+                return None
+            size += len(key) + 6 + used
+        return size
+    if isinstance(value, list | tuple):
+        for item in value:
+            used = _fits(item, min(budget - size - 3, VALUE_LIMIT), depth + 1)
+            if used is None:
+                return None
+            size += used + 3
+        return size
+    return None
+
+
+def _bounded(value: Any, budget: int, depth: int) -> tuple[Any, int]:
+    """(``value`` within ``budget``, its size): as it is if it fits, else cut with markers."""
+    size = _fits(value, budget, depth)
+    if size is not None:
+        return value, size
+    if depth >= _DEPTH_LIMIT and isinstance(value, Mapping | list | tuple):
+        return "…[cut: nested too deep]", 23
+    if isinstance(value, Mapping):
+        obj: dict[str, Any] = {}
+        size = 2
+        for i, (key, item) in enumerate(value.items()):
+            name = cut_text(str(key), _KEY_LIMIT)
+            room = min(budget - size - len(name) - 6 - _MARK_ROOM, VALUE_LIMIT)
+            if room < _LEFT_MIN:
+                mark = f"[cut: {len(value) - i} more keys]"
+                obj[CUT_KEY] = mark
+                return obj, size + len(CUT_KEY) + len(mark) + 6
+            obj[name], used = _bounded(item, room, depth + 1)
+            size += len(name) + 6 + used
+        return obj, size
+    if isinstance(value, list | tuple):
+        items: list[Any] = []
+        size = 2
+        for i, item in enumerate(value):
+            room = min(budget - size - 3 - _MARK_ROOM, VALUE_LIMIT)
+            if room < _LEFT_MIN:
+                mark = f"…[cut: {len(value) - i} more items]"
+                items.append(mark)
+                return items, size + len(mark) + 3
+            kept, used = _bounded(item, room, depth + 1)
+            items.append(kept)
+            size += used + 3
+        return items, size
+    text = cut_text(value if isinstance(value, str) else str(value), max(0, min(VALUE_LIMIT, budget)))
+    return text, len(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +253,8 @@ class Change:
         }
 
     def payload_item(self) -> dict[str, Any]:
-        """This change as one item of a notification's ``alerts`` list (webhook payload)."""
+        """This change as one item of a notification's ``alerts`` list (webhook payload), its provider
+        values bounded as an alert keeps them (:func:`bounded`, :func:`cut_text`)."""
         ev = self.event
         return {
             "type": self.kind.value,
@@ -140,12 +263,12 @@ class Change:
             "run_id": self.run_id,
             "from": self.from_status,
             "to": self.to_status,
-            "event": ev.name if ev else None,
-            "message": ev.message if ev else None,
-            "failed_reason": self.failed_reason,
+            "event": cut_text(ev.name) if ev else None,
+            "message": cut_text(ev.message) if ev else None,
+            "failed_reason": cut_text(self.failed_reason) if self.failed_reason is not None else None,
             "occurred_at": rfc3339(self.occurred_at if self.occurred_at is not None else self.detected_at),
             "detected_at": rfc3339(self.detected_at),
-            "run": dict(self.run),
+            "run": bounded(self.run),
         }
 
 
@@ -177,6 +300,10 @@ class Alert:
     Every channel kind renders from this (apprise sends ``title``/``body``; the webhook kind sends
     :meth:`payload`); a grouped one lists its changes in ``alerts``. Its serialised form is versioned
     (:data:`ALERT_VERSION`) and is the webhook body of ``schemas/webhook-v1.json``.
+
+    It is stored once per notification, so what it holds from the provider is bounded when the pipeline
+    makes it: ``run`` within :data:`RUN_LIMIT` (:func:`bounded`; an Olostep run without its event list,
+    see :func:`runwatch.sources.olostep.derive`), and no one value longer than :data:`VALUE_LIMIT`.
     """
 
     id: str

@@ -15,6 +15,7 @@ from runwatch.config import load_config
 from runwatch.fakes import Scenario, fake_server
 from runwatch.service.app import Daemon
 from runwatch.store import Location, open_shared, open_state
+from runwatch.store.postgres import SCHEMA_VERSION
 from tests.commands.test_outbox import acli, cli, one_line, running_daemon, wait_started
 from tests.conftest import write_config
 from tests.postgres import PASSWORD, PASSWORD_ROLE, Cluster
@@ -110,6 +111,9 @@ async def test_a_copied_state_sends_exactly_what_was_pending_repeats_nothing_and
         assert one_line(copied.stdout).startswith(f"copied {tmp_path / 'state' / 'runwatch.sqlite3'} to ")
         assert "2 runs, 2 monitors, 4 notifications (1 pending, 1 sent, 2 dead, 0 silenced)" in copied.stdout
         assert "2 open alerts, 1 silences" in copied.stdout
+        with psycopg.connect(pg_url) as conn:  # the runs came with their creation times
+            created = conn.execute("SELECT count(created_at) FROM runwatch_runs").fetchone()
+        assert created == (2,)
 
         on_postgres = Daemon(load_config(config(tmp_path, exa, ops, gone, pg_url)), client_options=FAST)
         async with on_postgres.running():
@@ -212,5 +216,5 @@ def test_check_says_the_database_answers_and_which_schema_it_holds(
     assert summary.endswith(f", state: {where} reachable, no runwatch schema yet (the daemon creates it)")
     open_state(Location(tmp_path / "state", url)).close()
     made = cli("check", "--config", str(cfg))
-    assert one_line(made.stdout).endswith(f", state: {where} reachable, schema 1")
+    assert one_line(made.stdout).endswith(f", state: {where} reachable, schema {SCHEMA_VERSION}")
     assert PASSWORD not in fresh.stdout + fresh.stderr + made.stdout + made.stderr

@@ -28,7 +28,7 @@ T0 = 1_780_000_000.0
 class Rig:
     """The daemon's stages over a real state, fed batches directly; time is a ManualClock."""
 
-    def __init__(self, tmp_path: Path, rules: str, clock: ManualClock) -> None:
+    def __init__(self, tmp_path: Path, rules: str, clock: ManualClock, *, outbox: bool = False) -> None:
         path = tmp_path / "rules.yaml"
         path.write_text(rules)
         self.ruleset = load_rules([path], channels={"ch"})
@@ -37,7 +37,8 @@ class Rig:
         self.metrics = metrics = Metrics()
         self.detect = Detect(self.state, metrics)
         self.detect.provider_settled("exa")
-        self.lifecycle = Lifecycle(self.state.alerts, lambda: self.ruleset, metrics)
+        sent = self.state.outbox if outbox else None
+        self.lifecycle = Lifecycle(self.state.alerts, lambda: self.ruleset, metrics, sent=sent)
         self.pipeline = Pipeline(
             [
                 self.detect,
@@ -58,6 +59,11 @@ class Rig:
         notes, updates = self.lifecycle.tick(self.clock.now())
         if updates:
             self.state.record("", [], notes, self.clock.now(), alert_updates=updates)
+
+    def deliver(self) -> None:
+        """The channel acknowledges everything queued, now."""
+        for c in self.state.outbox.claim("ch", self.clock.now(), 100, "rig", 60):
+            self.state.outbox.delivered(c.seq, self.clock.now())
 
     def sent(self) -> list[tuple[str, str, str]]:
         """(status, title, run_id) of every queued notification, oldest first."""
@@ -135,6 +141,38 @@ async def test_repeats_on_the_clock_and_a_restart_keeps_the_lifecycle(tmp_path: 
     assert [s for s, _, _ in again.sent()] == ["firing", "firing", "firing", "resolved"]
     ids = [i.id for i in again.state.outbox.items(state=None, channel=None, limit=None)]
     assert len(set(ids)) == 4  # each repeat is a notification of its own (receivers dedupe by id)
+
+
+async def test_a_repeat_counts_from_when_the_last_notification_was_sent(tmp_path: Path) -> None:
+    clock = ManualClock(T0)
+    rules = FAILING.replace("send_resolved: true", "repeat_interval: 1h")
+    r = Rig(tmp_path, rules, clock, outbox=True)
+    await r.see("r1", "failed")
+    clock.advance(3601)
+    r.tick()
+    assert len(r.sent()) == 1  # the firing one is still pending (a channel retrying): no repeat behind it
+    clock.advance(1800)
+    r.deliver()  # sent 1.5 h after it was decided
+    r.tick()
+    assert len(r.sent()) == 1
+    [alert] = r.state.alerts.open.values()
+    assert alert.next_repeat_at == T0 + 5401 + 3600  # an hour after the send, kept in the state
+    r.state.close()
+
+    again = Rig(tmp_path, rules, clock, outbox=True)  # a restart (kill -9 alike) keeps that
+    clock.advance(3599)
+    again.tick()
+    assert len(again.sent()) == 1
+    clock.advance(1)
+    again.tick()
+    assert [s for s, _, _ in again.sent()] == ["firing", "firing"]
+    again.deliver()
+    clock.advance(3599)
+    again.tick()
+    assert len(again.sent()) == 2  # the next one an hour after this one's send, too
+    clock.advance(1)
+    again.tick()
+    assert len(again.sent()) == 3
 
 
 async def test_a_rule_without_lifecycle_keys_notifies_every_match(tmp_path: Path) -> None:

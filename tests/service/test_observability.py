@@ -152,6 +152,9 @@ def test_known_series_exist_at_zero_from_the_start(stack: Stack) -> None:
         for outcome in ("retry", "permanent", "expired"):
             assert f'runwatch_delivery_attempts_total{{channel="{channel}",outcome="{outcome}"}} 0.0' in text
     assert 'runwatch_config_reloads_total{outcome="failure"} 0.0' in text
+    for provider in ("exa", "olostep"):  # the demo is one instance: it polls both
+        assert f'runwatch_leader{{provider="{provider}"}} 1.0' in text
+    assert "runwatch_config_mismatch 0.0" in text
     assert 'runwatch_rule_matches_total{rule="exa-run-failed"}' in text
 
 
@@ -196,6 +199,8 @@ def test_dashboard_imports_as_is() -> None:
         "latency",
         "outbox",
         "dead",
+        "leader",
+        "polling each provider",
     ):
         assert topic in titles
 
@@ -247,6 +252,8 @@ def test_alert_rules_cover_what_the_issue_asks() -> None:
         "RunwatchDeadLetters",
         "RunwatchNotReady",
         "RunwatchReloadFailed",
+        "RunwatchNoPoller",
+        "RunwatchTwoPollers",
     ):
         assert f"alert: {name}" in text
     removed = ("runwatch_notifications_failed_total", "runwatch_notifications_pending")

@@ -17,7 +17,17 @@ import pytest
 
 from runwatch.errors import FencedOut, StateMissingError
 from runwatch.model import RunEvent, RunSnapshot
-from runwatch.store import CatchUp, Fence, Location, MonitorRecord, Notification, open_shared, open_state
+from runwatch.store import (
+    CatchUp,
+    Fence,
+    Location,
+    MonitorRecord,
+    Notification,
+    StuckMark,
+    open_leases,
+    open_shared,
+    open_state,
+)
 from runwatch.store.alert_state import AlertUpdate, OpenAlert
 from runwatch.store.interfaces import Store
 from tests.conftest import make_alert
@@ -397,19 +407,148 @@ def test_a_silence_release_from_a_fenced_tick_changes_nothing(state: Store, wher
     assert state.outbox.counts() == {("ch", "silenced"): 1}
 
 
-def test_reload_reads_what_another_writer_recorded(state: Store, where: Location) -> None:
+# -- reading one provider again (an instance taking over its polling) ----------------------------------
+def memory(st: Store, provider: str) -> tuple[object, ...]:
+    """What the parts keep in memory of one provider, comparable."""
+    runs = st.runs
+    mine = {k: v for k, v in runs.runs.items() if k[0] == provider}
+    monitors = {r.monitor_id: r for r in st.monitors.records() if r.provider == provider}
+    return (
+        mine,
+        {k: n for k, n in runs.status_counts().items() if k[0] == provider},
+        {m: sorted(runs.unfinished(provider, m)) for m in ("m1", "m2")},
+        {m: runs.catch_up(provider, m) for m in ("m1", "m2")},
+        {m: runs.knows_monitor(provider, m) for m in ("m1", "m2")},
+        {k: a for k, a in st.alerts.open.items() if a.group.get("provider") == provider},
+        monitors,
+        provider in st.monitors.baselined,
+    )
+
+
+def record_some(st: Store, provider: str, now: float) -> None:
+    """Runs (with events, a creation time, a stuck mark), a catch-up, monitors, an open alert."""
+    live = RunSnapshot(provider, "m1", "live", "running", {}, events=(RunEvent("e1", 1, "x", "y"),),
+                       created_at=now - 50)  # fmt: skip
+    alert = OpenAlert(f"rule|{provider}", "rule", {"provider": provider, "monitor_id": "m1"}, firing=True)
+    st.record(provider, [live, RunSnapshot(provider, "m1", "done", "failed", {})], [], now, monitor_id="m1",
+              catch_up=CatchUp(("c1",), False), alert_updates=[AlertUpdate(alert.key, alert)],
+              monitor_updates=[MonitorRecord(provider, "m1", "enabled", {"id": "m1"}, due=now + 60)],
+              baselined=provider)  # fmt: skip
+    st.record(provider, [], [], now, stuck=[StuckMark(provider, "live", (30.0,))])
+
+
+def test_reload_reads_one_providers_part_again_and_leaves_the_others(state: Store, where: Location) -> None:
+    record_some(state, "exa", 100.0)
+    record_some(state, "olostep", 100.0)
+    exa, olostep = memory(state, "exa"), memory(state, "olostep")
+    assert exa[0][("exa", "live")].stuck == {30.0} and exa[0][("exa", "live")].created_at == 50.0
+    for part in (state.runs, state.alerts, state.monitors):
+        part.reload("exa")
+    assert memory(state, "exa") == exa and memory(state, "olostep") == olostep  # nothing lost or moved
     if where.url is None:
-        state.reload()  # one writer: nothing to read again
-        return
+        return  # one writer per state directory: memory is never behind the file
     other = open_state(Location(where.state_dir.parent / "other", where.url))  # another instance
-    try:
-        alert = OpenAlert("k", "rule", {"provider": "exa"})
-        other.record("exa", [snap("running", "theirs")], [], 1.0, monitor_id="m9",
-                     monitor_updates=[MonitorRecord("exa", "m9", "enabled", {})],
-                     alert_updates=[AlertUpdate("k", alert)])  # fmt: skip
+    try:  # while it leads exa: the live run fails, a new one starts, the alert resolves, m2 appears
+        other.record("exa", [RunSnapshot("exa", "m1", "live", "failed", {}),
+                             RunSnapshot("exa", "m2", "new", "running", {}, created_at=150.0)], [], 200.0,
+                     monitor_id="m2", alert_updates=[AlertUpdate("rule|exa", None)],
+                     monitor_updates=[MonitorRecord("exa", "m2", "enabled", {"id": "m2"})])  # fmt: skip
+        other.record("exa", [], [], 200.0, stuck=[StuckMark("exa", "new", (30.0, 60.0))])
+        other.record("olostep", [RunSnapshot("olostep", "m2", "theirs", "running", {})], [], 200.0)
     finally:
         other.close()
-    assert state.runs.is_done("exa", "theirs") is None  # memory was loaded before they wrote
-    state.reload()
-    assert state.runs.is_done("exa", "theirs") is False and state.runs.knows_monitor("exa", "m9")
-    assert state.monitors.get("exa", "m9") is not None and state.alerts.get("k") is not None
+    assert memory(state, "exa") == exa  # memory was read before they wrote
+    for part in (state.runs, state.alerts, state.monitors):
+        part.reload("exa")
+    runs = state.runs
+    assert set(k for k in runs.runs if k[0] == "exa") == {("exa", "new")}
+    new = runs.run("exa", "new")
+    assert new is not None and (new.created_at, new.stuck) == (150.0, {30.0, 60.0})
+    assert runs.is_done("exa", "live") is True and runs.knows_monitor("exa", "m2")
+    assert list(runs.unfinished("exa", "m1")) == [] and list(runs.unfinished("exa", "m2")) == ["new"]
+    assert runs.status_counts()[("exa", "failed")] == 2 and runs.status_counts()[("exa", "running")] == 1
+    assert state.alerts.get("rule|exa") is None and state.alerts.get("rule|olostep") is not None
+    assert state.monitors.get("exa", "m2") is not None and "exa" in state.monitors.baselined
+    assert memory(state, "olostep") == olostep  # not reloaded: their olostep run is not known here
+    assert runs.is_done("olostep", "theirs") is None
+
+
+# -- run.stuck across restarts: creation times and the thresholds crossed -----------------------------
+def test_a_runs_creation_time_and_its_stuck_marks_survive_reopen(state: Store, where: Location) -> None:
+    told = RunSnapshot("exa", "m1", "told", "running", {}, created_at=40.0)
+    state.record("exa", [told, snap("running", "untold")], [], 100.0, monitor_id="m1")
+    note = Notification(make_alert(1))
+    assert state.record("exa", [], [note], 110.0, stuck=[StuckMark("exa", "told", (60.0,))]) == 1
+    runs = state.runs
+    assert runs.runs[("exa", "told")].created_at == 40.0 and runs.runs[("exa", "told")].stuck == {60.0}
+    assert runs.runs[("exa", "untold")].created_at == 100.0  # when first seen
+    again = reopen(state, where)
+    told_rec, untold = again.runs.runs[("exa", "told")], again.runs.runs[("exa", "untold")]
+    assert (told_rec.created_at, told_rec.stuck) == (40.0, {60.0})
+    assert (untold.created_at, untold.stuck) == (100.0, frozenset())
+    # A later poll that brings the provider's own creation time records it (and only that).
+    later = RunSnapshot("exa", "m1", "untold", "running", {"id": "untold"}, created_at=90.0)
+    again.record("exa", [later], [], 120.0, monitor_id="m1")
+    third = reopen(again, where)
+    assert third.runs.runs[("exa", "untold")].created_at == 90.0
+    assert rows(where, "SELECT count(*) FROM {t}run_stuck") == 1
+    # A finished run is forgotten with its marks.
+    third.record("exa", [RunSnapshot("exa", "m1", "told", "failed", {})], [], 130.0, monitor_id="m1")
+    assert third.runs.purge_finished(200.0) == 1
+    assert rows(where, "SELECT count(*) FROM {t}run_stuck") == 0
+    third.close()
+
+
+def test_finished_at_says_when_each_notification_left_the_queue(state: Store) -> None:
+    state.record("exa", [], [Notification(make_alert(i)) for i in range(4)], 1.0)
+    sent, dead, silenced, waiting = state.outbox.claim("ch", 1.0, 10, "me", 60)
+    state.outbox.delivered(sent.seq, 5.0)
+    state.outbox.dead(dead.seq, "http_4xx: HTTP 410", 6.0)
+    state.outbox.silenced(silenced.seq, "silenced: silence sil_1", 7.0)
+    state.outbox.retry(waiting.seq, "http_5xx: HTTP 503", 50.0)
+    ids = [sent.id, dead.id, silenced.id, waiting.id, "msg_gone"]
+    assert state.outbox.finished_at(ids) == {sent.id: 5.0, dead.id: 6.0, silenced.id: 7.0, waiting.id: None}
+    assert state.outbox.finished_at([]) == {}
+
+
+# -- leases, on the store the state is in --------------------------------------------------------------
+def test_the_leases_live_beside_the_state_and_fence_its_writes(state: Store, where: Location) -> None:
+    mine, theirs = open_leases(where), open_leases(where)
+    try:
+        token = mine.acquire("poll:exa", "runwatch-a", 30)
+        assert token is not None
+        mine.heartbeat("runwatch-a", "digest-a", {"exa": 5.0})
+        assert [i.name for i in theirs.instances()] == ["runwatch-a"]
+        [lease] = theirs.leases()
+        assert (lease.name, lease.holder, lease.token, lease.held) == ("poll:exa", "runwatch-a", token, True)
+        fence = Fence("poll:exa", "runwatch-a", token)
+        state.record("exa", [snap("running")], [], 1.0, monitor_id="m1", fence=fence)  # the holder writes
+        if where.url is None:  # one instance per state directory: it always gets the lease
+            assert not mine.shared and theirs.acquire("poll:exa", "runwatch-b", 30) == token + 1
+            return
+        assert mine.shared and theirs.acquire("poll:exa", "runwatch-b", 30) is None  # held
+        mine.release("poll:exa", "runwatch-a", token)
+        assert theirs.acquire("poll:exa", "runwatch-b", 30) == token + 1
+        with pytest.raises(FencedOut):  # the old holder's token: nothing written
+            state.record("exa", [snap("failed")], [], 2.0, monitor_id="m1", fence=fence)
+        rec = state.runs.run("exa", "r1")
+        assert rec is not None and rec.status == "running"
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_the_commands_read_the_leases_and_alerts_without_creating_a_state(where: Location) -> None:
+    with pytest.raises(StateMissingError):
+        open_leases(where, create=False)
+    st = open_state(where)
+    alert = OpenAlert("rule|m1", "rule", {"provider": "exa", "monitor_id": "m1"}, firing=True, opened_at=5.0)
+    st.record("exa", [], [], 5.0, alert_updates=[AlertUpdate(alert.key, alert)])
+    st.close()
+    leases, shared = open_leases(where, create=False), open_shared(where)
+    try:
+        assert leases.leases() == [] and leases.instances() == []
+        assert shared.open_alerts() == [alert]
+    finally:
+        leases.close()
+        shared.close()

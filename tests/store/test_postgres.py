@@ -12,9 +12,10 @@ import psycopg
 import pytest
 
 from runwatch.errors import StateError, StateTooNewError, StateUnavailableError
-from runwatch.store import Location, Notification, describe, open_state
+from runwatch.model import RunSnapshot
+from runwatch.store import Location, Notification, StuckMark, copy_state, describe, open_leases, open_state
 from runwatch.store.postgres import SCHEMA_VERSION
-from runwatch.store.postgres.schema import TABLES
+from runwatch.store.postgres.schema import MIGRATIONS, TABLES
 from tests.conftest import make_alert
 from tests.postgres import PASSWORD, PASSWORD_ROLE, Cluster
 from tests.tools import free_port
@@ -126,5 +127,67 @@ def test_the_password_may_come_from_the_url_a_credential_or_libpq_and_is_never_s
     try:
         assert state.where == f"postgresql://{PASSWORD_ROLE}@127.0.0.1:{postgres.port}/{db}"
         assert PASSWORD not in str(describe(where))
+    finally:
+        state.close()
+
+
+def test_a_schema_1_database_and_one_the_leases_made_alone_are_migrated_in_place(
+    tmp_path: Path, postgres: Cluster
+) -> None:
+    """Schema 1 (the store's first) had no creation times, stuck marks or heartbeats; the leadership's
+    first release made its two tables by itself, before the schema owned them. Both upgrade."""
+    old = postgres.url(postgres.create_database())
+    with psycopg.connect(old, autocommit=True) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO runwatch_meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO runwatch_runs VALUES ('exa', 'r1', 'm1', 'running', false, 42.0)")
+    leases_only = postgres.url(postgres.create_database())
+    with psycopg.connect(leases_only, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE runwatch_leases (name text PRIMARY KEY, holder text NOT NULL,"
+            " token bigint NOT NULL, acquired_at double precision, expires_at double precision)"
+        )
+        conn.execute("INSERT INTO runwatch_leases VALUES ('poll:exa', 'runwatch-a', 7, 1.0, 2.0)")
+        conn.execute(
+            "CREATE TABLE runwatch_instances (name text PRIMARY KEY, last_seen double precision NOT NULL,"
+            " digest text NOT NULL, polls jsonb NOT NULL DEFAULT '{}')"
+        )
+    state = open_state(Location(tmp_path / "a", old))
+    try:
+        rec = state.runs.run("exa", "r1")
+        assert rec is not None and rec.created_at == 42.0  # counted from its last record until a poll says
+        state.record("exa", [], [], 50.0, stuck=[StuckMark("exa", "r1", (30.0,))])
+        assert f"schema {SCHEMA_VERSION}" in str(describe(Location(tmp_path, old)))
+    finally:
+        state.close()
+    again = open_state(Location(tmp_path / "a", old))
+    try:
+        rec = again.runs.run("exa", "r1")
+        assert rec is not None and rec.stuck == {30.0}
+    finally:
+        again.close()
+    leases = open_leases(Location(tmp_path / "b", leases_only))
+    try:
+        assert leases.acquire("poll:exa", "runwatch-b", 30) == 8  # the token goes on growing
+    finally:
+        leases.close()
+    with psycopg.connect(leases_only) as conn:
+        found = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert found == set(TABLES)
+
+
+def test_state_copy_carries_creation_times_and_stuck_marks(tmp_path: Path, pg_url: str) -> None:
+    sqlite = open_state(Location(tmp_path))
+    live = RunSnapshot("exa", "m1", "live", "running", {}, created_at=40.0)
+    sqlite.record("exa", [live], [], 100.0, monitor_id="m1")
+    sqlite.record("exa", [], [], 110.0, stuck=[StuckMark("exa", "live", (60.0, 120.0))])
+    sqlite.close()
+    copied = copy_state(tmp_path, Location(tmp_path, pg_url))
+    assert (copied["runs"], copied["run_stuck"]) == (1, 2)
+    state = open_state(Location(tmp_path / "pg", pg_url))
+    try:
+        rec = state.runs.run("exa", "live")
+        assert rec is not None and (rec.created_at, rec.stuck) == (40.0, {60.0, 120.0})
     finally:
         state.close()

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from runwatch.commands import journal
 from runwatch.config import Config, load_config
 from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.registry import build_channel
@@ -69,4 +70,4 @@ def opened_outbox(config: Config) -> Iterator[Outbox]:
 def print_problems(exc: ConfigError, stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
     for problem in exc.problems:
-        print(redact(str(problem)), file=out)
+        journal.say(redact(str(problem)), journal.ERROR, out)

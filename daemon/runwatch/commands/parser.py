@@ -1,5 +1,5 @@
-"""Command line: ``runwatch run | check | test-rules | outbox | silence | state | send-test | demo | fake |
-init``.
+"""Command line: ``runwatch run | check | test-rules | outbox | silence | status | state | send-test | demo |
+fake | init``.
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
 the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
@@ -7,7 +7,8 @@ the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
 
 One error path: any :class:`~runwatch.errors.RunwatchError` a command raises (a config problem, a state
 that is locked, corrupt or too new, a channel that cannot be built) ends here as its message on stderr
-and exit status 1, never a traceback. Every message goes through the redactor before it is printed.
+and exit status 1, never a traceback. Every message goes through the redactor before it is printed, and
+gets its syslog priority when it goes to the journal (:mod:`runwatch.commands.journal`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runwatch import __version__
+from runwatch.commands import journal
 from runwatch.errors import ConfigError, RunwatchError
 from runwatch.redact import redact
 
@@ -56,6 +58,13 @@ def _count(text: str) -> int:
 def _reload_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rl = sub.add_parser(
         "reload", help="make the running daemon re-read its config and rule files (as SIGHUP does)"
+    )
+    rl.add_argument(
+        "--timeout",
+        type=_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="how long to wait for the daemon's answer (default 30s)",
     )
     _config_arg(rl)
 
@@ -190,6 +199,13 @@ def _parser() -> argparse.ArgumentParser:
     _state_parser(sub)
     _reload_parser(sub)
 
+    status = sub.add_parser(
+        "status",
+        help="instances, who polls which provider, the outbox, open alerts, silences (works while it runs)",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    _config_arg(status)
+
     st = sub.add_parser(
         "send-test", help="send a sample notification through one channel now and print the outcome"
     )
@@ -246,7 +262,8 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "send-test": call("send_test", "cmd_send_test", lambda: (args.config, args.channel)),
         "silence": call("silence", "cmd_silence", lambda: (args,)),
         "state": call("state", "cmd_state", lambda: (args,)),
-        "reload": call("run", "cmd_reload", lambda: (args.config,)),
+        "reload": call("run", "cmd_reload", lambda: (args.config, args.timeout)),
+        "status": call("status", "cmd_status", lambda: (args.config, args.json)),
         "fake": call("rehearse", "cmd_fake", lambda: (args.provider, args.listen, args.scenario)),
         "demo": call("rehearse", "cmd_demo", lambda: (args.forever, args.metrics_listen)),
         "init": call("init", "cmd_init", lambda: (args,)),
@@ -267,7 +284,7 @@ def report(exc: RunwatchError) -> None:
 
         print_problems(exc, sys.stderr)
     else:
-        print(redact(f"runwatch: {exc}"), file=sys.stderr)
+        journal.say(redact(f"runwatch: {exc}"), journal.ERROR, sys.stderr)
 
 
 def _usage_errors(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

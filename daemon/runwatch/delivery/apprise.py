@@ -157,6 +157,7 @@ class AppriseKind:
     name = KIND
     credential = "apprise_url"
     credential_alone = True
+    credential_example = "json://localhost"
 
     def config_fields(self) -> Mapping[str, tuple[Any, Any]]:
         return {"apprise": (SecretStr | None, None), "apprise_file": (str | None, None)}

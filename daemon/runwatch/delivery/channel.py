@@ -102,6 +102,9 @@ class ChannelKind(Protocol):
     credential: str
     #: Whether the credential file alone makes a channel (an apprise URL does; a webhook needs its URL).
     credential_alone: bool
+    #: A valid credential value that is never sent anywhere: ``runwatch check`` run by hand builds a
+    #: channel with it to check the rest of its block when only the service can read the real one.
+    credential_example: str
 
     def config_fields(self) -> Mapping[str, tuple[Any, Any]]: ...
 

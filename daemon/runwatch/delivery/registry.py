@@ -6,6 +6,7 @@ The config's channel block is built from the kinds' own keys (:func:`channel_fie
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,18 @@ def channel_fields() -> dict[str, tuple[Any, Any]]:
     return out
 
 
-def build_channel(name: str, block: BaseModel, *, base_dir: Path) -> Channel:
-    """The channel a config block describes; ChannelSetupError(field, message) if it cannot work."""
+def build_channel(
+    name: str,
+    block: BaseModel,
+    *,
+    base_dir: Path,
+    credentials: Callable[[str], str | None] = read_credential,
+) -> Channel:
+    """The channel a config block describes; ChannelSetupError(field, message) if it cannot work.
+
+    ``credentials`` reads ``<channel>_<kind credential>`` (``runwatch check`` by hand passes one that
+    stands in for what only the service can read: :mod:`runwatch.commands.stand_ins`).
+    """
     used = [k for k in KINDS if k.configured(block)]
     if len(used) > 1:
         raise ChannelSetupError(
@@ -36,13 +47,11 @@ def build_channel(name: str, block: BaseModel, *, base_dir: Path) -> Channel:
         )
     if used:
         kind = used[0]
-        return kind.build(
-            name, block, base_dir=base_dir, credential=read_credential(f"{name}_{kind.credential}")
-        )
+        return kind.build(name, block, base_dir=base_dir, credential=credentials(f"{name}_{kind.credential}"))
     for kind in KINDS:
         if not kind.credential_alone:
             continue
-        credential = read_credential(f"{name}_{kind.credential}")
+        credential = credentials(f"{name}_{kind.credential}")
         if credential is not None:
             return kind.build(name, block, base_dir=base_dir, credential=credential)
     keys = ", ".join(f"{k.name}:" for k in KINDS)

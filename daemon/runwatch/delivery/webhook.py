@@ -208,6 +208,7 @@ class WebhookKind:
     name = KIND
     credential = "webhook_secret"
     credential_alone = False
+    credential_example = "whsec_" + base64.b64encode(bytes(32)).decode()
 
     def config_fields(self) -> Mapping[str, tuple[Any, Any]]:
         return {"webhook": (WebhookSettings | None, None)}

@@ -38,8 +38,8 @@ BATCH = 64
 #: An idle worker looks at the outbox this often (real seconds), so rows replayed by the CLI go out
 #: within a few seconds even though nothing in this process woke it.
 IDLE_RECHECK = 2.0
-#: ``max_age`` is enforced this often (clock seconds), not before every batch: the query reads every
-#: pending row of the channel, so per batch it cost O(backlog) and a long drain O(backlog squared).
+#: ``max_age`` is enforced this often (clock seconds), not before every batch. Its query finds the rows
+#: it expires by their ``created_at`` in an index, so its cost does not grow with the backlog either.
 EXPIRE_EVERY = 1.0
 
 

@@ -32,6 +32,8 @@ __all__ = ["FakeOlostep"]
 _DAY = 86400.0
 _MONITOR_ID = re.compile(r"^monitor_")
 _RUN_ID = re.compile(r"^run_")
+#: Run-endpoint bodies kept per run (see :meth:`_Run.body`).
+_BODIES_KEPT = 4
 
 #: status -> (code, type) of Olostep's RFC 7807-like error body.
 _ERROR_CODES: dict[int, tuple[str, str]] = {
@@ -54,8 +56,8 @@ class _Run:
     complete_at: float | None
     times: list[float]
     events: list[dict[str, Any]]
-    #: Run-endpoint body for k visible events, at index k (index 0 unused: the run is not visible).
-    bodies: list[bytes]
+    #: Run-endpoint bodies already built, by how many events are visible (see :meth:`body`).
+    bodies: dict[int, bytes]
     shuffle: bool
     monitor_id: str
     snapshot: dict[str, Any] | None
@@ -70,6 +72,19 @@ class _Run:
 
     def done(self, now: float) -> bool:
         return self.complete_at is not None and self.complete_at <= now + EPS
+
+    def body(self, k: int) -> bytes:
+        """The run endpoint's answer while ``k`` events are visible, built when first asked for.
+
+        Not built for every ``k`` up front: a run of 3,000 events would hold 3,000 bodies of up to
+        half a megabyte each. The last few are kept, since a poller asks for the same one again.
+        """
+        cached = self.bodies.get(k)
+        if cached is None:
+            cached = self.bodies[k] = _run_body(self, k)
+            if len(self.bodies) > _BODIES_KEPT:
+                del self.bodies[next(iter(self.bodies))]
+        return cached
 
 
 @dataclass(slots=True)
@@ -160,7 +175,7 @@ def _compile_run(run: OlostepRun, monitor_id: str, t0: float) -> _Run:
         complete_at=complete_at,
         times=[ev.at for ev in run.events],
         events=events,
-        bodies=[],
+        bodies={},
         shuffle=run.shuffle_events,
         monitor_id=monitor_id,
         snapshot=run.snapshot,
@@ -170,7 +185,6 @@ def _compile_run(run: OlostepRun, monitor_id: str, t0: float) -> _Run:
         entry_running=entry_running,
         entry_done=entry_done,
     )
-    compiled.bodies = [b""] + [_run_body(compiled, k) for k in range(1, len(events) + 1)]
     return compiled
 
 
@@ -383,4 +397,4 @@ class FakeOlostep(FakeBase):
         k = run.visible_events(now) if run is not None else 0
         if run is None or k == 0:
             return self._error(404, "Run not found", "get_run")
-        return Response(run.bodies[k], media_type="application/json")
+        return Response(run.body(k), media_type="application/json")

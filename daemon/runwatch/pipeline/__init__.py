@@ -22,9 +22,9 @@ from runwatch.pipeline.monitors import Monitors, MonitorWatch
 from runwatch.pipeline.record import Record
 from runwatch.pipeline.silences import Muter, SilenceSpec
 from runwatch.pipeline.source_health import SourceHealth
-from runwatch.pipeline.stuck import StuckRuns
+from runwatch.pipeline.stuck import StuckRun, stuck_runs
 
 __all__ = [
     "Batch", "Detect", "Lifecycle", "Match", "MonitorWatch", "Monitors", "Muter", "Pipeline", "Record",
-    "SilenceSpec", "SourceHealth", "Stage", "StuckRuns", "alerts_for", "diff",
+    "SilenceSpec", "SourceHealth", "Stage", "StuckRun", "alerts_for", "diff", "stuck_runs",
 ]  # fmt: skip

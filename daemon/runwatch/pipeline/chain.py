@@ -22,7 +22,7 @@ from runwatch.model import Change
 from runwatch.rules import Decision
 from runwatch.sources.base import MonitorBatch
 from runwatch.store.alert_state import AlertUpdate
-from runwatch.store.interfaces import CatchUp, MonitorRecord
+from runwatch.store.interfaces import CatchUp, MonitorRecord, StuckMark
 
 
 @dataclass(slots=True)
@@ -40,6 +40,8 @@ class Batch:
     monitors_baselined: str | None = None
     #: Where the monitor's poll left off, recorded with the batch (None: as it was).
     catch_up: CatchUp | None = None
+    #: The stuck thresholds a run crossed (a ``run.stuck`` change the clock made), recorded with it.
+    stuck: list[StuckMark] = field(default_factory=list)
 
 
 Stage = Callable[[Batch], None]

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from runwatch.model import Change, ChangeKind, RunEvent
+from runwatch.model import Change, ChangeKind, RunEvent, bounded, cut_text
 from runwatch.rules.lifecycle_spec import Flapping
 from runwatch.store.alert_state import OpenAlert
 
@@ -38,14 +38,15 @@ GOOD = "good"
 
 
 def change_to_data(ch: Change) -> dict[str, Any]:
-    """A change as JSON-able data, enough to render it again after a restart."""
+    """A change as JSON-able data, enough to render it again after a restart; what it holds from the
+    provider is bounded as an alert keeps it (a group holds up to ``MAX_GROUP_ITEMS`` of them)."""
     ev = ch.event
     return {
         "key": ch.key, "kind": ch.kind.value, "provider": ch.provider, "monitor_id": ch.monitor_id,
-        "run_id": ch.run_id, "run": dict(ch.run), "from": ch.from_status, "to": ch.to_status,
+        "run_id": ch.run_id, "run": bounded(ch.run), "from": ch.from_status, "to": ch.to_status,
         "event": (
-            {"id": ev.id, "ts_ms": ev.ts_ms, "name": ev.name, "message": ev.message, "raw": dict(ev.raw),
-             "error": ev.error}
+            {"id": ev.id, "ts_ms": ev.ts_ms, "name": cut_text(ev.name), "message": cut_text(ev.message),
+             "raw": bounded(ev.raw), "error": ev.error}
             if ev else None
         ),
         "failed_reason": ch.failed_reason, "detected_at": ch.detected_at, "occurred_at": ch.occurred_at,

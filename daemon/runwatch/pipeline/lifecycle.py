@@ -9,7 +9,9 @@ identified by the rule and the values of its ``group_by`` labels (default: provi
 - the first match opens it and notifies (or, with ``threshold: {count, within}``, the match that makes
   ``count`` within ``within``); later matches while it is open do not notify again;
 - ``repeat_interval``: while open, it is notified again at that pace (by the daemon's clock, not on
-  every poll);
+  every poll), counted from when its last notifications left the outbox (sent, or given up): a
+  notification delayed (a channel retrying, a restart between deciding and sending) delays its repeat,
+  which never reaches a receiver sooner than ``repeat_interval`` after the one before it;
 - it resolves when a run of its group completes (a ``run.status`` change to ``completed`` the rule
   itself does not match); ``send_resolved: true`` then sends one resolved notification;
 - ``group_wait``/``group_interval`` and ``flapping`` change when and how often it notifies (grouped
@@ -23,7 +25,7 @@ the lifecycle where it was: no re-fire, no lost resolve, no repeat sent early.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 
 from runwatch.log import get_logger
@@ -45,7 +47,7 @@ from runwatch.pipeline.match import alerts_for, prefixed_decision
 from runwatch.rules import Decision, Rule, RuleSet
 from runwatch.rules.lifecycle_spec import LifecycleSpec
 from runwatch.store.alert_state import AlertUpdate, OpenAlert
-from runwatch.store.interfaces import Alerts, Notification
+from runwatch.store.interfaces import Alerts, Notification, Outbox
 
 log = get_logger(__name__)
 
@@ -154,17 +156,48 @@ def repeat_alerts(alert: OpenAlert, now: float, interval: float) -> tuple[list[A
     return out, replace(alert, repeats=n, next_repeat_at=now + interval)
 
 
+def repeat_due_at(alert: OpenAlert, finished: Mapping[str, float | None], interval: float) -> float | None:
+    """When the alert's repeat is due: ``interval`` after the last of its last notifications left the
+    outbox (``finished``: the outbox's answer), never before ``next_repeat_at`` (``interval`` after
+    they were decided); None while one of them is still pending. One the outbox no longer holds
+    (retention) counts from its decision."""
+    due = alert.next_repeat_at
+    if due is None:
+        return None
+    for p in alert.last:
+        nid = str(p.get("id"))
+        if nid not in finished:
+            continue
+        at = finished[nid]
+        if at is None:
+            return None
+        due = max(due, at + interval)
+    return due
+
+
 class Lifecycle:
     """For rules with lifecycle keys: a match opens an alert (notify) or finds it open (quiet); a run
     of its monitor completing closes it (a resolved notification if the rule asks). With grouping,
     matches are collected and sent by :meth:`tick`; with flap damping, a group alternating too often
     is reported once as flapping and then kept quiet. Rules without those keys pass through untouched.
-    The alert changes go to Record, into the same transaction."""
+    The alert changes go to Record, into the same transaction.
 
-    def __init__(self, alerts: Alerts, rules: Callable[[], RuleSet], metrics: Metrics) -> None:
+    ``sent`` is the outbox the notifications go to: a repeat counts from when the last ones left it.
+    Without one (``runwatch test-rules``, which sends nothing) a notification counts as sent when
+    decided."""
+
+    def __init__(
+        self,
+        alerts: Alerts,
+        rules: Callable[[], RuleSet],
+        metrics: Metrics,
+        *,
+        sent: Outbox | None = None,
+    ) -> None:
         self.alerts = alerts
         self.rules = rules
         self.metrics = metrics
+        self.sent = sent
         self._indexed: RuleSet | None = None
         self._by_name: dict[str, Rule] = {}
 
@@ -299,12 +332,18 @@ class Lifecycle:
                 decisions.append(decision)
         return decisions, updates
 
-    def tick(self, now: float) -> tuple[list[Notification], list[AlertUpdate]]:
+    def tick(
+        self, now: float, providers: Collection[str] | None = None
+    ) -> tuple[list[Notification], list[AlertUpdate]]:
         """What time alone decides: groups that are due, flapping that ended, repeats that are due, and
-        pending alerts whose window passed."""
+        pending alerts whose window passed. ``providers``: only the alerts whose group names one of
+        them (``""``: no provider); with several instances, each ticks the alerts of what it leads."""
         notes: list[Notification] = []
         updates: list[AlertUpdate] = []
+        finished = self._finished(now)
         for alert in list(self.alerts.open.values()):
+            if providers is not None and alert.group.get("provider", "") not in providers:
+                continue
             rule = self._rule(alert.rule)
             spec = rule.lifecycle if rule is not None else None
             if rule is None or spec is None:
@@ -319,10 +358,16 @@ class Lifecycle:
                 a.firing and not a.flapping and a.last and spec.repeat_interval
                 and a.next_repeat_at is not None and a.next_repeat_at <= now
             ):  # fmt: skip
-                sent, a = repeat_alerts(a, now, spec.repeat_interval)
-                notes.extend(Notification(x) for x in sent)
-                self.metrics.alert_transitions.labels("repeated").inc()
-                log.info("alert.repeated", rule=a.rule, group=a.group, repeats=a.repeats)
+                due = repeat_due_at(a, finished, spec.repeat_interval)
+                if due is None:
+                    pass  # the last notification is still pending: its repeat waits for it
+                elif due > now:  # it left the outbox late: due that long after, kept as state
+                    a = replace(a, next_repeat_at=due)
+                else:
+                    sent, a = repeat_alerts(a, now, spec.repeat_interval)
+                    notes.extend(Notification(x) for x in sent)
+                    self.metrics.alert_transitions.labels("repeated").inc()
+                    log.info("alert.repeated", rule=a.rule, group=a.group, repeats=a.repeats)
             a = forget_flips(a, now, spec.flapping)
             if not a.firing and not a.keeps_state():
                 th = spec.threshold
@@ -332,6 +377,19 @@ class Lifecycle:
             if a != alert:
                 updates.append(AlertUpdate(a.key, a))
         return notes, updates
+
+    def _finished(self, now: float) -> dict[str, float | None]:
+        """When the last notifications of the alerts whose repeat may be due left the outbox (one
+        query for all of them; none without an outbox: each counts as sent when decided)."""
+        if self.sent is None:
+            return {}
+        ids = [
+            str(p.get("id"))
+            for a in self.alerts.open.values()
+            if a.firing and a.next_repeat_at is not None and a.next_repeat_at <= now
+            for p in a.last
+        ]
+        return self.sent.finished_at(ids) if ids else {}
 
     def _flush(
         self, a: OpenAlert, rule: Rule, spec: LifecycleSpec, now: float, notes: list[Notification]

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
-from runwatch.model import Alert, notification_id
+from runwatch.model import Alert, bounded, cut_text, notification_id
 from runwatch.pipeline.chain import Batch
 from runwatch.rules import Decision, RuleSet
 from runwatch.rules.templates import cut_title
@@ -61,11 +61,11 @@ def alerts_for(decision: Decision, key: str | None = None) -> list[Alert]:
             occurred_at=ch.occurred_at if ch.occurred_at is not None else ch.detected_at,
             from_status=ch.from_status,
             to_status=ch.to_status,
-            event=ev.name if ev else None,
-            message=ev.message if ev else None,
-            failed_reason=ch.failed_reason,
+            event=cut_text(ev.name) if ev else None,
+            message=cut_text(ev.message) if ev else None,
+            failed_reason=cut_text(ch.failed_reason) if ch.failed_reason is not None else None,
             labels=dict(decision.labels),
-            run=ch.run,
+            run=bounded(ch.run),
             format=decision.format,
             status="resolved" if ch.resolved else "firing",
             alerts=tuple(c.payload_item() for c in decision.group),

@@ -10,15 +10,22 @@ from collections.abc import Callable
 
 from runwatch.pipeline.chain import Batch
 from runwatch.pipeline.match import alerts_for
-from runwatch.store.interfaces import Notification, Recorder
+from runwatch.store.interfaces import Fence, Notification, Recorder
 
 
 class Record:
     """Mark everything seen and queue what was decided, atomically; then wake the senders."""
 
-    def __init__(self, recorder: Recorder, wake: Callable[[set[str]], None]) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        wake: Callable[[set[str]], None],
+        fence: Callable[[str], Fence | None] | None = None,
+    ) -> None:
         self.recorder = recorder
         self.wake = wake
+        #: The fence a write about a provider is made under (raises when this instance does not lead it).
+        self.fence = fence
 
     def __call__(self, batch: Batch) -> None:
         notes = [Notification(alert) for d in batch.decisions for alert in alerts_for(d)]
@@ -34,6 +41,8 @@ class Record:
             monitor_updates=batch.monitor_updates,
             baselined=batch.monitors_baselined,
             catch_up=batch.catch_up,
+            stuck=batch.stuck,
+            fence=self.fence(src.provider) if self.fence is not None else None,
         )
         if queued:
             self.wake({n.channel for n in notes})

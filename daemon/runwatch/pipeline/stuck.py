@@ -1,55 +1,57 @@
 """``run.stuck``: a run still unfinished a while after it was created, reported once per run.
 
-The daemon's tick asks :meth:`StuckRuns.changes` for the unfinished runs whose age crossed the
-``stuck_after`` of some rule since last asked; each gives one ``run.stuck`` change (its key names the
-run, so each rule notifies once per run). A lifecycle rule's alert resolves when the run ends.
+The daemon's tick asks :func:`stuck_runs` for the unfinished runs whose age crossed the
+``stuck_after`` of some rule and that are not yet recorded as having crossed it; each gives one
+``run.stuck`` change (its key names the run, so each rule notifies once per run) and the
+:class:`~runwatch.store.interfaces.StuckMark` that Record writes in the same transaction as the
+notifications the change decides. Both the thresholds crossed and the creation time the age counts
+from are state: a restart or ``kill -9`` neither reports a run again nor loses its report. A
+lifecycle rule's alert resolves when the run ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from runwatch.model import Change, ChangeKind
-from runwatch.store.interfaces import RunRecord
+from runwatch.store.interfaces import RunRecord, StuckMark
 
 
-class StuckRuns:
-    """Which ``stuck_after`` thresholds each unfinished run has crossed (in memory)."""
+@dataclass(frozen=True, slots=True)
+class StuckRun:
+    """A run that crossed thresholds it had not crossed before: its change, and what to record."""
 
-    def __init__(self) -> None:
-        self._crossed: dict[tuple[str, str], set[float]] = {}
+    change: Change
+    mark: StuckMark
 
-    def changes(
-        self, unfinished: Mapping[tuple[str, str], RunRecord], now: float, thresholds: Iterable[float]
-    ) -> list[Change]:
-        wanted = sorted(set(thresholds))
-        if not wanted:
-            return []
-        out: list[Change] = []
-        for key, rec in unfinished.items():
-            age = now - rec.created_at
-            if age < wanted[0]:
-                continue
-            crossed = self._crossed.setdefault(key, set())
-            fresh = {t for t in wanted if t <= age} - crossed
-            if not fresh:
-                continue
-            crossed |= fresh
-            provider, run_id = key
-            out.append(
-                Change(
-                    key=f"{provider}:{run_id}:stuck",
-                    kind=ChangeKind.RUN_STUCK,
-                    provider=provider,
-                    monitor_id=rec.monitor_id,
-                    run_id=run_id,
-                    run={"id": run_id, "status": rec.status},
-                    from_status=rec.status,
-                    detected_at=now,
-                    occurred_at=rec.created_at,
-                    failing_for=age,
-                )
-            )
-        for gone in set(self._crossed) - set(unfinished):
-            del self._crossed[gone]
-        return out
+
+def stuck_runs(
+    unfinished: Mapping[tuple[str, str], RunRecord], now: float, thresholds: Iterable[float]
+) -> list[StuckRun]:
+    """The runs whose age (since ``RunRecord.created_at``) crossed a threshold not in ``RunRecord.stuck``."""
+    wanted = sorted(set(thresholds))
+    if not wanted:
+        return []
+    out: list[StuckRun] = []
+    for (provider, run_id), rec in unfinished.items():
+        age = now - rec.created_at
+        if age < wanted[0]:
+            continue
+        fresh = tuple(t for t in wanted if t <= age and t not in rec.stuck)
+        if not fresh:
+            continue
+        change = Change(
+            key=f"{provider}:{run_id}:stuck",
+            kind=ChangeKind.RUN_STUCK,
+            provider=provider,
+            monitor_id=rec.monitor_id,
+            run_id=run_id,
+            run={"id": run_id, "status": rec.status},
+            from_status=rec.status,
+            detected_at=now,
+            occurred_at=rec.created_at,
+            failing_for=age,
+        )
+        out.append(StuckRun(change, StuckMark(provider, run_id, fresh)))
+    return out

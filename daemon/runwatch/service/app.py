@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from anyio.abc import TaskStatus
 from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, load_config
 from runwatch.delivery import Deliverer
+from runwatch.errors import FencedOut, StateError
 from runwatch.httpserver import Listening, serve
 from runwatch.log import get_logger, set_level
 from runwatch.metrics import Metrics, OutboxCollector
-from runwatch.model import ChangeKind
+from runwatch.model import Alert, ChangeKind
 from runwatch.pipeline.chain import Batch, Pipeline
 from runwatch.pipeline.detect import Detect
 from runwatch.pipeline.lifecycle import Lifecycle
@@ -30,18 +32,22 @@ from runwatch.pipeline.monitors import Monitors, MonitorWatch
 from runwatch.pipeline.record import Record
 from runwatch.pipeline.silences import Muter, release_ended
 from runwatch.pipeline.source_health import SourceHealth, outage_change
-from runwatch.pipeline.stuck import StuckRuns
+from runwatch.pipeline.stuck import stuck_runs
 from runwatch.redact import register
 from runwatch.service import reload as reconfigure
 from runwatch.service import systemd
 from runwatch.service.assemble import channel_policies, check, state_location
 from runwatch.service.endpoints import Health, make_app
+from runwatch.service.leadership import Leadership, config_digest, lease_settings
 from runwatch.service.reload import Plan
+from runwatch.service.reload_outcome import ReloadOutcome
 from runwatch.service.retention import Retention
 from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
-from runwatch.store import Notification, open_state
+from runwatch.store import Fence, Notification, open_leases, open_state
+from runwatch.store.alert_state import OpenAlert
+from runwatch.store.leases import RETENTION_LEASE, LeaseStore, poll_lease
 from runwatch.yamlfile import FileProblems
 
 log = get_logger(__name__)
@@ -59,6 +65,10 @@ class Daemon:
     clock: Clock = field(default_factory=SystemClock)
     #: Extra keyword arguments for each source's HTTP client (tests shorten the backoff).
     client_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Where the leases live (None: the SQLite state's own, always this instance's); and the clock a
+    #: lease's own deadline is kept by (None: CLOCK_BOOTTIME). Tests inject both.
+    leases: LeaseStore | None = None
+    lease_clock: Clock | None = None
 
     def __post_init__(self) -> None:
         self.ruleset, self.channels = check(self.config)
@@ -94,8 +104,10 @@ class Daemon:
         self.metrics.registry.register(self.outbox_collector)
         self.retention = Retention(self.store, self.config.settings, self.clock)
         self.detect = Detect(self.store, self.metrics)
-        self.lifecycle = Lifecycle(self.store.alerts, lambda: self.ruleset, self.metrics)
-        self.record = Record(self.store, self.deliverer.wake)
+        self.lifecycle = Lifecycle(
+            self.store.alerts, lambda: self.ruleset, self.metrics, sent=self.store.outbox
+        )
+        self.record = Record(self.store, self.deliverer.wake, self._fence)
         self.match = Match(lambda: self.ruleset, self.metrics)
         slack = {n: s.poll_interval for n, s in self.config.enabled_providers().items()}
         self.monitors = Monitors(MonitorWatch(self.store.monitors, slack), self.metrics)
@@ -103,7 +115,6 @@ class Daemon:
             [self.detect, self.monitors, self.match, self.lifecycle, self.record], self.clock
         )
         self.source_health = SourceHealth()
-        self.stuck = StuckRuns()
         self.sources: dict[str, Source] = {}
         enabled = self.config.enabled_providers()
         for name, spec in PROVIDERS.items():
@@ -120,6 +131,66 @@ class Daemon:
         self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
         self._poll_done = anyio.Event()
+        self._lead(enabled)
+
+    # -- leadership (several instances on one state) ----------------------------------------------------
+    def _lead(self, enabled: Mapping[str, ProviderSettings]) -> None:
+        """Which providers this instance polls: those whose lease it holds (:mod:`.leadership`). With
+        SQLite it takes them all at once, as the only instance; with ``state.url`` the leases are in
+        that database, shared by every instance on it. The poll loops, the clock-made changes and
+        retention ask :attr:`leadership` before they work, delivery never does (every instance sends)."""
+        instance, lease = lease_settings(self.config)
+        self._own_leases = self.leases is None
+        leases = self.leases or open_leases(state_location(self.config), self.clock)
+        digest = config_digest(self.config, self.ruleset.files)
+        self.leadership = Leadership(
+            leases, leases, instance=instance, lease=lease, providers=enabled, metrics=self.metrics,
+            clock=self.lease_clock, digest=digest, polls=lambda: self.health.last_ok,
+        )  # fmt: skip
+        self.health.leads = lambda provider: self.leadership.fence(poll_lease(provider)) is not None
+        #: provider -> the lease token its memory was last read from the store under.
+        self._synced: dict[str, int] = {}
+        if not leases.shared:
+            self.leadership.take_now()
+
+    def _fence(self, provider: str) -> Fence | None:
+        """What a write about ``provider`` is made under; FencedOut when this instance does not lead it
+        (a write about no provider, ``""``, belongs to the ``retention`` lease). SQLite: whatever it
+        holds, or None (its only writer needs no fence, and a provider turned off keeps its alerts)."""
+        name = poll_lease(provider) if provider else RETENTION_LEASE
+        return self.leadership.require(name) if self.leadership.shared else self.leadership.fence(name)
+
+    def _led(self) -> set[str] | None:
+        """The providers this instance leads now (``""`` too while it holds ``retention``); None: all of
+        them, whatever the state holds (SQLite: the only instance)."""
+        if not self.leadership.shared:
+            return None
+        led = {p for p in self.sources if self.leadership.fence(poll_lease(p)) is not None}
+        return led | ({""} if self.leadership.fence(RETENTION_LEASE) is not None else set())
+
+    def _owns(self, alert: OpenAlert, led: set[str] | None) -> bool:
+        return led is None or alert.group.get("provider", "") in led
+
+    def resync(self, provider: str) -> None:
+        """This instance has just become ``provider``'s leader: read its state afresh before polling.
+
+        While another instance led it, that one polled and recorded runs, monitors, open alerts and
+        catch-ups (and may have forgotten old runs) that this instance's memory does not have: polling
+        from the stale copy would report again what was already reported, or act on alerts already
+        resolved. With SQLite nobody else writes, and memory is never behind: nothing to do.
+        """
+        if not self.leadership.shared:
+            return
+        self.store.runs.reload(provider)
+        self.store.alerts.reload(provider)
+        self.store.monitors.reload(provider)
+        if self.store.get_meta(f"baseline_done:{provider}") == "1":
+            self.detect.baselined.add(provider)
+        self.source_health.outages.pop(provider, None)
+        horizon = self.store.get_meta("retention_horizon")
+        if horizon is not None:
+            self.not_before = max(self.not_before, float(horizon))
+        log.info("leader.resynced", provider=provider, runs_unfinished=len(self.store.runs.runs))
 
     @staticmethod
     def _warn_interval(name: str, s: ProviderSettings, real_hosts: tuple[str, ...]) -> None:
@@ -132,13 +203,14 @@ class Daemon:
             )
 
     # -- rules --------------------------------------------------------------------------------------
-    def reload(self) -> bool:
+    def reload(self, outcome: ReloadOutcome | None = None) -> bool:
         """Re-read the config file and the rule files (SIGHUP, ``runwatch reload``), and apply all of it.
 
         Validated as ``runwatch check`` does (channels built, rules against the new channel set) before
         anything changes; then rules, silences, channels, delivery and providers are applied
         (:mod:`runwatch.service.reload`). Only the state and the metrics address need a restart (a
-        warning names them). A broken file keeps everything that runs, and says why.
+        warning names them). A broken file keeps everything that runs, and says why; ``outcome``, when
+        given, gets the same (``runwatch reload`` waits for it: :mod:`runwatch.service.reload_outcome`).
         """
         try:
             config = load_config(self.config.path) if self.config.path is not None else self.config
@@ -149,9 +221,13 @@ class Daemon:
             for p in exc.problems:
                 log.error("reload.rejected", problem=str(p))
             log.error("reload.failed", kept_rules=len(self.ruleset), kept_channels=len(self.channels))
+            if outcome is not None:
+                outcome.refused(exc.problems)
             return False
         plan = reconfigure.plan(self.config, self.channel_inputs, self.channels, config, ruleset, built)
         apply(self, plan)
+        if outcome is not None:
+            outcome.taken(len(ruleset), plan.needs_restart)
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
         self.metrics.last_reload_success.set(self.clock.now())
@@ -204,7 +280,7 @@ class Daemon:
                 hint="the API key was refused (401/403); check it, other providers go on",
             )
         if ok:
-            self.detect.provider_settled(name)
+            self.detect.provider_settled(name, fence=self._fence(name))
             self.metrics.last_success.labels(name).set(self.clock.now())
             self.health.polled(name)
         self._update_run_gauges()
@@ -234,13 +310,28 @@ class Daemon:
         self.metrics.alerts_firing.set(self.store.alerts.firing())
 
     async def _poll_loop(self, name: str) -> None:
+        lease = poll_lease(name)
         while True:
             began = anyio.current_time()
-            try:
-                await self.poll_once(name)
-            except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
-                self.metrics.polls.labels(name, "crash").inc()
-                log.exception("poll.crashed", provider=name)
+            fence = self.leadership.fence(lease)
+            if fence is None:  # standby: until this instance leads it (or a reload changes it)
+                settings = self.pollers.settings.get(name)
+                await self.leadership.wait_leading(lease, settings.poll_interval if settings else 1.0)
+                began = -math.inf
+            else:
+                try:
+                    if self._synced.get(name) != fence.token:
+                        self.resync(name)
+                        self._synced[name] = fence.token
+                    await self.poll_once(name)
+                except FencedOut as exc:  # lost the lease mid-cycle: nothing of the write was kept
+                    log.warning("poll.fenced", provider=name, error=str(exc))
+                except StateError as exc:  # the database is away: nothing was written half; next cycle
+                    self.metrics.polls.labels(name, "error").inc()
+                    log.warning("poll.state_failed", provider=name, error=str(exc))
+                except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
+                    self.metrics.polls.labels(name, "crash").inc()
+                    log.exception("poll.crashed", provider=name)
             if not await self.pollers.pause(name, began):  # a reload may rebuild or stop it here
                 return
 
@@ -259,7 +350,7 @@ class Daemon:
         decisions, updates = self.lifecycle.end_outage(outage_change(name, ended, now, resolved=True))
         notes = [Notification(a) for d in decisions for a in alerts_for(d)]
         if updates:
-            self.store.record(name, [], notes, now, alert_updates=updates)
+            self.store.record(name, [], notes, now, alert_updates=updates, fence=self._fence(name))
             if notes:
                 self.deliverer.wake({n.channel for n in notes})
 
@@ -289,33 +380,54 @@ class Daemon:
         and scheduled runs missed, repeats that are due (and stale pending alerts); returns how many
         notifications were queued."""
         now = self.clock.now()
-        stuck = [
-            dataclasses.replace(ch, monitor=self.store.monitors.raw(ch.provider, ch.monitor_id))
-            for ch in self.stuck.changes(self.store.runs.runs, now, self._stuck_thresholds())
+        led = self._led()  # each instance decides only for what it leads (SQLite: everything)
+        outages = [
+            c
+            for c in self.source_health.changes(now, (r.for_ for r in self.ruleset))
+            if led is None or c.provider in led
         ]
-        for change in [*self.source_health.changes(now, (r.for_ for r in self.ruleset)), *stuck]:
+        for change in outages:
             self._through(Batch(MonitorBatch(change.provider, "", []), now, changes=[change]))
+        runs = self.store.runs.runs
+        if led is not None:
+            runs = {k: r for k, r in runs.items() if k[0] in led}
+        for found in stuck_runs(runs, now, self._stuck_thresholds()):
+            ch = found.change
+            ch = dataclasses.replace(ch, monitor=self.store.monitors.raw(ch.provider, ch.monitor_id))
+            batch = Batch(MonitorBatch(ch.provider, "", []), now, changes=[ch])
+            batch.stuck = [found.mark]
+            self._through(batch)  # the thresholds crossed and their notifications in one transaction
         missed, records = self.monitors.watch.missed(now, self._graces())
-        by_monitor = {(r.provider, r.monitor_id): r for r in records}
-        for change in missed:
+        by_monitor = {(r.provider, r.monitor_id): r for r in records if led is None or r.provider in led}
+        for change in (c for c in missed if led is None or c.provider in led):
             batch = Batch(MonitorBatch(change.provider, "", []), now, changes=[change])
             rec = by_monitor.pop((change.provider, change.monitor_id), None)
             batch.monitor_updates = [rec] if rec is not None else []
             self._through(batch)  # the decision and its notifications in one transaction
-        if by_monitor:
-            self.store.record("", [], [], now, monitor_updates=list(by_monitor.values()))
-        released = release_ended(self.store.alerts.open.values(), self.store.outbox, self.muter, now)
+        for provider in {r.provider for r in by_monitor.values()}:
+            updates_of = [r for r in by_monitor.values() if r.provider == provider]
+            self.store.record(provider, [], [], now, monitor_updates=updates_of, fence=self._fence(provider))
+        owned = [a for a in self.store.alerts.open.values() if self._owns(a, led)]
+        released: list[Alert] = []
+        for provider in sorted({a.group.get("provider", "") for a in owned}):  # each under its lease
+            mine = [a for a in owned if a.group.get("provider", "") == provider]
+            released += release_ended(mine, self.store.outbox, self.muter, now, fence=self._fence(provider))
         for alert in released:
             self.metrics.unsilenced.labels(alert.channel).inc()
             log.info("notify.unsilenced", channel=alert.channel, id=alert.id, rule=alert.rule)
         if released:
             self.deliverer.wake({a.channel for a in released})
-        notes, updates = self.lifecycle.tick(self.clock.now())
-        if not updates:
-            return 0
-        queued = self.store.record("", [], notes, self.clock.now(), alert_updates=updates)
-        if queued:
-            self.deliverer.wake({n.channel for n in notes})
+        queued = 0
+        for provider in [""] if led is None else sorted(led):  # a write per lease, under its fence
+            notes, updates = self.lifecycle.tick(self.clock.now(), None if led is None else {provider})
+            if not updates:
+                continue
+            new = self.store.record(
+                provider, [], notes, self.clock.now(), alert_updates=updates, fence=self._fence(provider)
+            )
+            if new:
+                self.deliverer.wake({n.channel for n in notes})
+            queued += new
         self.metrics.alerts_firing.set(self.store.alerts.firing())
         return queued
 
@@ -323,6 +435,10 @@ class Daemon:
         while True:
             try:
                 self.lifecycle_tick()
+            except FencedOut as exc:  # a lease ran out between the tick's look and its write
+                log.warning("lifecycle.fenced", error=str(exc))
+            except StateError as exc:  # the database is away; the next tick tries again
+                log.warning("lifecycle.state_failed", error=str(exc))
             except Exception:  # housekeeping must not stop the daemon; the next tick tries again
                 log.exception("lifecycle.tick_failed")
             await anyio.sleep(LIFECYCLE_TICK)
@@ -330,9 +446,10 @@ class Daemon:
     async def _retention_loop(self) -> None:
         while True:
             try:
-                horizon = self.retention.run_once()
-                if horizon is not None:
-                    self.not_before = max(self.not_before, horizon)
+                if (fence := self.leadership.fence(RETENTION_LEASE)) is not None:  # one instance does it
+                    horizon = self.retention.run_once(fence)
+                    if horizon is not None:
+                        self.not_before = max(self.not_before, horizon)
             except Exception:  # retention is housekeeping: log it, never stop the daemon for it
                 log.exception("retention.failed")
             await anyio.sleep(self.retention.interval)
@@ -348,6 +465,7 @@ class Daemon:
                 anyio.create_task_group() as tg,
             ):
                 tg.start_soon(self.deliverer.run)
+                tg.start_soon(self.leadership.run)
                 tg.start_soon(self._retention_loop)
                 tg.start_soon(self._lifecycle_loop)
                 if (beat := systemd.watchdog_interval()) is not None:
@@ -369,6 +487,9 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.pollers.aclose()
+                await self.leadership.release_all()  # a standby takes over now, not after a lease
+            if self._own_leases:
+                self.leadership.leases.close()
             self.store.close()
             log.info("runwatch.stopped")
 
@@ -381,8 +502,9 @@ class Daemon:
                 task_status.started(http)
                 async for sig in signals:
                     if sig == signal.SIGHUP:
-                        systemd.notify("RELOADING=1")
-                        self.reload()
+                        outcome = ReloadOutcome(began=systemd.reloading())
+                        self.reload(outcome)
+                        outcome.write(self.config.state_dir)
                         systemd.notify("READY=1")
                         continue
                     log.info("runwatch.stopping", signal=signal.Signals(sig).name)
@@ -406,6 +528,10 @@ def apply(daemon: Daemon, p: Plan) -> None:
         assert settings.api_key is not None
         register(settings.api_key.get_secret_value())
     started, stopped, rebuilt = daemon.pollers.update(enabled)
+    daemon.leadership.set_providers(enabled)
+    daemon.leadership.digest = config_digest(p.config, p.ruleset.files)
+    if not daemon.leadership.shared:
+        daemon.leadership.take_now()
     for name in [*started, *rebuilt]:
         daemon.health.intervals[name] = enabled[name].poll_interval
         daemon.polls_done.setdefault(name, 0)

@@ -5,7 +5,10 @@ is what the daemon runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from runwatch.config import Config
+from runwatch.credentials import read_credential
 from runwatch.delivery import Channel
 from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.policy import ChannelPolicy
@@ -15,13 +18,15 @@ from runwatch.store import Location
 from runwatch.yamlfile import FileProblems, Problem
 
 
-def build_channels(config: Config) -> dict[str, Channel]:
+def build_channels(
+    config: Config, credentials: Callable[[str], str | None] = read_credential
+) -> dict[str, Channel]:
     """Every configured channel, or FileProblems naming file, line and field of each that cannot work."""
     out: dict[str, Channel] = {}
     problems: list[Problem] = []
     for name, block in config.settings.channels.items():
         try:
-            out[name] = build_channel(name, block, base_dir=config.base_dir)
+            out[name] = build_channel(name, block, base_dir=config.base_dir, credentials=credentials)
         except ChannelSetupError as exc:
             loc = ["channels", name, *exc.field.split(".")]
             problems.append(Problem(config.shown, config.line_of(*loc), ".".join(loc), exc.message))
@@ -54,19 +59,22 @@ def load_ruleset(config: Config) -> RuleSet:
     return ruleset
 
 
-def check(config: Config) -> tuple[RuleSet, dict[str, Channel]]:
+def check(
+    config: Config, credentials: Callable[[str], str | None] = read_credential
+) -> tuple[RuleSet, dict[str, Channel]]:
     """Everything ``runwatch check`` validates, with the daemon's own code; raises FileProblems.
 
     What works but would never alert (no provider key, a placeholder key, no rule) is not checked here:
     ``runwatch check`` adds those warnings (:mod:`runwatch.commands.warnings`). The daemon does not ask:
     at start it logs each of these in its own words (``provider.off``, ``provider.auth_failed``,
-    ``rules=0``), and an error about its state must stay one line.
+    ``rules=0``), and an error about its state must stay one line. ``credentials`` reads the channels'
+    credentials (``check`` on the host passes stand-ins: :mod:`runwatch.commands.stand_ins`).
     """
     problems: list[Problem] = []
     channels: dict[str, Channel] = {}
     ruleset: RuleSet | None = None
     try:
-        channels = build_channels(config)
+        channels = build_channels(config, credentials)
     except FileProblems as exc:
         problems.extend(exc.problems)
     try:

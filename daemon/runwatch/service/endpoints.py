@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -15,15 +15,19 @@ from runwatch.metrics import Metrics
 
 #: A provider is ready while its last good poll is younger than this many poll intervals.
 READY_INTERVALS = 3
+#: What a provider another instance polls is (several instances on one state): not a reason to be unready.
+STANDBY = "standby: another instance polls it"
 
 
 class Health:
-    """Readiness: every enabled provider has polled successfully within the last few intervals."""
+    """Readiness: every enabled provider this instance polls has polled successfully within the last
+    few intervals (``leads``: whether it polls a provider now; a standby's are not its to answer for)."""
 
     def __init__(self, clock: Clock, intervals: Mapping[str, float]) -> None:
         self.clock = clock
         self.intervals = dict(intervals)
         self.last_ok: dict[str, float] = {}
+        self.leads: Callable[[str], bool] = lambda provider: True
 
     def polled(self, provider: str) -> None:
         self.last_ok[provider] = self.clock.now()
@@ -33,13 +37,18 @@ class Health:
         out: dict[str, str] = {}
         for provider, interval in self.intervals.items():
             last = self.last_ok.get(provider)
-            if last is None:
+            if not self.leads(provider):
+                out[provider] = STANDBY
+            elif last is None:
                 out[provider] = "no successful poll yet"
             elif now - last > READY_INTERVALS * interval + 5:
                 out[provider] = f"last successful poll {now - last:.0f}s ago"
             else:
                 out[provider] = "ok"
         return out
+
+    def ready(self) -> bool:
+        return all(v in ("ok", STANDBY) for v in self.readiness().values())
 
 
 def make_app(metrics: Metrics, health: Health) -> Starlette:
@@ -48,11 +57,11 @@ def make_app(metrics: Metrics, health: Health) -> Starlette:
 
     async def readyz(request: Request) -> JSONResponse:
         state = health.readiness()
-        ready = all(v == "ok" for v in state.values())
+        ready = health.ready()
         return JSONResponse({"ready": ready, "providers": state}, status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
-        metrics.ready.set(1 if all(v == "ok" for v in health.readiness().values()) else 0)
+        metrics.ready.set(1 if health.ready() else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from runwatch.clock import Clock
 from runwatch.config import Settings
 from runwatch.log import get_logger
-from runwatch.store.interfaces import FINISHED_STATES, Store
+from runwatch.store.interfaces import FINISHED_STATES, Fence, Store
 
 log = get_logger(__name__)
 
@@ -28,15 +28,17 @@ class Retention:
         #: Often enough that a short ``keep`` (rehearsals use seconds) is honoured, at most hourly.
         self.interval = max(1.0, min(3600.0, self.keep / 10, self.keep_finished / 10))
 
-    def run_once(self) -> float | None:
-        """Delete what aged out now; returns the new retention horizon if runs were forgotten."""
+    def run_once(self, fence: Fence | None = None) -> float | None:
+        """Delete what aged out now; returns the new retention horizon if runs were forgotten. The
+        horizon is written under ``fence`` (the ``retention`` lease: one instance does this); the
+        deletes themselves need none, deleting what aged out twice deletes it once."""
         now = self.clock.now()
         rows = self.state.outbox.purge(now - self.keep, FINISHED_STATES)
         horizon = now - self.keep_finished
         runs = self.state.runs.purge_finished(horizon)
         monitors = self.state.monitors.purge_deleted(horizon)
         if runs:
-            self.state.set_meta("retention_horizon", repr(horizon))
+            self.state.set_meta("retention_horizon", repr(horizon), fence=fence)
         if rows or runs or monitors:
             log.info("retention.purged", notifications=rows, runs=runs, deleted_monitors=monitors)
         return horizon if runs else None

@@ -25,7 +25,7 @@ def notify(*states: str) -> bool:
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
     msg = "\n".join(states)
-    if "RELOADING=1" in states:
+    if "RELOADING=1" in states and not any(s.startswith("MONOTONIC_USEC=") for s in states):
         msg += f"\nMONOTONIC_USEC={time.monotonic_ns() // 1000}"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -34,6 +34,17 @@ def notify(*states: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def reloading() -> int:
+    """Tell systemd a reload begins; returns the ``MONOTONIC_USEC`` sent (CLOCK_MONOTONIC, in µs).
+
+    The same instant marks the reload's outcome, so ``runwatch reload`` can tell the answer to its own
+    signal (a reload that began after it signalled) from an older one.
+    """
+    usec = time.monotonic_ns() // 1000
+    notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
+    return usec
 
 
 def watchdog_interval(env: Mapping[str, str] | None = None, pid: int | None = None) -> float | None:

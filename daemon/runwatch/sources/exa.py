@@ -77,6 +77,7 @@ def parse_run(obj: Any, monitor_id: str) -> RunSnapshot | None:
         failed_reason=reason if isinstance(reason, str) and reason else None,
         finished_at=finished,
         changed_at=finished or parse_time(obj.get("updatedAt")) or parse_time(obj.get("createdAt")),
+        created_at=parse_time(obj.get("createdAt")),
     )
 
 

@@ -165,7 +165,9 @@ def derive(
             if finished
             else parse_time(last_run.get("ran_at") if last_run else None)
         )
-    raw = dict(detail)
+    # The run's own fields: its events are in ``events`` above, each reported as a change of its own
+    # (``event``), and a copy of the whole list in every one of those would grow with the run.
+    raw = {k: v for k, v in detail.items() if k != "events"}
     raw.setdefault("monitor_id", monitor_id)
     raw.setdefault("run_id", run_id)
     if lr_status:
@@ -181,6 +183,7 @@ def derive(
         finished_at=finished_at,
         events=events,
         changed_at=finished_at if finished_at is not None else (started / 1000.0 if started else None),
+        created_at=started / 1000.0 if started else None,  # no created time: its first dated event
     )
 
 

@@ -3,7 +3,8 @@
 The parts' interfaces are in :mod:`runwatch.store.interfaces`; each backend implements them in its own
 folder (``sqlite/``: one file per state directory, the default; ``postgres/``: one database that
 several instances may share). :func:`open_state` is the one way the daemon opens a state, by its
-:class:`Location`; :func:`open_shared` the one way the operator's commands do.
+:class:`Location`; :func:`open_shared` the one way the operator's commands do; :func:`open_leases`
+opens the leases and heartbeats of the same store (:mod:`runwatch.store.leases`).
 
 May import: the basics only; it keeps data (runs, monitors, open alerts, notifications, silences) and
 knows nothing of the stages that decide it.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runwatch.clock import Clock
 from runwatch.errors import StateError, StateMissingError
 from runwatch.store.interfaces import (
     OUTBOX_STATES,
@@ -27,8 +29,11 @@ from runwatch.store.interfaces import (
     RunRecord,
     SharedState,
     Store,
+    StuckMark,
 )
+from runwatch.store.leases import LeaseStore
 from runwatch.store.sqlite import STATE_FILE, SqliteOutbox, SqliteShared, SqliteState, open_outbox
+from runwatch.store.sqlite.leases import SqliteLeases
 from runwatch.store.sqlite.lock import StateLock
 
 if TYPE_CHECKING:
@@ -52,8 +57,10 @@ __all__ = [
     "SqliteOutbox",
     "State",
     "Store",
+    "StuckMark",
     "copy_state",
     "describe",
+    "open_leases",
     "open_outbox",
     "open_shared",
     "open_state",
@@ -93,6 +100,18 @@ def open_state(where: Location) -> Store:
 
     target = where.target()  # a URL libpq cannot read is refused before the lock is taken
     return PostgresState(target, lock=hold(where.state_dir))
+
+
+def open_leases(where: Location, clock: Clock | None = None, *, create: bool = True) -> LeaseStore:
+    """The leases and heartbeats of the store ``where`` names, on a connection of their own (the
+    leadership loop's, or ``runwatch status``'s). SQLite: the state file's, always this instance's;
+    PostgreSQL: shared by every instance, expiry on the database's clock. ``create=False``: a command,
+    which never creates a state."""
+    if where.url is None:
+        return SqliteLeases(where.state_dir / STATE_FILE, clock, create=create)
+    from runwatch.store.postgres.leases import PostgresLeases
+
+    return PostgresLeases(where.target(), create=create)
 
 
 def hold(state_dir: Path) -> StateLock:

@@ -9,6 +9,8 @@
 - :class:`Silences`: the silences added with ``runwatch silence add``.
 - :class:`Store`: all of them, as the daemon opens them; :class:`SharedState`: what the operator's
   commands open beside a running daemon (no lock, never creates a state).
+- :class:`Fence`: the lease a write is made under; a store that is shared checks it in the write's
+  own transaction and raises :class:`~runwatch.errors.FencedOut` (writing nothing) when it is not held.
 
 The calls are synchronous: SQLite answers in microseconds, and the delivery workers call the outbox
 from their sending threads. A networked store implements them with a blocking driver in those same
@@ -34,21 +36,6 @@ OUTBOX_STATES: tuple[str, ...] = ("pending", "sent", "dead", "silenced")
 FINISHED_STATES: tuple[str, ...] = ("sent", "dead", "silenced")
 
 
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """A poller's proof that it still holds its lease: the lease's name, who holds it, and the fencing
-    token (a number that grows with each new holder).
-
-    A write that carries one is made only while the lease still names this holder with this token and
-    has not expired (by the store's own clock), checked in the write's transaction: a poller that was
-    paused past its lease and wakes up writes nothing (:class:`~runwatch.errors.FencedOut`).
-    """
-
-    lease: str
-    holder: str
-    token: int
-
-
 @dataclass(slots=True)
 class RunRecord:
     """The state of one run, as last recorded."""
@@ -57,8 +44,11 @@ class RunRecord:
     status: str
     done: bool
     events: set[str] = field(default_factory=set)
-    #: When the run was created (the provider's time, else when runwatch first saw it); memory only.
+    #: When the run was created (the provider's time, else when runwatch first saw it).
     created_at: float = 0.0
+    #: The ``stuck_after`` thresholds it has crossed (its ``run.stuck`` changes, already decided); a
+    #: frozenset, so the runs never reported stuck (nearly all) share the one empty value.
+    stuck: frozenset[float] = frozenset()
 
 
 @dataclass(slots=True)
@@ -95,6 +85,32 @@ class CatchUp:
 
     cursors: tuple[str, ...] = ()
     baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StuckMark:
+    """The ``stuck_after`` thresholds an unfinished run has just crossed.
+
+    Recorded in the transaction that queues the notifications its ``run.stuck`` change decided, so a
+    restart or ``kill -9`` neither decides them again nor loses them.
+    """
+
+    provider: str
+    run_id: str
+    thresholds: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease a write is made under: the lease's name, its holder and the token it was given.
+
+    The token grows with each new holder, so a write from an instance that lost the lease (paused past
+    it, cut off) names an old token and is refused, even if that instance does not know yet.
+    """
+
+    lease: str
+    holder: str
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +200,10 @@ class RunState(Protocol):
 
     def purge_finished(self, finished_before: float) -> int: ...
 
+    def reload(self, provider: str) -> None:
+        """Read one provider's runs afresh from the store: another instance led it meanwhile."""
+        ...
+
 
 class Alerts(Protocol):
     """Open alerts (pending or firing), as last recorded; written only through the recorder."""
@@ -196,6 +216,10 @@ class Alerts(Protocol):
     def for_monitor(self, provider: str, monitor_id: str) -> list[OpenAlert]: ...
 
     def firing(self) -> int: ...
+
+    def reload(self, provider: str) -> None:
+        """Read the open alerts of one provider's groups afresh: another instance led it meanwhile."""
+        ...
 
 
 class Monitors(Protocol):
@@ -215,6 +239,10 @@ class Monitors(Protocol):
     def due_by(self, at: float) -> list[MonitorRecord]: ...
 
     def purge_deleted(self, before: float) -> int: ...
+
+    def reload(self, provider: str) -> None:
+        """Read one provider's monitors afresh: another instance led it meanwhile."""
+        ...
 
 
 class Silences(Protocol):
@@ -257,6 +285,7 @@ class Recorder(Protocol):
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
+        stuck: Sequence[StuckMark] = (),
         fence: Fence | None = None,
     ) -> int: ...
 
@@ -285,6 +314,11 @@ class Outbox(Protocol):
     def silenced(self, seq: int, reason: str, now: float) -> None: ...
 
     def silenced_ids(self, ids: Sequence[str]) -> set[str]: ...
+
+    def finished_at(self, ids: Sequence[str]) -> dict[str, float | None]:
+        """When each of these notifications left the queue (sent, dead or silenced); None while it is
+        pending. Ids the log no longer holds (retention) are absent."""
+        ...
 
     def unsilence(self, ids: Sequence[str], now: float, *, fence: Fence | None = None) -> int: ...
 
@@ -330,6 +364,10 @@ class SharedState(Protocol):
 
     def get_meta(self, key: str) -> str | None: ...
 
+    def open_alerts(self) -> list[OpenAlert]:
+        """The open alerts as last recorded, read now (``runwatch status``)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -354,10 +392,5 @@ class Store(Meta, Recorder, Protocol):
 
     @property
     def silences(self) -> Silences: ...
-
-    def reload(self) -> None:
-        """Read again what the parts keep in memory (runs, open alerts, monitors): another instance
-        wrote them while this one was not their writer (it takes over polling)."""
-        ...
 
     def close(self) -> None: ...

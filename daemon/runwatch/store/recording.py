@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from runwatch.model import RunSnapshot
 from runwatch.store.alert_state import AlertUpdate
-from runwatch.store.interfaces import CatchUp, Fence, MonitorRecord, Notification
+from runwatch.store.interfaces import CatchUp, Fence, MonitorRecord, Notification, StuckMark
 from runwatch.store.sqlite.alerts import SqliteAlerts
 from runwatch.store.sqlite.monitors import SqliteMonitors
 from runwatch.store.sqlite.runs import SqliteRuns
@@ -35,6 +35,7 @@ class Write:
     monitor_updates: Sequence[MonitorRecord]
     baselined: str | None
     catch_up: CatchUp | None
+    stuck: Sequence[StuckMark]
 
 
 class Recording(ABC):
@@ -61,6 +62,7 @@ class Recording(ABC):
         monitor_updates: Sequence[MonitorRecord] = (),
         baselined: str | None = None,
         catch_up: CatchUp | None = None,
+        stuck: Sequence[StuckMark] = (),
         fence: Fence | None = None,
     ) -> int:
         """Record what was seen and queue what was decided about it, in one transaction.
@@ -77,16 +79,18 @@ class Recording(ABC):
             or alert_updates
             or monitor_updates
             or baselined
+            or stuck
             or self.runs.changes(provider, snapshots, monitor_id)
             or self.runs.catch_up_changes(provider, monitor_id, catch_up)
         ):
             return 0  # a poll that saw nothing new writes nothing (most polls of most monitors)
         w = Write(
             provider, snapshots, notifications, now, monitor_id, retired, alert_updates, monitor_updates,
-            baselined, catch_up,
+            baselined, catch_up, stuck,
         )  # fmt: skip
         new_rows = self.write(w, fence)
         self.runs.apply(provider, snapshots, monitor_id, retired, now, catch_up)
         self.alerts.apply(alert_updates)
         self.monitors.apply(monitor_updates, baselined)
+        self.runs.apply_stuck(stuck)
         return new_rows

@@ -2,7 +2,7 @@
 
 The memory and how a record changes it are the SQLite store's (inherited); only the SQL is this
 module's. It is right while this instance is the one writer of open alerts (the poller that holds the
-lease): an instance that takes over calls :meth:`PgAlerts.load` first.
+lease): an instance that takes over a provider reads its alerts again first (``reload(provider)``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 
 from runwatch.store.alert_state import AlertUpdate
-from runwatch.store.postgres.connect import Loaded
+from runwatch.store.postgres.connect import Loaded, only
 from runwatch.store.sqlite.alerts import SqliteAlerts
 
-_LOAD = "SELECT key, data FROM runwatch_alerts"
+_LOAD = "SELECT key, data FROM runwatch_alerts{only}"
 _DROP = "DELETE FROM runwatch_alerts WHERE key = %s"
 _SET = (
     "INSERT INTO runwatch_alerts (key, rule, provider, monitor_id, data) VALUES (%s, %s, %s, %s, %s)"
@@ -28,9 +28,10 @@ _SET = (
 class PgAlerts(Loaded, SqliteAlerts):
     """Alerts pending or firing; written only inside a record's transaction, applied after it."""
 
-    def load(self, conn: psycopg.Connection[Any]) -> None:
-        """(Re)read memory from the database: at start, and when this instance takes over polling."""
-        self.remember(conn.execute(_LOAD))
+    def load(self, conn: psycopg.Connection[Any], provider: str | None) -> None:
+        """Add the open alerts of one provider's groups (None: all) to memory."""
+        cond, args = only(provider, first=True)
+        self.remember(conn.execute(_LOAD.format(only=cond), args).fetchall())
 
     def write(self, updates: Sequence[AlertUpdate]) -> None:
         raise TypeError("PgAlerts writes with save(), inside the state's transaction")

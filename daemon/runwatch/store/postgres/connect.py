@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -28,6 +28,8 @@ CONNECT_TIMEOUT = 10
 POOL_TIMEOUT = 10.0
 #: Connections kept per instance: the event loop, every sending thread, a command or a scrape.
 POOL_SIZE = 16
+#: The first statement of a transaction whose reads must agree (one snapshot), writing nothing.
+_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 _PREFIX = re.compile(r'^(connection failed: )?(connection to server (at|on) [^,]*(, port \d+)? failed: )?')
 _UNREACHABLE = (
@@ -85,17 +87,39 @@ class Target:
 
 
 class Loaded:
-    """A part of the state that keeps some of it in memory: read at start, and again by :meth:`load`
-    when this instance takes over from another writer."""
+    """A part of the state that keeps some of it in memory (its memory is the SQLite store's class,
+    inherited after this one): read whole at start, and one provider again by ``reload(provider)`` when
+    this instance takes over that provider's polling from another writer. Each read is one snapshot
+    of the database (the part's several queries agree with each other)."""
+
+    if TYPE_CHECKING:
+
+        def empty(self) -> None: ...
 
     def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], target: Target) -> None:
         self.pool = pool
         self.target = target
-        with failures(target), pool.connection() as conn:
-            self.load(conn)
+        self.empty()
+        self._read(None)
 
-    def load(self, conn: psycopg.Connection[Any]) -> None:
+    def _read(self, provider: str | None) -> None:
+        with failures(self.target), self.pool.connection() as conn, conn.transaction():
+            conn.execute(_SNAPSHOT)
+            self.load(conn, provider)
+
+    def load(self, conn: psycopg.Connection[Any], provider: str | None) -> None:
+        """Add one provider's rows (None: all) to memory, read on ``conn``."""
         raise NotImplementedError
+
+
+def only(
+    provider: str | None, column: str = "provider", *, first: bool = False
+) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (`` AND column = %s``, or `` WHERE ...`` when ``first``) and its parameters
+    that read one provider's rows; nothing for None (all of them)."""
+    if provider is None:
+        return "", ()
+    return f" {'WHERE' if first else 'AND'} {column} = %s", (provider,)
 
 
 def connect(target: Target) -> psycopg.Connection[Any]:

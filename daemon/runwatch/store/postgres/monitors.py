@@ -2,7 +2,8 @@
 in memory (inherited; only the SQL is this module's).
 
 The copy is right while this instance is the one writer of its providers' monitors (the poller that
-holds their lease): an instance that takes over calls :meth:`PgMonitors.load` first.
+holds their lease): an instance that takes over a provider reads its monitors again first
+(``reload(provider)``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from typing import Any
 import psycopg
 
 from runwatch.store.interfaces import MonitorRecord
-from runwatch.store.postgres.connect import Loaded, failures
+from runwatch.store.postgres.connect import Loaded, failures, only
 from runwatch.store.sqlite.monitors import BASELINE_KEY, SqliteMonitors, row
 
 _LOAD = (
     "SELECT provider, monitor_id, status, raw, due, next_due, last_started, missed_due, missed_grace"
-    " FROM runwatch_monitor_state"
+    " FROM runwatch_monitor_state{only}"
 )
 _LOAD_BASELINED = "SELECT key FROM runwatch_meta WHERE starts_with(key, 'monitors_baseline_done:')"
+_LOAD_BASELINED_ONE = "SELECT key FROM runwatch_meta WHERE key = %s"
 _SET = (
     "INSERT INTO runwatch_monitor_state (provider, monitor_id, status, raw, due, next_due, last_started,"
     " missed_due, missed_grace, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -41,9 +43,16 @@ _DELETED_BEFORE = (
 class PgMonitors(Loaded, SqliteMonitors):
     """The ``runwatch_monitor_state`` table and its in-memory copy, keyed by (provider, monitor_id)."""
 
-    def load(self, conn: psycopg.Connection[Any]) -> None:
-        """(Re)read memory from the database: at start, and when this instance takes over polling."""
-        self.remember(conn.execute(_LOAD), conn.execute(_LOAD_BASELINED))
+    def load(self, conn: psycopg.Connection[Any], provider: str | None) -> None:
+        """Add one provider's monitors (None: all) to memory, and whether its first listing was
+        recorded."""
+        cond, args = only(provider, first=True)
+        baselined = (
+            conn.execute(_LOAD_BASELINED)
+            if provider is None
+            else conn.execute(_LOAD_BASELINED_ONE, (BASELINE_KEY.format(provider=provider),))
+        )
+        self.remember(conn.execute(_LOAD.format(only=cond), args).fetchall(), baselined.fetchall())
 
     def write(self, updates: Sequence[MonitorRecord], now: float, baselined: str | None) -> None:
         raise TypeError("PgMonitors writes with save(), inside the state's transaction")

@@ -57,6 +57,7 @@ _SILENCED = (
     " claimed_by = NULL, claimed_until = NULL WHERE seq = %s"
 )
 _SILENCED_IDS = "SELECT id FROM runwatch_notifications WHERE state = 'silenced' AND id = ANY(%s)"
+_FINISHED_AT = "SELECT id, state, finished_at FROM runwatch_notifications WHERE id = ANY(%s)"
 _UNSILENCE = (
     "UPDATE runwatch_notifications SET state = 'pending', next_attempt_at = %s, finished_at = NULL,"
     " last_error = NULL WHERE state = 'silenced' AND id = ANY(%s)"
@@ -153,6 +154,13 @@ class PgOutbox:
 
     def silenced_ids(self, ids: Sequence[str]) -> set[str]:
         return {str(r[0]) for r in self._rows(_SILENCED_IDS, (list(ids),))} if ids else set()
+
+    def finished_at(self, ids: Sequence[str]) -> dict[str, float | None]:
+        """When each of these left the queue (None: pending); ids retention deleted are absent."""
+        rows = self._rows(_FINISHED_AT, (list(ids),)) if ids else []
+        return {
+            str(i): None if state == "pending" or done is None else float(done) for i, state, done in rows
+        }
 
     def unsilence(self, ids: Sequence[str], now: float, *, fence: Fence | None = None) -> int:
         """Silenced rows back to pending, due now (only rows still ``silenced``: a release that races

@@ -65,20 +65,39 @@ _V1 = (
         ends_at double precision NOT NULL, comment text NOT NULL DEFAULT '',
         created_by text NOT NULL DEFAULT '', expired_at double precision)""",
     # The leadership's leases (one per provider): a holder, its fencing token, times by the database's
-    # clock. A poller's write checks its row in the write's own transaction.
-    """CREATE TABLE runwatch_leases (
+    # clock. A poller's write checks its row in the write's own transaction. IF NOT EXISTS: the
+    # leadership's first release made this table itself, before the schema owned it.
+    """CREATE TABLE IF NOT EXISTS runwatch_leases (
         name text PRIMARY KEY, holder text NOT NULL, token bigint NOT NULL,
         acquired_at double precision, expires_at double precision)""",
 )
+_V2 = (
+    # A run's creation time (the provider's, else when first seen): what a run.stuck rule's stuck_after
+    # counts from, across restarts and handovers (NULL in rows from before: counted from updated_at).
+    "ALTER TABLE runwatch_runs ADD COLUMN IF NOT EXISTS created_at double precision",
+    # The stuck_after thresholds a run has crossed (its run.stuck changes, already decided), written in
+    # the transaction that queues the notifications they caused; forgotten with the run.
+    """CREATE TABLE runwatch_run_stuck (
+        provider text NOT NULL, run_id text NOT NULL, stuck_after double precision NOT NULL,
+        PRIMARY KEY (provider, run_id, stuck_after))""",
+    # Each instance's heartbeat: when it was last seen (the database's clock), the digest of the config
+    # that decides what it sends, its last successful poll per provider (IF NOT EXISTS, as the leases).
+    """CREATE TABLE IF NOT EXISTS runwatch_instances (
+        name text PRIMARY KEY, last_seen double precision NOT NULL, digest text NOT NULL,
+        polls jsonb NOT NULL DEFAULT '{}')""",
+    # max_age finds its rows in an index of pending rows by creation time, as the claim does by seq.
+    "CREATE INDEX runwatch_notifications_expiry ON runwatch_notifications (channel, created_at)"
+    " WHERE state = 'pending'",
+)
 
 #: The statements from version N to N+1 are ``MIGRATIONS[N]``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Every table of the state, in an order that copies and deletes safely.
 TABLES = (
     "runwatch_meta", "runwatch_monitors", "runwatch_monitor_state", "runwatch_catch_up", "runwatch_runs",
-    "runwatch_run_events", "runwatch_notifications", "runwatch_alerts", "runwatch_silences",
-    "runwatch_leases",
+    "runwatch_run_events", "runwatch_run_stuck", "runwatch_notifications", "runwatch_alerts",
+    "runwatch_silences", "runwatch_leases", "runwatch_instances",
 )  # fmt: skip
 
 _VERSION = "SELECT value FROM runwatch_meta WHERE key = 'schema_version'"

@@ -7,8 +7,9 @@ there is no lock on it (a poller's writes carry a :class:`~runwatch.store.interf
 the daemon still holds its ``state_dir``'s lock, so ``runwatch reload`` finds its pid there.
 
 What is kept in memory (runs a poll needs, open alerts, monitors) is right while this instance is the
-one writer of it, which the leadership gives: an instance that starts polling after another calls
-:meth:`PostgresState.reload`. The outbox, silences and meta keys are read from the database each time.
+one writer of it, which the leadership gives: an instance that starts polling a provider after another
+reads that provider's part again (``reload(provider)`` of the runs, alerts and monitors). The outbox,
+silences and meta keys are read from the database each time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from runwatch.store.alert_state import OpenAlert
 from runwatch.store.interfaces import Fence
 from runwatch.store.postgres.alerts import PgAlerts
 from runwatch.store.postgres.connect import Target, connect, failures, open_pool
@@ -35,7 +37,7 @@ _SET_META = (
     "INSERT INTO runwatch_meta (key, value) VALUES (%s, %s)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
-_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+_OPEN_ALERTS = "SELECT key, data FROM runwatch_alerts"
 
 
 class PostgresState(Recording):
@@ -77,15 +79,6 @@ class PostgresState(Recording):
         if self.lock is not None:
             self.lock.release()
 
-    def reload(self) -> None:
-        """Read again what the parts keep in memory, from one snapshot of the database: another
-        instance wrote while this one was not polling."""
-        with failures(self.target), self.pool.connection() as conn, conn.transaction():
-            conn.execute(_SNAPSHOT)
-            self.runs.load(conn)
-            self.alerts.load(conn)
-            self.monitors.load(conn)
-
     # -- meta ---------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         return get_meta(self.pool, self.target, key)
@@ -105,6 +98,7 @@ class PostgresState(Recording):
             new_rows = PgOutbox.enqueue(cur, w.notifications, w.now)
             self.alerts.save(cur, w.alert_updates)
             self.monitors.save(cur, w.monitor_updates, w.now, w.baselined)
+            self.runs.save_stuck(cur, w.stuck)
         return new_rows
 
 
@@ -125,6 +119,10 @@ class PostgresShared:
 
     def get_meta(self, key: str) -> str | None:
         return get_meta(self.pool, self.target, key)
+
+    def open_alerts(self) -> list[OpenAlert]:
+        with failures(self.target), self.pool.connection() as conn:
+            return [OpenAlert.from_json(str(k), str(d)) for k, d in conn.execute(_OPEN_ALERTS)]
 
     def close(self) -> None:
         self.pool.close()

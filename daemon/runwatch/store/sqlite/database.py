@@ -14,7 +14,7 @@ from pathlib import Path
 from runwatch.errors import StateCorruptError, StateError, StateMissingError, StateTooNewError
 from runwatch.model import ALERT_VERSION
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATE_FILE = "runwatch.sqlite3"
 
 _SCHEMA = """
@@ -38,10 +38,18 @@ CREATE TABLE IF NOT EXISTS catch_up (
     provider TEXT NOT NULL, monitor_id TEXT NOT NULL, cursors TEXT NOT NULL, baseline INTEGER NOT NULL,
     PRIMARY KEY (provider, monitor_id)
 ) WITHOUT ROWID;
+-- v4: created_at, when the run was created (the provider's time, else when first seen): what a
+-- run.stuck rule's stuck_after counts from, across restarts (NULL in rows from before: updated_at).
 CREATE TABLE IF NOT EXISTS runs (
     provider TEXT NOT NULL, run_id TEXT NOT NULL, monitor_id TEXT NOT NULL,
-    status TEXT NOT NULL, done INTEGER NOT NULL, updated_at REAL NOT NULL,
+    status TEXT NOT NULL, done INTEGER NOT NULL, updated_at REAL NOT NULL, created_at REAL,
     PRIMARY KEY (provider, run_id)
+) WITHOUT ROWID;
+-- v4: the stuck_after thresholds a run has crossed (its run.stuck changes already decided), written in
+-- the transaction that queues the notifications they caused; forgotten with the run.
+CREATE TABLE IF NOT EXISTS run_stuck (
+    provider TEXT NOT NULL, run_id TEXT NOT NULL, stuck_after REAL NOT NULL,
+    PRIMARY KEY (provider, run_id, stuck_after)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_events (
     provider TEXT NOT NULL, run_id TEXT NOT NULL, event_id TEXT NOT NULL,
@@ -57,9 +65,20 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_attempt_at REAL NOT NULL, last_error TEXT, finished_at REAL,
     claimed_by TEXT, claimed_until REAL
 );
--- Partial indexes: a row leaves the pending one when it is sent, so the claim reads only what is queued
--- and recording an outcome touches few pages.
-CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (channel, seq) WHERE state = 'pending';
+-- Partial indexes: a row leaves the pending ones when it is sent, so the claim reads only what is queued
+-- and recording an outcome touches few pages. Each holds every column its queries test (`state` too:
+-- SQLite does not count a partial index's own condition as covered), so the claim (notifications_due)
+-- and max_age (notifications_expiry) find their rows in the index alone and read from the table only
+-- the rows they return or change. A scan of the table would read every pending row whole: the columns
+-- after `alert` lie behind the alert's overflow pages.
+-- The pending index of schema 3 as first released, (channel, seq), gives way to these two. Indexes
+-- only, so the schema version stays: an older runwatch opening the file makes its own again, and this
+-- one drops it again.
+DROP INDEX IF EXISTS notifications_pending;
+CREATE INDEX IF NOT EXISTS notifications_due
+    ON notifications (channel, seq, next_attempt_at, claimed_until, state) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS notifications_expiry
+    ON notifications (channel, created_at, state) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS notifications_finished ON notifications (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_done ON runs (done, updated_at);
@@ -142,6 +161,10 @@ def _migrate(db: sqlite3.Connection, version: int | None) -> None:
             _v1_outbox_to_notifications(db)
         # v2 -> v3: the monitor_state table only (created empty by the schema above); the first
         # listing after the upgrade is a silent baseline (meta ``monitors_baseline_done:<provider>``).
+        # v3 -> v4: runs.created_at (NULL: counted from updated_at until a poll brings the provider's
+        # time) and the run_stuck table (created empty above: no threshold crossed yet).
+        if not any(row[1] == "created_at" for row in db.execute("PRAGMA table_info(runs)")):
+            db.execute("ALTER TABLE runs ADD COLUMN created_at REAL")
         db.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )

@@ -21,8 +21,9 @@ TABLES: dict[str, tuple[str, ...]] = {
         "missed_grace", "updated_at",
     ),
     "catch_up": ("provider", "monitor_id", "cursors", "baseline"),
-    "runs": ("provider", "run_id", "monitor_id", "status", "done", "updated_at"),
+    "runs": ("provider", "run_id", "monitor_id", "status", "done", "updated_at", "created_at"),
     "run_events": ("provider", "run_id", "event_id"),
+    "run_stuck": ("provider", "run_id", "stuck_after"),
     "notifications": (
         "seq", "id", "channel", "rule", "severity", "title", "alert", "detected_at", "created_at", "state",
         "attempts", "next_attempt_at", "last_error", "finished_at",

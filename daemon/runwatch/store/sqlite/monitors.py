@@ -23,24 +23,42 @@ class SqliteMonitors:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.empty()
+        self._read(None)
+
+    def empty(self) -> None:
+        """Memory with nothing in it (before the first read)."""
+        self._records: dict[tuple[str, str], MonitorRecord] = {}
+        self.baselined: set[str] = set()
+
+    def reload(self, provider: str) -> None:
+        """Read one provider's monitors afresh (another instance led it meanwhile)."""
+        self._records = {k: v for k, v in self._records.items() if k[0] != provider}
+        self.baselined.discard(provider)
+        self._read(provider)
+
+    def _read(self, provider: str | None) -> None:
+        """One provider's monitors (or all) and whether its first listing was recorded, from the file."""
+        only, args = ("", ()) if provider is None else (" WHERE provider = ?", (provider,))
+        pattern = BASELINE_KEY.format(provider="%" if provider is None else provider)
         self.remember(
-            db.execute(
+            self.db.execute(
                 "SELECT provider, monitor_id, status, raw, due, next_due, last_started, missed_due,"
-                " missed_grace FROM monitor_state"
+                f" missed_grace FROM monitor_state{only}",
+                args,
             ),
-            db.execute("SELECT key FROM meta WHERE key LIKE 'monitors_baseline_done:%'"),
+            self.db.execute("SELECT key FROM meta WHERE key LIKE ?", (pattern,)),
         )
 
     def remember(self, rows: Iterable[Any], baselined: Iterable[Any]) -> None:
-        """Memory from the store's rows (monitors; the baseline meta keys), whatever the backend."""
-        self._records: dict[tuple[str, str], MonitorRecord] = {}
+        """Add to memory the store's rows (monitors; the baseline meta keys), whatever the backend."""
         for row in rows:
             provider, monitor_id, status, raw, due, next_due, started, missed_due, missed_grace = row
             self._records[(str(provider), str(monitor_id))] = MonitorRecord(
                 str(provider), str(monitor_id), status, _load(raw), due, next_due, started, missed_due,
                 float(missed_grace or 0.0),
             )  # fmt: skip
-        self.baselined: set[str] = {str(k).split(":", 1)[1] for (k,) in baselined}
+        self.baselined.update(str(k).split(":", 1)[1] for (k,) in baselined)
 
     def get(self, provider: str, monitor_id: str) -> MonitorRecord | None:
         """A copy: a stage changes it and hands it back to be recorded."""

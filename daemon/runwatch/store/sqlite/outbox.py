@@ -130,19 +130,27 @@ class SqliteOutbox:
             (reason[:ERROR_LIMIT], now, seq),
         )
 
-    def silenced_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of these notifications a silence held back (state ``silenced``)."""
-        found: set[str] = set()
+    def _by_ids(self, sql: str, ids: Sequence[str]) -> list[Any]:
+        """``sql`` ending in ``id IN ({marks})`` over ``ids``, 500 at a time (SQLite's bound on them)."""
+        rows: list[Any] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            found |= {
-                str(r[0])
-                for r in self._all(
-                    f"SELECT id FROM notifications WHERE state = 'silenced' AND id IN ({marks})", chunk
-                )
-            }
-        return found
+            rows += self._all(sql.format(marks=",".join("?" * len(chunk))), chunk)
+        return rows
+
+    def silenced_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these notifications a silence held back (state ``silenced``)."""
+        sql = "SELECT id FROM notifications WHERE state = 'silenced' AND id IN ({marks})"
+        return {str(r[0]) for r in self._by_ids(sql, ids)}
+
+    def finished_at(self, ids: Sequence[str]) -> dict[str, float | None]:
+        """When each of these notifications left the queue (sent, dead or silenced); None while it is
+        pending. Ids the log no longer holds (retention) are absent."""
+        sql = "SELECT id, state, finished_at FROM notifications WHERE id IN ({marks})"
+        return {
+            str(i): None if state == "pending" or done is None else float(done)
+            for i, state, done in self._by_ids(sql, ids)
+        }
 
     def unsilence(self, ids: Sequence[str], now: float, *, fence: Fence | None = None) -> int:
         """Silenced rows back to pending, due now: their silence ended while their alert is still open.

@@ -8,34 +8,92 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from runwatch.model import TERMINAL_STATUSES, RunSnapshot
-from runwatch.store.interfaces import CatchUp, RunRecord
+from runwatch.store.interfaces import CatchUp, RunRecord, StuckMark
+
+#: A run row as a record writes it: provider, run, monitor, status, done, updated_at, created_at.
+RunRow = tuple[str, str, str, str, int, float, float]
 
 
 def _key(provider: str, run_id: str) -> int:
     return hash((provider, run_id))
 
 
+def _created_moved(prev: RunRecord, snap: RunSnapshot) -> bool:
+    """The poll brings a creation time other than the recorded one (the provider's, where the record
+    had only when runwatch first saw the run)."""
+    return snap.created_at is not None and snap.created_at != prev.created_at
+
+
+def stuck_rows(marks: Sequence[StuckMark]) -> list[tuple[str, str, float]]:
+    """The (provider, run, stuck_after) rows for the thresholds runs crossed."""
+    return [(m.provider, m.run_id, t) for m in marks for t in m.thresholds]
+
+
 class SqliteRuns:
     """Runs and monitors seen, and the events already reported; written only inside a record.
 
-    Memory holds what a poll needs and nothing more: the unfinished runs (status and the event ids
-    already reported), an index of them per monitor, and for each finished run only a 64-bit hash of
-    its id (to skip it in a listing). A finished run's row stays in the file; :meth:`run` reads it
-    from there. So 100,000 finished runs cost a few MB and start in a fraction of a second.
+    Memory holds what a poll needs and nothing more: the unfinished runs (status, creation time, the
+    event ids already reported and the stuck thresholds crossed), an index of them per monitor, and
+    for each finished run only a 64-bit hash of its id (to skip it in a listing). A finished run's row
+    stays in the file; :meth:`run` reads it from there. So 100,000 finished runs cost a few MB and
+    start in a fraction of a second. The memory and how a record changes it are shared with the
+    PostgreSQL store (:class:`~runwatch.store.postgres.runs.PgRuns`); only the SQL differs.
     """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.empty()
+        self._read(None)
+
+    def empty(self) -> None:
+        """Memory with nothing in it (before the first read)."""
+        self.runs: dict[tuple[str, str], RunRecord] = {}
+        self.monitors: set[tuple[str, str]] = set()
+        self._unfinished: dict[tuple[str, str], set[str]] = {}
+        self._finished: set[int] = set()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._catch_up: dict[tuple[str, str], CatchUp] = {}
+
+    def reload(self, provider: str) -> None:
+        """Read one provider's runs afresh: another instance led it meanwhile and recorded what this
+        memory does not know. (A finished run's hash stays: finished is final.)"""
+        self.runs = {k: v for k, v in self.runs.items() if k[0] != provider}
+        self._unfinished = {k: v for k, v in self._unfinished.items() if k[0] != provider}
+        self._counts = {k: n for k, n in self._counts.items() if k[0] != provider}
+        self.monitors = {k for k in self.monitors if k[0] != provider}
+        self._catch_up = {k: v for k, v in self._catch_up.items() if k[0] != provider}
+        self._read(provider)
+
+    def _read(self, provider: str | None) -> None:
+        """What memory holds, of one provider (or all), from the file."""
+        db = self.db
+        only, args = ("", ()) if provider is None else (" AND provider = ?", (provider,))
+        joined = only.replace("provider", "r.provider")
         self.remember(
-            db.execute("SELECT provider, run_id FROM runs WHERE done = 1"),
-            db.execute("SELECT provider, status, COUNT(*) FROM runs GROUP BY provider, status"),
-            db.execute("SELECT provider, run_id, monitor_id, status, updated_at FROM runs WHERE done = 0"),
+            db.execute(f"SELECT provider, run_id FROM runs WHERE done = 1{only}", args),
+            db.execute(
+                f"SELECT provider, status, COUNT(*) FROM runs WHERE 1 = 1{only} GROUP BY provider, status",
+                args,
+            ),
+            db.execute(
+                "SELECT provider, run_id, monitor_id, status, COALESCE(created_at, updated_at) FROM runs"
+                f" WHERE done = 0{only}",
+                args,
+            ),
             db.execute(
                 "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
-                " JOIN runs r ON r.provider = e.provider AND r.run_id = e.run_id WHERE r.done = 0"
+                f" JOIN runs r ON r.provider = e.provider AND r.run_id = e.run_id WHERE r.done = 0{joined}",
+                args,
             ),
-            db.execute("SELECT provider, monitor_id FROM monitors"),
-            db.execute("SELECT provider, monitor_id, cursors, baseline FROM catch_up"),
+            db.execute(
+                "SELECT s.provider, s.run_id, s.stuck_after FROM run_stuck s"
+                f" JOIN runs r ON r.provider = s.provider AND r.run_id = s.run_id WHERE r.done = 0{joined}",
+                args,
+            ),
+            db.execute(f"SELECT provider, monitor_id FROM monitors WHERE 1 = 1{only}", args),
+            db.execute(
+                f"SELECT provider, monitor_id, cursors, baseline FROM catch_up WHERE 1 = 1{only}", args
+            ),
         )
 
     def remember(
@@ -44,28 +102,31 @@ class SqliteRuns:
         counts: Iterable[Any],
         unfinished: Iterable[Any],
         events: Iterable[Any],
+        stuck: Iterable[Any],
         monitors: Iterable[Any],
         catch_up: Iterable[Any],
     ) -> None:
-        """Memory from the store's rows (finished runs, counts by status, unfinished runs, their
-        events, monitors seen, catch-up cursors), whatever the backend that read them."""
-        self.runs: dict[tuple[str, str], RunRecord] = {}
-        self._unfinished: dict[tuple[str, str], set[str]] = {}
-        self._finished: set[int] = {_key(p, r) for p, r in finished}
-        self._counts: dict[tuple[str, str], int] = {(p, st): int(n) for p, st, n in counts}
-        # Until the next poll brings the provider's own creation time, an unfinished run's age counts
-        # from its last record.
-        for provider, run_id, monitor_id, status, updated in unfinished:
-            self.runs[(provider, run_id)] = RunRecord(monitor_id, status, False, created_at=float(updated))
-            self._unfinished.setdefault((provider, monitor_id), set()).add(run_id)
-        for provider, run_id, event_id in events:
-            rec = self.runs.get((provider, run_id))
+        """Add to memory the store's rows (finished runs, counts by status, unfinished runs with their
+        creation time, their events and stuck thresholds, monitors seen, catch-up cursors), whatever
+        the backend that read them."""
+        self._finished.update(_key(p, r) for p, r in finished)
+        for p, st, n in counts:
+            self._counts[(p, st)] = int(n)
+        # A row from before creation times were kept (NULL) counts from its last record until a poll
+        # brings the provider's time (the backend's query gives updated_at for it).
+        for p, run_id, monitor_id, status, since in unfinished:
+            self.runs[(p, run_id)] = RunRecord(monitor_id, status, False, created_at=float(since))
+            self._unfinished.setdefault((p, monitor_id), set()).add(run_id)
+        for p, run_id, event_id in events:
+            rec = self.runs.get((p, run_id))
             if rec is not None:
                 rec.events.add(event_id)
-        self.monitors: set[tuple[str, str]] = {(p, m) for p, m in monitors}
-        self._catch_up: dict[tuple[str, str], CatchUp] = {
-            (p, m): CatchUp(tuple(json.loads(c)), bool(b)) for p, m, c, b in catch_up
-        }
+        for p, run_id, after in stuck:
+            rec = self.runs.get((p, run_id))
+            if rec is not None:
+                rec.stuck |= {float(after)}
+        self.monitors.update((p, m) for p, m in monitors)
+        self._catch_up.update(((p, m), CatchUp(tuple(json.loads(c)), bool(b))) for p, m, c, b in catch_up)
 
     def run(self, provider: str, run_id: str) -> RunRecord | None:
         """The record of a run; a finished one is read from the file (without its event ids)."""
@@ -121,7 +182,8 @@ class SqliteRuns:
         return {k: n for k, n in self._counts.items() if n}
 
     def changes(self, provider: str, snapshots: Sequence[RunSnapshot], monitor_id: str | None) -> bool:
-        """Whether recording these snapshots would change anything (a new monitor, run, status or event)."""
+        """Whether recording these snapshots would change anything (a new monitor, run, status, event or
+        creation time)."""
         if monitor_id is not None and (provider, monitor_id) not in self.monitors:
             return True
         for s in snapshots:
@@ -130,7 +192,7 @@ class SqliteRuns:
             prev = self.runs.get((provider, s.run_id))
             if prev is None or prev.status != s.status or s.terminal:
                 return True
-            if any(e.id not in prev.events for e in s.events):
+            if any(e.id not in prev.events for e in s.events) or _created_moved(prev, s):
                 return True
         return False
 
@@ -168,8 +230,8 @@ class SqliteRuns:
             )
         run_rows, event_rows = self.rows(provider, snapshots, now)
         db.executemany(
-            "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             run_rows,
         )
         db.executemany(
@@ -178,10 +240,10 @@ class SqliteRuns:
 
     def rows(
         self, provider: str, snapshots: Sequence[RunSnapshot], now: float
-    ) -> tuple[list[tuple[str, str, str, str, int, float]], list[tuple[str, str, str]]]:
-        """The run rows (provider, run, monitor, status, done, updated_at) and event rows (provider,
-        run, event) that recording these snapshots writes: only what is new."""
-        run_rows: list[tuple[str, str, str, str, int, float]] = []
+    ) -> tuple[list[RunRow], list[tuple[str, str, str]]]:
+        """The run rows (:data:`RunRow`) and event rows (provider, run, event) that recording these
+        snapshots writes: only what is new."""
+        run_rows: list[RunRow] = []
         event_rows: list[tuple[str, str, str]] = []
         for s in snapshots:
             if _key(provider, s.run_id) in self._finished:
@@ -189,12 +251,30 @@ class SqliteRuns:
             prev = self.runs.get((provider, s.run_id))
             seen = prev.events if prev else set()
             fresh = [(provider, s.run_id, e.id) for e in s.events if e.id not in seen]
-            if prev is not None and prev.status == s.status and not s.terminal and not fresh:
+            if (
+                prev is not None and prev.status == s.status and not s.terminal and not fresh
+                and not _created_moved(prev, s)
+            ):  # fmt: skip
                 continue  # polled again, nothing new: no write (updated_at keeps its last change)
             status = prev.status if prev and prev.status in TERMINAL_STATUSES else s.status
-            run_rows.append((provider, s.run_id, s.monitor_id, status, int(s.terminal), now))
+            created = s.created_at if s.created_at is not None else prev.created_at if prev else now
+            run_rows.append((provider, s.run_id, s.monitor_id, status, int(s.terminal), now, created))
             event_rows.extend(fresh)
         return run_rows, event_rows
+
+    def mark_stuck(self, marks: Sequence[StuckMark]) -> None:
+        """The rows for the stuck thresholds runs crossed; the caller holds the transaction."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO run_stuck (provider, run_id, stuck_after) VALUES (?, ?, ?)",
+            stuck_rows(marks),
+        )
+
+    def apply_stuck(self, marks: Sequence[StuckMark]) -> None:
+        """After the commit."""
+        for m in marks:
+            rec = self.runs.get((m.provider, m.run_id))
+            if rec is not None:
+                rec.stuck |= set(m.thresholds)
 
     def apply(
         self,
@@ -219,9 +299,8 @@ class SqliteRuns:
                 continue  # finished before: its row did not change status (terminal is final)
             prev = self.runs.get(key)
             if prev is None:
-                prev = self.runs[key] = RunRecord(
-                    s.monitor_id, s.status, False, created_at=s.created_at or now
-                )
+                created = s.created_at if s.created_at is not None else now
+                prev = self.runs[key] = RunRecord(s.monitor_id, s.status, False, created_at=created)
                 counts[(provider, s.status)] = counts.get((provider, s.status), 0) + 1
             elif prev.status not in TERMINAL_STATUSES and prev.status != s.status:
                 counts[(provider, prev.status)] -= 1
@@ -262,6 +341,7 @@ class SqliteRuns:
         try:
             keys = [(p, r) for p, r, _ in gone]
             db.executemany("DELETE FROM run_events WHERE provider = ? AND run_id = ?", keys)
+            db.executemany("DELETE FROM run_stuck WHERE provider = ? AND run_id = ?", keys)
             db.executemany("DELETE FROM runs WHERE provider = ? AND run_id = ?", keys)
             db.execute("COMMIT")
         except BaseException:

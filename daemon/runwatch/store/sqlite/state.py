@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runwatch.errors import StateError
+from runwatch.store.alert_state import OpenAlert
 from runwatch.store.interfaces import Fence
 from runwatch.store.recording import Recording, Write
 from runwatch.store.sqlite.alerts import SqliteAlerts
@@ -56,9 +57,6 @@ class SqliteState(Recording):
         self.db.close()
         self.lock.release()
 
-    def reload(self) -> None:
-        """Nothing to do: this process is the state directory's only writer (its lock)."""
-
     # -- meta ---------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -76,6 +74,7 @@ class SqliteState(Recording):
             new_rows = SqliteOutbox.enqueue(db, w.notifications, w.now)
             self.alerts.write(w.alert_updates)
             self.monitors.write(w.monitor_updates, w.now, w.baselined)
+            self.runs.mark_stuck(w.stuck)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -104,6 +103,10 @@ class SqliteShared:
         with self.outbox.lock:
             row = self.outbox.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def open_alerts(self) -> list[OpenAlert]:
+        with self.outbox.lock:
+            return list(SqliteAlerts(self.outbox.db).open.values())
 
     def close(self) -> None:
         self.silences.close()
