@@ -394,6 +394,47 @@ delivery: {{retry_initial: 50ms, retry_max: 200ms}}
         yield Daemon(load_config(cfg), client_options=FAST, **daemon), exa  # type: ignore[arg-type]
 
 
+async def test_a_lease_taken_over_in_the_middle_of_a_cycle_is_a_refused_write_not_a_crash(
+    tmp_path: Path, receiver: ReceiverServer, pg_url: str, log_lines: io.StringIO
+) -> None:
+    """The state and the leases on PostgreSQL: this instance begins a cycle as exa's leader, then the
+    lease is another's (it was paused, say). The cycle's write is refused by the database (inside the
+    source's task group, so it comes wrapped in an exception group): one ``poll.fenced`` line, no
+    crash counted, nothing written."""
+    async with fake_server("exa", SCENARIO, ManualClock(time.time())) as exa:
+        cfg = write_config(
+            tmp_path,
+            f"""
+state_dir: {tmp_path / "state"}
+state: {{url: "{pg_url}"}}
+metrics_listen: 127.0.0.1:0
+providers:
+  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 50ms}}
+channels:
+  hook: {{apprise: "{receiver.url("/hook")}"}}
+""",
+            RULES,
+        )
+        daemon = Daemon(load_config(cfg), client_options=FAST)
+        try:
+            await daemon.leadership.step()
+            fence = daemon.leadership.require(EXA)
+            with psycopg.connect(pg_url) as conn:  # another instance holds it now, with a newer token
+                conn.execute("UPDATE runwatch_leases SET holder = 'runwatch-b', token = token + 1")
+            await daemon.cycle("exa", fence)
+            polls = daemon.metrics.registry.get_sample_value
+            assert polls("runwatch_polls_total", {"provider": "exa", "outcome": "crash"}) in (None, 0.0)
+            assert "event=poll.fenced provider=exa" in log_lines.getvalue()
+            assert "poll.crashed" not in log_lines.getvalue()
+            with psycopg.connect(pg_url) as conn:
+                assert conn.execute("SELECT count(*) FROM runwatch_runs").fetchone() == (0,)
+        finally:
+            for source in daemon.sources.values():
+                await source.aclose()
+            daemon.leadership.leases.close()
+            daemon.store.close()
+
+
 def detected(daemon: Daemon) -> float:
     value = daemon.metrics.registry.get_sample_value(
         "runwatch_changes_detected_total", {"provider": "exa", "kind": "run.status"}

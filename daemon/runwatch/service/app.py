@@ -11,7 +11,7 @@ import math
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -51,6 +51,8 @@ from runwatch.store.leases import RETENTION_LEASE, LeaseStore, poll_lease
 from runwatch.yamlfile import FileProblems
 
 log = get_logger(__name__)
+
+E = TypeVar("E", bound=BaseException)
 
 #: How often (real seconds) the lifecycle looks for repeats that are due.
 LIFECYCLE_TICK = 1.0
@@ -319,21 +321,29 @@ class Daemon:
                 await self.leadership.wait_leading(lease, settings.poll_interval if settings else 1.0)
                 began = -math.inf
             else:
-                try:
-                    if self._synced.get(name) != fence.token:
-                        self.resync(name)
-                        self._synced[name] = fence.token
-                    await self.poll_once(name)
-                except FencedOut as exc:  # lost the lease mid-cycle: nothing of the write was kept
-                    log.warning("poll.fenced", provider=name, error=str(exc))
-                except StateError as exc:  # the database is away: nothing was written half; next cycle
-                    self.metrics.polls.labels(name, "error").inc()
-                    log.warning("poll.state_failed", provider=name, error=str(exc))
-                except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
-                    self.metrics.polls.labels(name, "crash").inc()
-                    log.exception("poll.crashed", provider=name)
+                await self.cycle(name, fence)
             if not await self.pollers.pause(name, began):  # a reload may rebuild or stop it here
                 return
+
+    async def cycle(self, name: str, fence: Fence) -> None:
+        """One poll cycle as the leader of ``name`` under ``fence`` (memory read afresh first when the
+        lease is new to it). A cycle refused by the fence (the lease was lost mid-cycle) or by a
+        database that is away wrote nothing and is one log line; the next cycle tries again. Either
+        may come out of the source's task group wrapped in an exception group."""
+        try:
+            if self._synced.get(name) != fence.token:
+                self.resync(name)
+                self._synced[name] = fence.token
+            await self.poll_once(name)
+        except Exception as exc:  # a bug in one cycle must not end the loop; it shows in logs and metrics
+            if (fenced := _leaf(exc, FencedOut)) is not None:
+                log.warning("poll.fenced", provider=name, error=str(fenced))
+            elif (failed := _leaf(exc, StateError)) is not None:
+                self.metrics.polls.labels(name, "error").inc()
+                log.warning("poll.state_failed", provider=name, error=str(failed))
+            else:
+                self.metrics.polls.labels(name, "crash").inc()
+                log.exception("poll.crashed", provider=name)
 
     def _source_outcome(self, name: str, report: PollReport) -> None:
         """A cycle that reached no monitor (or had its key refused) is an outage of the provider; the
@@ -510,6 +520,23 @@ class Daemon:
                     log.info("runwatch.stopping", signal=signal.Signals(sig).name)
                     systemd.notify("STOPPING=1")
                     break
+
+
+def _leaf(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` if it is a ``kind``, or the first ``kind`` inside it when it is an exception group whose
+    other leaves are only what that failure caused (a stream the source could no longer hand a batch
+    to); None otherwise (anything else is a crash, shown whole)."""
+    if isinstance(exc, kind):
+        return exc
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    found, rest = exc.split(kind)
+    if found is None or (rest is not None and rest.split(anyio.BrokenResourceError)[1] is not None):
+        return None
+    leaf: BaseException = found
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, kind) else None
 
 
 def apply(daemon: Daemon, p: Plan) -> None:
