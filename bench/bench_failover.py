@@ -35,7 +35,7 @@ import anyio.lowlevel
 from runwatch.metrics import Metrics
 from runwatch.service.leadership import BootClock, Leadership
 from runwatch.store.leases import poll_lease
-from runwatch.store.postgres_leases import PostgresLeases
+from runwatch.store.postgres.leases import PostgresLeases
 
 
 @contextlib.contextmanager

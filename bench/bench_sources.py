@@ -1036,6 +1036,11 @@ async def run(args: argparse.Namespace) -> int:
             sizes = (5_000, 20_000) if args.quick else (10_000, 100_000)
             state_rows, rest = measure_states(workdir, sizes, args.repeats, args.settle, problems)
             report_states(state_rows, rest, args.settle, goals)
+    return finish(goals, problems, began)
+
+
+def finish(goals: Goals, problems: Problems, began: float) -> int:
+    """The goals met or missed, the time taken, and the counts that were wrong (exit 1 if any)."""
     print("\nGoals")
     for what, value, goal, ok in goals:
         print(f"   {what:52} {value:>10}   goal {goal:10} {met(ok)}")

@@ -134,3 +134,10 @@ def postgres() -> Iterator[Cluster]:
 def pg_url(postgres: Cluster) -> str:
     """A URL to a fresh, empty database of the session's cluster (the trusted role, no password)."""
     return postgres.url(postgres.create_database())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request: pytest.FixtureRequest) -> str | None:
+    """A test run on each store: None (SQLite in ``state_dir``), then a fresh PostgreSQL database's URL
+    (for ``state: {url: ...}``)."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))

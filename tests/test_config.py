@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from runwatch.config import load_config
+from runwatch.redact import redact
 from runwatch.yamlfile import FileProblems
 
 
@@ -67,6 +69,47 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileProblems) as exc:
         load_config(tmp_path / "nope.yaml")
     assert str(exc.value) == f"{tmp_path / 'nope.yaml'}: file not found"
+
+
+def test_the_state_is_sqlite_in_state_dir_unless_a_postgresql_url_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = load_config(write(tmp_path, "state_dir: here\n"))
+    assert plain.state_url is None and plain.state_password is None
+    assert plain.settings.instance == socket.gethostname()
+    assert (plain.settings.state.lease, plain.settings.delivery.claim_timeout) == (15.0, 60.0)
+    cfg = load_config(
+        write(
+            tmp_path,
+            "instance: runwatch-a\nstate: {url: 'postgresql://rw:S3cr3t-pw@db:5432/rw', lease: 9s}\n",
+        )
+    )
+    assert (cfg.settings.instance, cfg.state_url, cfg.settings.state.lease) == (
+        "runwatch-a", "postgresql://rw:S3cr3t-pw@db:5432/rw", 9.0,
+    )  # fmt: skip
+    assert "S3cr3t-pw" not in redact(f"connecting to {cfg.state_url} with S3cr3t-pw")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "state_url").write_text("postgresql://rw@db.internal/rw\n")
+    (creds / "state_password").write_text("cr3d-Pa55word\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    from_cred = load_config(write(tmp_path, "{}\n"))
+    assert (from_cred.state_url, from_cred.state_password) == (
+        "postgresql://rw@db.internal/rw",
+        "cr3d-Pa55word",
+    )
+    assert "cr3d-Pa55word" not in redact("password cr3d-Pa55word")
+    monkeypatch.setenv("RUNWATCH_STATE__URL", "postgres://env@db/rw")
+    assert load_config(write(tmp_path, "{}\n")).state_url == "postgres://env@db/rw"  # env wins
+
+
+def test_a_state_url_that_is_not_postgresql_and_a_bad_instance_name_file_line_field(tmp_path: Path) -> None:
+    p = write(tmp_path, "instance: 'two words'\nstate:\n  url: mysql://db/x\n")
+    with pytest.raises(FileProblems) as exc:
+        load_config(p)
+    lines = sorted(str(x) for x in exc.value.problems)
+    assert lines[0].startswith(f"{p}:1: instance: ") and "letters, digits" in lines[0]
+    assert lines[1].startswith(f"{p}:3: state.url: ") and "not a PostgreSQL URL" in lines[1]
 
 
 def test_under_systemd_a_config_without_state_dir_keeps_the_units_state_directory(

@@ -114,9 +114,11 @@ def config_text(
     rec: ReceiverServer,
     smtp_port: int,
     interval: str = "100ms",
+    state_url: str | None = None,
 ) -> str:
     return f"""
 state_dir: {state}
+{f"state: {{url: '{state_url}'}}" if state_url else ""}
 metrics_listen: 127.0.0.1:0
 rule_files: [rules/*.yaml]
 providers:
@@ -159,13 +161,12 @@ async def settle(daemon: Daemon, polls: int = 2) -> None:
 
 
 async def test_failure_and_event_reach_their_channels_exactly_once(
-    tmp_path: Path, receiver: ReceiverServer, smtp: SmtpSink, log_lines: io.StringIO
+    tmp_path: Path, receiver: ReceiverServer, smtp: SmtpSink, log_lines: io.StringIO, state_url: str | None
 ) -> None:
     clock = ManualClock(time.time())
     async with fakes(clock) as (exa, olostep):
-        cfg = load_config(
-            write_config(tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port), RULES)
-        )
+        text = config_text(tmp_path / "state", exa, olostep, receiver, smtp.port, state_url=state_url)
+        cfg = load_config(write_config(tmp_path, text, RULES))
         daemon = Daemon(cfg, client_options=FAST)
         async with daemon.running() as http:
             await first_polls(daemon)  # first sight: the baseline, recorded silently
@@ -177,6 +178,7 @@ async def test_failure_and_event_reach_their_channels_exactly_once(
             async with httpx.AsyncClient() as client:
                 metrics_text = (await client.get(f"{http.url}/metrics")).text
                 ready = await client.get(f"{http.url}/readyz")
+    assert (tmp_path / "state" / "runwatch.sqlite3").exists() == (state_url is None)  # one store, not both
     rec = receiver.receiver
     [ops] = rec.on("/ops")
     assert ops["title"] == "exa monitor monitor_prod_news: run mrun_1 failed"
@@ -219,7 +221,7 @@ async def test_failure_and_event_reach_their_channels_exactly_once(
 
 
 async def test_restart_in_the_middle_repeats_nothing_and_misses_nothing(
-    tmp_path: Path, receiver: ReceiverServer, smtp: SmtpSink
+    tmp_path: Path, receiver: ReceiverServer, smtp: SmtpSink, state_url: str | None
 ) -> None:
     rules = """
 rules:
@@ -228,9 +230,8 @@ rules:
 """
     clock = ManualClock(time.time())
     async with fakes(clock) as (exa, olostep):
-        cfg_path = write_config(
-            tmp_path, config_text(tmp_path / "state", exa, olostep, receiver, smtp.port, interval="1h"), rules
-        )
+        text = config_text(tmp_path / "state", exa, olostep, receiver, smtp.port, "1h", state_url)
+        cfg_path = write_config(tmp_path, text, rules)
         first = Daemon(load_config(cfg_path), client_options=FAST)
         async with first.running():
             await first_polls(first)  # baseline at t=0

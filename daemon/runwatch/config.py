@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +36,7 @@ from runwatch.delivery.registry import channel_fields
 from runwatch.durations import Duration
 from runwatch.httpserver import parse_listen
 from runwatch.pipeline.silences import SilenceSpec
+from runwatch.redact import register, register_url
 from runwatch.sources.push import fill_push_secrets
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
@@ -93,6 +96,9 @@ class DeliverySettings(_Strict):
     max_age: Duration = 86400.0
     #: Where a channel says 429 without a Retry-After we can see (apprise), wait at least this long.
     retry_after_default: Duration = 10.0
+    #: A sender's claim on the rows it is about to send runs out after this unless renewed: the rows a
+    #: sender that died had claimed go back to pending then (sent by another instance, or after a restart).
+    claim_timeout: Duration = 60.0
     #: Sent and dead notifications older than this are deleted from the state.
     keep: Duration = 30 * 86400.0
     #: On SIGTERM, how long in-flight and due deliveries may still take before the daemon exits.
@@ -108,14 +114,32 @@ class DeliverySettings(_Strict):
             concurrency=channel.concurrency or self.concurrency,
             rate=channel.rate or self.rate,
             retry_after_default=self.retry_after_default,
+            claim_timeout=self.claim_timeout,
         )
 
 
 class StateSettings(_Strict):
-    """Retention of the run state."""
+    """Where the state is (SQLite in ``state_dir`` unless ``url`` names a PostgreSQL database), and
+    how long finished runs are kept."""
 
+    #: ``postgresql://user@host:port/database``: the state in PostgreSQL, shared by several instances.
+    #: Absent: SQLite in ``state_dir``. Also ``RUNWATCH_STATE__URL`` or the credential ``state_url``.
+    url: SecretStr | None = None
+    #: How long a poller's leadership lasts without renewal (several instances on PostgreSQL).
+    lease: Duration = 15.0
     #: Runs that finished longer ago than this are forgotten (with their events).
     keep_finished: Duration = 30 * 86400.0
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        text = v.get_secret_value().strip()
+        register_url(text)
+        if not re.match(r"(?i)^postgres(ql)?://", text):
+            raise ValueError("not a PostgreSQL URL (postgresql://user@host:5432/database)")
+        return SecretStr(text)
 
 
 class Settings(BaseSettings):
@@ -123,6 +147,8 @@ class Settings(BaseSettings):
         env_prefix="RUNWATCH_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
     )
 
+    #: This instance's name in the state, logs and metrics (several instances on one PostgreSQL).
+    instance: str = Field(default_factory=socket.gethostname, min_length=1, max_length=63)
     state_dir: Path = Path("runwatch-state")
     metrics_listen: str = "127.0.0.1:9464"
     #: Where the providers push (``/hooks/exa``, ``/hooks/olostep/<token>``); None: no push, poll only.
@@ -141,6 +167,13 @@ class Settings(BaseSettings):
     first_start_lookback: Duration = 3600.0
     log_format: Literal["logfmt", "json"] = "logfmt"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]*", v):
+            raise ValueError(f"{v!r}: use letters, digits, '.', '_', ':' or '-' (e.g. runwatch-a)")
+        return v
 
     @field_validator("metrics_listen")
     @classmethod
@@ -205,6 +238,18 @@ class Config:
         if not given and service_dir:
             return Path(service_dir)
         return self.base_dir / self.settings.state_dir
+
+    @property
+    def state_url(self) -> str | None:
+        """The PostgreSQL URL of the state (None: SQLite in :attr:`state_dir`)."""
+        url = self.settings.state.url
+        return url.get_secret_value() if url is not None else None
+
+    @property
+    def state_password(self) -> str | None:
+        """The state database's password from the credential ``state_password``, for a URL without one
+        (libpq's own ``PGPASSWORD``, ``PGPASSFILE`` and ``PGSERVICE`` apply as well)."""
+        return read_credential("state_password") if self.state_url is not None else None
 
     def rule_paths(self, problems: list[Problem] | None = None) -> list[Path]:
         """The files ``rule_files`` names, in order, each once.
@@ -292,6 +337,13 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -
     unusable = fill_push_secrets({name: getattr(settings.providers, name) for name in PROVIDERS})
     if unusable:
         raise FileProblems([Problem(shown, 0, f"providers.{p}.{k}", msg) for p, k, msg in unusable])
+    if settings.state.url is None and (found := read_credential("state_url")):
+        try:
+            settings.state = settings.state.model_validate({**dict(settings.state), "url": found})
+        except ValidationError:
+            why = "the credential state_url is not a PostgreSQL URL (postgresql://user@host:5432/database)"
+            raise FileProblems([Problem(shown, 0, "state.url", why)]) from None
+    register(os.environ.get("PGPASSWORD"))
     base = path.resolve().parent if path else Path.cwd()
     return Config(settings=settings, path=path, base_dir=base, root=root)
 

@@ -66,8 +66,8 @@ _SPLIT = re.compile(r"[/@?&=:#]+")
 
 def _apprise_private_parts(url: str) -> list[str] | None:
     """The tokens apprise masks in its private rendering of ``url``; None if apprise does not know it."""
-    if url.startswith(("http://", "https://")):
-        return None  # a webhook URL: apprise has no plugin for it
+    if url.startswith(("http://", "https://", "postgres://", "postgresql://")):
+        return None  # a webhook URL or the state's database: apprise has no plugin for it
     try:
         import apprise
 

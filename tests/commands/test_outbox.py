@@ -23,7 +23,8 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from runwatch.store import Notification, State
+from runwatch.store import Location, Notification, State, open_state
+from runwatch.store.interfaces import Store
 from tests.conftest import ReceiverServer, make_alert, write_config
 
 RUN = [sys.executable, "-m", "runwatch"]
@@ -62,9 +63,12 @@ async def acli(*args: str) -> subprocess.CompletedProcess[str]:
 LOCAL = "  ops: {apprise: 'json://127.0.0.1:9/ops'}\n  other: {apprise: 'json://127.0.0.1:9/other'}\n"
 
 
-def config(tmp_path: Path, channels: str = LOCAL) -> Path:
+def config(tmp_path: Path, channels: str = LOCAL, state_url: str | None = None) -> Path:
+    shared = f"state: {{url: '{state_url}'}}\n" if state_url else ""
     return write_config(
-        tmp_path, f"metrics_listen: 127.0.0.1:0\nstate_dir: state\nchannels:\n{channels}", "rules: []\n"
+        tmp_path,
+        f"metrics_listen: 127.0.0.1:0\nstate_dir: state\n{shared}channels:\n{channels}",
+        "rules: []\n",
     )
 
 
@@ -78,7 +82,7 @@ class Seeded:
     retrying: list[str] = field(default_factory=list)
 
 
-def queue(state: State, n: int, channel: str, created: float) -> str:
+def queue(state: Store, n: int, channel: str, created: float) -> str:
     alert = make_alert(n, channel=channel, title=f"title {n}")
     state.record("exa", [], [Notification(alert)], created)
     return alert.id
@@ -295,14 +299,18 @@ async def stop(daemon: RunningDaemon) -> int:
 
 
 @pytest.mark.anyio
-async def test_operator_commands_beside_a_running_daemon(tmp_path: Path, receiver: ReceiverServer) -> None:
-    """The daemon holds the state; list, replay and purge work beside it; replayed rows go out in < 5 s."""
+async def test_operator_commands_beside_a_running_daemon(
+    tmp_path: Path, receiver: ReceiverServer, state_url: str | None
+) -> None:
+    """The daemon holds the state; list, replay and purge work beside it; replayed rows go out in < 5 s.
+    On either store: the commands find it from the same config."""
     cfg = config(
         tmp_path,
         f"  ops: {{apprise: '{receiver.url('/ops')}'}}\n  other: {{apprise: '{receiver.url('/other')}'}}\n",
+        state_url,
     )
     now = time.time()
-    state = State(tmp_path / "state")
+    state = open_state(Location(tmp_path / "state", state_url))
     ops = [queue(state, n, "ops", now - 60) for n in range(3)]
     other, parked = queue(state, 3, "other", now - 60), queue(state, 4, "other", now - 3 * 3600)
     for channel in ("ops", "other"):

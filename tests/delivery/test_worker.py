@@ -6,6 +6,7 @@ and apprise posting json:// to the same receiver. Time moves only when the test 
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,9 +17,11 @@ import pytest
 from runwatch.clock import ManualClock
 from runwatch.delivery import Channel, Deliverer
 from runwatch.delivery.apprise import AppriseChannel
+from runwatch.delivery.channel import Outcome
 from runwatch.delivery.policy import ChannelPolicy, RateSpec
 from runwatch.delivery.webhook import WebhookChannel
 from runwatch.metrics import Metrics
+from runwatch.model import Alert
 from runwatch.store import Notification, State
 from tests.conftest import SMTP_PASSWORD, SmtpSink, mailto_url, make_alert
 from tests.webhook_server import WebhookServer, webhook_server
@@ -302,3 +305,55 @@ async def test_a_channel_that_raises_is_a_failed_attempt_not_a_dead_worker(tmp_p
         assert "plugin bug" in r.item(nid).last_error  # type: ignore[attr-defined]
         await r.advance(2)  # the worker is alive and tries again
         await r.until(lambda: plugin.calls == 2)
+
+
+class SlowHook(WebhookChannel):
+    """A real webhook channel whose every send takes ``took`` seconds of the test's clock, after which
+    ``meanwhile`` runs (what another instance does while this one sends)."""
+
+    def __init__(self, rx: WebhookServer, clock: ManualClock, took: float) -> None:
+        super().__init__("hook", rx.url, [SECRET], timeout=2)
+        self.clock = clock
+        self.took = took
+        self.meanwhile: Callable[[], None] = lambda: None
+
+    def send(self, alert: Alert) -> Outcome:
+        outcome = super().send(alert)
+        self.clock.advance(self.took)
+        self.meanwhile()
+        return outcome
+
+
+async def test_a_long_batch_renews_its_claims_so_no_other_sender_takes_its_rows(tmp_path: Path) -> None:
+    policy = ChannelPolicy(claim_timeout=60)
+    async with webhook_server(SECRET) as rx, rig(tmp_path, hook(rx), policy) as r:
+        channel = SlowHook(rx, r.clock, took=40)  # 20 sends: 800 s, many times the claim's time
+        r.deliverer.reconfigure({"hook": channel}, {"hook": policy}, {"hook"})
+        taken: list[str] = []
+        channel.meanwhile = lambda: taken.extend(
+            c.id for c in r.state.outbox.claim("hook", r.clock.now(), 10, "other", 60)
+        )
+        ids = r.queue(*range(20))
+        await r.until(lambda: r.metric("runwatch_notifications_sent_total") == 20)
+    assert taken == []
+    assert [q.id for q in rx.delivered()] == ids
+
+
+async def test_rows_another_sender_took_after_the_claim_ran_out_are_not_sent(
+    tmp_path: Path, log_lines: io.StringIO
+) -> None:
+    policy = ChannelPolicy(claim_timeout=60)
+    async with webhook_server(SECRET) as rx, rig(tmp_path, hook(rx), policy) as r:
+        channel = SlowHook(rx, r.clock, took=70)  # one send outlasts the whole claim
+        r.deliverer.reconfigure({"hook": channel}, {"hook": policy}, {"hook"})
+        taken: list[str] = []
+
+        def other_instance() -> None:  # takes what ran out (all three: the first is still being sent)
+            if not taken:
+                taken.extend(c.id for c in r.state.outbox.claim("hook", r.clock.now(), 10, "other", 600))
+
+        channel.meanwhile = other_instance
+        ids = r.queue(1, 2, 3)
+        await r.until(lambda: "delivery.claim_lost" in log_lines.getvalue())
+    assert taken == ids
+    assert [q.id for q in rx.delivered()] == ids[:1]  # the rows the other sender holds were not sent here

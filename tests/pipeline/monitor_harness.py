@@ -54,5 +54,4 @@ async def daemon_for(cfg: Path, clock: ManualClock) -> AsyncIterator[Daemon]:
     finally:
         for source in daemon.sources.values():
             await source.aclose()
-        daemon.silence_store.close()
         daemon.store.close()

@@ -19,8 +19,7 @@ from runwatch.delivery.policy import ChannelPolicy
 from runwatch.delivery.webhook import WebhookChannel
 from runwatch.metrics import Metrics
 from runwatch.pipeline.silences import Muter, SilenceSpec
-from runwatch.store import Notification, State
-from runwatch.store.silences import SilenceStore
+from runwatch.store import Location, Notification, State, open_shared, open_state
 from runwatch.yamlfile import FileProblems
 from tests.conftest import make_alert, write_config
 from tests.webhook_server import webhook_server
@@ -103,7 +102,7 @@ async def test_a_matching_notification_is_silenced_the_rest_delivered(tmp_path: 
         channel = WebhookChannel("hook", rx.url, [SECRET])
         d = Deliverer(
             state.outbox, {"hook": channel}, {"hook": ChannelPolicy()}, metrics, clock,
-            muter=Muter([silence], SilenceStore(state.path)),
+            muter=Muter([silence], state.silences),
         )  # fmt: skip
         async with anyio.create_task_group() as tg:
             tg.start_soon(d.run)
@@ -130,14 +129,17 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_silence_add_list_expire_from_the_cli(tmp_path: Path) -> None:
+def test_silence_add_list_expire_from_the_cli(tmp_path: Path, state_url: str | None) -> None:
     cfg = write_config(
         tmp_path,
         f"state_dir: {tmp_path / 'state'}\nrule_files: []\n"
-        "silences:\n  - {matchers: {provider: olostep}, cron: '0 3 * * 0', duration: 2h, comment: weekly}\n",
+        + (f"state: {{url: '{state_url}'}}\n" if state_url else "")
+        + "silences:\n"
+        + "  - {matchers: {provider: olostep}, cron: '0 3 * * 0', duration: 2h, comment: weekly}\n",
         "rules: []\n",
     )
-    State(tmp_path / "state").close()
+    where = Location(tmp_path / "state", state_url)
+    open_state(where).close()
     match = ["--match", "provider=exa", "--match", "monitor_id=monitor_prod_*"]
     added = cli("silence", "add", *match, "--for", "2h", "--comment", "deploy", "--created-by", "ana",
                 "--config", str(cfg))  # fmt: skip
@@ -152,7 +154,8 @@ def test_silence_add_list_expire_from_the_cli(tmp_path: Path) -> None:
     )
     [mine] = [line for line in lines if line.startswith(sid)]
     assert "active" in mine and "provider=exa,monitor_id=monitor_prod_*" in mine and "deploy (ana)" in mine
-    store = SilenceStore(tmp_path / "state" / "runwatch.sqlite3")
+    shared = open_shared(where)
+    store = shared.silences
     alert = dataclasses.replace(make_alert(1), monitor_id="monitor_prod_a")
     assert Muter([], store).silenced_by(alert, _now()) == f"silence {sid} (deploy)"
     assert Muter([], store).silenced_by(dataclasses.replace(alert, provider="olostep"), _now()) is None
@@ -160,7 +163,7 @@ def test_silence_add_list_expire_from_the_cli(tmp_path: Path) -> None:
     again = cli("silence", "expire", sid, "--config", str(cfg))
     assert again.returncode == 1 and "no active silence" in again.stderr
     assert Muter([], store).silenced_by(alert, _now()) is None
-    store.close()
+    shared.close()
     bad = cli("silence", "add", "--match", "nolabel", "--for", "1h", "--config", str(cfg))
     assert bad.returncode == 2 and "label=glob" in bad.stderr
 
@@ -210,7 +213,7 @@ async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_p
             snap = RunSnapshot("exa", monitor, run_id, status, {"id": run_id, "status": status})
             await daemon.pipeline(MonitorBatch("exa", monitor, [snap]))
 
-        silence = daemon.silence_store.add(
+        silence = daemon.store.silences.add(
             {"provider": "exa"}, clock.now(), clock.now() + 3600, "deploy", "t"
         )
         async with anyio.create_task_group() as tg:
@@ -232,7 +235,7 @@ async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_p
             clock.advance(600)
             daemon.lifecycle_tick()  # the silence still holds: nothing moves
             assert count("runwatch_notifications_unsilenced_total") == 0
-            assert daemon.silence_store.expire(silence.id, clock.now())
+            assert daemon.store.silences.expire(silence.id, clock.now())
             clock.advance(10)  # past the muter's refresh of the CLI's silences
             daemon.lifecycle_tick()
             await rx.wait_for(1)
@@ -246,5 +249,4 @@ async def test_an_alert_still_open_when_its_silence_ends_is_sent_then_once(tmp_p
         ]
         assert got == [("failed-open", "r1", "firing")]
         assert count("runwatch_notifications_unsilenced_total") == 1
-        daemon.silence_store.close()
         daemon.store.close()

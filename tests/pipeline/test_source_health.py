@@ -108,5 +108,4 @@ channels:
         assert sorted(fresh) == [("exa-down-note", "firing"), ("exa-down-page", "firing")]
         for source in daemon.sources.values():
             await source.aclose()
-        daemon.silence_store.close()
         daemon.store.close()

@@ -84,7 +84,6 @@ async def test_a_stuck_run_is_reported_once_and_resolves_when_it_ends(tmp_path: 
         ("run-stuck", "run.status", "resolved", "ch"),
     ]
     assert daemon.store.alerts.firing() == 0
-    daemon.silence_store.close()
     daemon.store.close()
 
 

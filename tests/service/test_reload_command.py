@@ -31,10 +31,18 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_reload_takes_new_rules_names_what_needs_a_restart_and_keeps_the_last_good(tmp_path: Path) -> None:
+def test_reload_takes_new_rules_names_what_needs_a_restart_and_keeps_the_last_good(
+    tmp_path: Path, state_url: str | None
+) -> None:
+    """On either store: the daemon holds its state_dir's lock (with PostgreSQL too), where reload finds it."""
+
+    def state(*keys: str) -> str:
+        keys = (f"url: '{state_url}'", *keys) if state_url else keys
+        return f"state: {{{', '.join(keys)}}}\n" if keys else ""
+
     body = f"state_dir: {tmp_path / 'state'}\nmetrics_listen: 127.0.0.1:0\n"
     body += "channels:\n  ch: {apprise: 'json://127.0.0.1:9/ch'}\n"
-    cfg = write_config(tmp_path, body, "rules:\n" + RULE.format(name="a"))
+    cfg = write_config(tmp_path, body + state(), "rules:\n" + RULE.format(name="a"))
     assert (
         cli("reload", "--config", str(cfg))
         .stderr.strip()
@@ -52,7 +60,7 @@ def test_reload_takes_new_rules_names_what_needs_a_restart_and_keeps_the_last_go
             (tmp_path / "rules" / "main.yaml").write_text(
                 "rules:\n" + RULE.format(name="a") + RULE.format(name="b")
             )
-            cfg.write_text(body + "delivery: {max_attempts: 3}\nstate: {keep_finished: 1d}\n")
+            cfg.write_text(body + "delivery: {max_attempts: 3}\n" + state("keep_finished: 1d"))
             done = cli("reload", "--config", str(cfg))
             assert done.returncode == 0, done.stderr
             assert f"pid {proc.pid}" in done.stdout

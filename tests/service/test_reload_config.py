@@ -341,7 +341,6 @@ async def test_a_broken_config_changes_nothing_and_says_why(tmp_path: Path, log_
     assert list(daemon.deliverer.workers) == ["b"] and daemon.pollers.settings["exa"].poll_interval == 5
     assert sample(daemon, "runwatch_config_reloads_total", outcome="failure") == 2
     await daemon.pollers.aclose()
-    daemon.silence_store.close()
     daemon.store.close()
 
 
@@ -389,7 +388,6 @@ async def test_a_rotated_secret_file_rebuilds_its_channel_and_an_unchanged_confi
     assert re.search(r"event=reload\.applied channels_rebuilt=a$", logs, re.M)
     assert rotated not in logs and SECRET not in logs
     await daemon.pollers.aclose()
-    daemon.silence_store.close()
     daemon.store.close()
 
 
@@ -409,5 +407,4 @@ async def test_a_reload_applies_log_level_and_names_log_format_as_needing_a_rest
     finally:
         logging.getLogger("runwatch").setLevel(logging.INFO)
         await daemon.pollers.aclose()
-        daemon.silence_store.close()
         daemon.store.close()

@@ -1,5 +1,5 @@
-"""Leases with fencing tokens and instance heartbeats (runwatch/store/postgres_leases.py and
-sqlite_leases.py), against a real PostgreSQL and a real state file.
+"""Leases with fencing tokens and instance heartbeats (runwatch/store/postgres/leases.py and
+sqlite/leases.py), against a real PostgreSQL and a real state file.
 
 What several instances rely on is PostgreSQL's alone (one holder wins, expiry on the database's clock, a
 holder paused past its lease is refused); what both stores promise (tokens that only grow, renewal with
@@ -19,8 +19,8 @@ import pytest
 from runwatch.clock import ManualClock
 from runwatch.errors import StateError
 from runwatch.store import State
-from runwatch.store.postgres_leases import PostgresLeases
-from runwatch.store.sqlite_leases import SqliteLeases
+from runwatch.store.postgres.leases import PostgresLeases
+from runwatch.store.sqlite.leases import SqliteLeases
 from tests.postgres import PASSWORD, PASSWORD_ROLE, Cluster
 
 FENCE_SQL = (

@@ -1,4 +1,5 @@
-"""The state: run records and the outbox across reopen, claims, retention, lock and broken files."""
+"""The SQLite state: its lock, broken or newer files, and migrations of older ones (what every store
+does is in test_interfaces.py, run against each)."""
 
 from __future__ import annotations
 
@@ -14,116 +15,13 @@ import pytest
 from runwatch.errors import StateCorruptError, StateError, StateLockedError, StateTooNewError
 from runwatch.model import RunEvent, RunSnapshot, notification_id
 from runwatch.store import MonitorRecord, Notification, State, StuckMark, open_outbox
-from runwatch.store.database import SCHEMA_VERSION
 from runwatch.store.interfaces import Claimed
+from runwatch.store.sqlite.database import SCHEMA_VERSION
 from tests.conftest import make_alert
 
 
 def snap(status: str, run_id: str = "r1", events: tuple[RunEvent, ...] = ()) -> RunSnapshot:
     return RunSnapshot("exa", "m1", run_id, status, {"id": run_id, "status": status}, events=events)
-
-
-def test_runs_and_outbox_survive_reopen_and_a_decision_is_queued_once(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    s1 = snap("running", events=(RunEvent("e1", 1, "work_received", "w"),))
-    note = Notification(make_alert(1))
-    assert state.record("exa", [s1], [note], 5.0, monitor_id="m1") == 1
-    state.close()
-
-    again = State(tmp_path)
-    rec = again.runs.run("exa", "r1")
-    assert rec is not None and (rec.status, rec.done, rec.events) == ("running", False, {"e1"})
-    assert again.runs.knows_monitor("exa", "m1")
-    # The same decision recorded again (after a crash before the record) is not queued twice.
-    assert again.record("exa", [s1], [note], 6.0, monitor_id="m1") == 0
-    [claimed] = again.outbox.claim("ch", 10.0, 10, "me", 60)
-    assert claimed.alert == note.alert  # the alert comes back as data, whole
-    again.close()
-
-
-def test_terminal_status_is_not_overwritten(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    state.record("exa", [snap("failed")], [], 1.0)
-    state.record("exa", [snap("running")], [], 2.0)
-    rec = state.runs.run("exa", "r1")
-    assert rec is not None and (rec.status, rec.done) == ("failed", True)
-    state.close()
-    rec2 = State(tmp_path).runs.run("exa", "r1")
-    assert rec2 is not None and rec2.status == "failed"
-
-
-def test_a_claimed_row_is_not_claimed_again_until_released_or_lease_ends(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    state.record("exa", [], [Notification(make_alert(i)) for i in range(3)], 1.0)
-    out = state.outbox
-    first = out.claim("ch", 2.0, 2, "a", lease=60)
-    assert [c.alert.run_id for c in first] == ["run_0", "run_1"]  # oldest first
-    second = out.claim("ch", 2.0, 10, "b", lease=60)
-    assert [c.alert.run_id for c in second] == ["run_2"]
-    assert out.claim("ch", 2.0, 10, "b", lease=60) == []
-    out.release([first[1].seq])
-    assert [c.alert.run_id for c in out.claim("ch", 2.0, 10, "b", lease=60)] == ["run_1"]
-    # A claimant that vanished: its lease runs out and the row is claimable again.
-    assert [c.alert.run_id for c in out.claim("ch", 100.0, 10, "b", lease=60)] == ["run_0", "run_1", "run_2"]
-    state.close()
-
-
-def test_outcomes_retry_dead_expire_replay_purge(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    out = state.outbox
-    state.record("exa", [], [Notification(make_alert(i)) for i in range(4)], 1.0)
-    c = out.claim("ch", 1.0, 10, "me", 60)
-    out.delivered(c[0].seq, 2.0)
-    out.retry(c[1].seq, "http_5xx: HTTP 503", 50.0)
-    out.dead(c[2].seq, "http_4xx: HTTP 410", 3.0)
-    out.release([c[3].seq])
-    assert out.counts() == {("ch", "sent"): 1, ("ch", "pending"): 2, ("ch", "dead"): 1}
-    assert out.next_due("ch") == 1.0
-    assert [x.alert.run_id for x in out.claim("ch", 10.0, 10, "me", 60)] == ["run_3"]
-    # Expiry: pending rows decided before the cut-off go dead, with the last error kept.
-    assert out.expire("ch", created_before=5.0, now=50.0) == 1  # run_1 (run_3 is claimed until 70)
-    items = {i.id: i for i in out.items(state=None, channel=None, limit=None)}
-    assert items[c[1].alert.id].state == "dead"
-    assert "expired" in (items[c[1].alert.id].last_error or "")
-    assert "HTTP 503" in (items[c[1].alert.id].last_error or "")
-    # Replay by id and all dead: back to pending, same id.
-    assert out.replay([c[0].alert.id], dead=False, channel=None, now=300.0) == 1
-    assert out.replay([], dead=True, channel="ch", now=300.0) == 2
-    assert out.counts() == {("ch", "pending"): 4}
-    again = out.claim("ch", 300.0, 10, "me", 60)
-    assert [x.id for x in again] == [x.id for x in c]  # run_3's claim ran out at 70
-    for x in again[:3]:
-        out.delivered(x.seq, 400.0)
-    # Purge deletes only finished rows older than the cut-off.
-    assert out.purge(399.0, ("sent", "dead")) == 0
-    out.retry(again[3].seq, "connect: refused", 1000.0)
-    assert out.purge(401.0, ("sent", "dead")) == 3
-    assert out.counts() == {("ch", "pending"): 1}
-    state.close()
-
-
-def test_items_are_newest_first_and_filtered(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    state.record(
-        "exa", [], [Notification(make_alert(1, channel="a")), Notification(make_alert(2, channel="b"))], 1.0
-    )
-    ids = [i.channel for i in state.outbox.items(state=None, channel=None, limit=None)]
-    assert ids == ["b", "a"]
-    assert [i.channel for i in state.outbox.items(state="pending", channel="a", limit=5)] == ["a"]
-    assert state.outbox.items(state="dead", channel=None, limit=None) == []
-    state.close()
-
-
-def test_finished_runs_are_forgotten_after_keep_finished(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    state.record("exa", [snap("completed", "old")], [], 100.0)
-    state.record("exa", [snap("running", "live")], [], 100.0)
-    state.record("exa", [snap("completed", "new")], [], 500.0)
-    assert state.runs.purge_finished(200.0) == 1
-    assert state.runs.run("exa", "old") is None
-    assert state.runs.run("exa", "live") is not None and state.runs.run("exa", "new") is not None
-    state.close()
-    assert State(tmp_path).runs.run("exa", "old") is None
 
 
 def test_a_second_daemon_on_the_same_state_dir_is_refused_naming_the_holder(tmp_path: Path) -> None:
@@ -205,53 +103,6 @@ def test_a_0_1_state_is_migrated_keeping_its_queue(tmp_path: Path) -> None:
         "r1",
     )
     assert c.alert.id == notification_id("exa:r1:status:failed", "rule", "ch")  # the id 0.2 would derive
-    state.close()
-
-
-def test_finished_runs_leave_memory_but_stay_known(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    state.record("exa", [snap("failed", f"f{i}") for i in range(500)], [], 1.0, monitor_id="m1")
-    state.record("exa", [snap("running", "live")], [], 1.0, monitor_id="m1")
-    runs = state.runs
-    assert set(runs.runs) == {("exa", "live")}  # only the unfinished run is held in memory
-    assert runs.is_done("exa", "f7") is True and runs.is_done("exa", "live") is False
-    assert runs.is_done("exa", "never-seen") is None
-    assert list(runs.unfinished("exa", "m1")) == ["live"]
-    assert runs.tracked() == 501
-    assert runs.status_counts() == {("exa", "failed"): 500, ("exa", "running"): 1}
-    rec = state.runs.run("exa", "f7")  # read from the file on demand
-    assert rec is not None and (rec.status, rec.done) == ("failed", True)
-    # The live run ends; it leaves memory and the counts follow.
-    state.record("exa", [snap("completed", "live")], [], 2.0, monitor_id="m1")
-    assert state.runs.runs == {} and list(state.runs.unfinished("exa", "m1")) == []
-    assert state.runs.status_counts() == {("exa", "failed"): 500, ("exa", "completed"): 1}
-    state.close()
-    again = State(tmp_path)
-    assert again.runs.runs == {} and again.runs.tracked() == 501
-    assert again.runs.is_done("exa", "live") is True
-    assert again.runs.status_counts() == {("exa", "failed"): 500, ("exa", "completed"): 1}
-    again.close()
-
-
-def test_a_retired_run_is_done_without_a_status_change(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    state.record("exa", [snap("running", "ghost")], [], 1.0, monitor_id="m1")
-    state.record("exa", [], [], 2.0, monitor_id="m1", retired=["ghost"])
-    assert state.runs.is_done("exa", "ghost") is True
-    assert list(state.runs.unfinished("exa", "m1")) == []
-    rec = state.runs.run("exa", "ghost")
-    assert rec is not None and rec.status == "running"  # no invented transition
-    state.close()
-    assert list(State(tmp_path).runs.unfinished("exa", "m1")) == []
-
-
-def test_a_row_being_sent_is_not_replayed_beside_its_sender(tmp_path: Path) -> None:
-    state = State(tmp_path)
-    state.record("exa", [], [Notification(make_alert(1))], 1.0)
-    [held] = state.outbox.claim("ch", 1.0, 10, "worker", lease=60)
-    assert state.outbox.replay([held.id], dead=False, channel=None, now=2.0) == 0
-    assert state.outbox.claim("ch", 2.0, 10, "other", lease=60) == []  # still the worker's alone
-    assert state.outbox.replay([held.id], dead=False, channel=None, now=100.0) == 1  # lease over
     state.close()
 
 

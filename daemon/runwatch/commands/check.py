@@ -14,7 +14,8 @@ from runwatch.commands.stand_ins import stand_ins
 from runwatch.commands.warnings import config_warnings
 from runwatch.config import load_config
 from runwatch.redact import redact
-from runwatch.service.assemble import check
+from runwatch.service.assemble import check, state_location
+from runwatch.store import describe
 from runwatch.yamlfile import FileProblems, Problem
 
 if TYPE_CHECKING:
@@ -29,13 +30,19 @@ def cmd_check(path: Path) -> int:
     except FileProblems as exc:
         print_problems(exc)
         return 1
+    for channel in channels.values():
+        channel.close()
+    state = describe(state_location(config))  # a database that cannot be used: one line, exit 1
     warnings.extend(config_warnings(config, ruleset))
     for warning in warnings:  # on stderr, so that stdout stays the one summary line
         journal.say(redact(f"warning: {warning}"), journal.WARNING, sys.stderr)
     enabled = sorted(config.enabled_providers())
     journal.say(
-        f"OK: {path}: {len(ruleset)} rules in {len(ruleset.files)} files, "
-        f"{len(channels)} channels, providers enabled: {', '.join(enabled) or 'none (no API key set)'}",
+        redact(
+            f"OK: {path}: {len(ruleset)} rules in {len(ruleset.files)} files, {len(channels)} channels, "
+            f"providers enabled: {', '.join(enabled) or 'none (no API key set)'}"
+            + (f", state: {state}" if state else "")
+        ),
         journal.INFO,
         sys.stdout,
     )

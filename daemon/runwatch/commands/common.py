@@ -1,5 +1,5 @@
 """What the operator's commands share: one redacted way to print, the config loaded with its secrets
-registered for redaction, and the outbox opened beside a running daemon.
+registered for redaction, and the state opened beside a running daemon.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.registry import build_channel
 from runwatch.errors import ConfigError, StateError
 from runwatch.redact import redact, register
-from runwatch.store import STATE_FILE, SqliteOutbox, open_outbox
+from runwatch.service.assemble import state_location
+from runwatch.store import SharedState, open_shared
+from runwatch.store.interfaces import Outbox
 
 if TYPE_CHECKING:
     from runwatch.config import Config
@@ -46,16 +48,23 @@ def load(path: Path) -> Config:
 
 
 @contextlib.contextmanager
-def opened_outbox(config: Config) -> Iterator[SqliteOutbox]:
-    """The outbox of the config's state, closed after; SQLite failures become one StateError line."""
-    path = config.state_dir / STATE_FILE
-    outbox = open_outbox(config.state_dir)
+def opened_state(config: Config) -> Iterator[SharedState]:
+    """The config's state as these commands share it with a running daemon (never created here),
+    closed after; a failure of the store becomes one StateError line."""
+    shared = open_shared(state_location(config))
     try:
-        yield outbox
+        yield shared
     except sqlite3.Error as exc:
-        raise StateError(f"state file {path}: {exc}") from None
+        raise StateError(f"state file {shared.where}: {exc}") from None
     finally:
-        outbox.close()
+        shared.close()
+
+
+@contextlib.contextmanager
+def opened_outbox(config: Config) -> Iterator[Outbox]:
+    """The outbox of the config's state (see :func:`opened_state`)."""
+    with opened_state(config) as shared:
+        yield shared.outbox
 
 
 def print_problems(exc: ConfigError, stream: TextIO | None = None) -> None:

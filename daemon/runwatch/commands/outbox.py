@@ -1,9 +1,9 @@
 """``runwatch outbox list | replay | purge``: the notification log, beside a running daemon or not.
 
-The outbox is opened with :func:`runwatch.store.open_outbox` (no lock, never creates a state; WAL lets
-these commands read and write while the daemon does). Every line printed passes through
-:func:`runwatch.redact.redact`, after the config's channel secrets have been registered, so a secret
-stored in an old error text stays hidden.
+The outbox is opened with :func:`runwatch.store.open_shared` (no lock, never creates a state; SQLite's
+WAL, or PostgreSQL, lets these commands read and write while the daemon does). Every line printed
+passes through :func:`runwatch.redact.redact`, after the config's channel secrets have been
+registered, so a secret stored in an old error text stays hidden.
 
 Each command returns its exit status; anything that stops it is a :class:`~runwatch.errors.RunwatchError`
 (the CLI prints it as one line and exits 1).
@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from runwatch.commands.common import load, opened_outbox, say
 from runwatch.model import rfc3339
 from runwatch.redact import redact
-from runwatch.store import OutboxItem, SqliteOutbox
+from runwatch.store import OutboxItem
+from runwatch.store.interfaces import Outbox
 
 if TYPE_CHECKING:
     pass
@@ -114,7 +115,7 @@ def describe_filter(state: str | None, channel: str | None) -> str:
     return f" ({shown})" if shown else ""
 
 
-def _matching(outbox: SqliteOutbox, state: str | None, channel: str | None) -> int:
+def _matching(outbox: Outbox, state: str | None, channel: str | None) -> int:
     return sum(
         n
         for (c, s), n in outbox.counts().items()
@@ -157,7 +158,7 @@ def outbox_list(
 
 # -- outbox replay ------------------------------------------------------------------------------------
 def replay_ids(
-    outbox: SqliteOutbox, ids: Sequence[str], channel: str | None, now: float
+    outbox: Outbox, ids: Sequence[str], channel: str | None, now: float
 ) -> tuple[int, list[str], list[str]]:
     """Replay each id on its own; returns (replayed, unknown ids, ids not on ``channel``).
 

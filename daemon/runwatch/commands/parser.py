@@ -1,5 +1,5 @@
-"""Command line: ``runwatch run | check | test-rules | outbox | silence | status | send-test | demo | fake |
-init | hooks``.
+"""Command line: ``runwatch run | check | test-rules | outbox | silence | status | state | send-test | demo |
+fake | init | hooks``.
 
 ``check`` and ``run`` load the config and rules with the same code, so a file ``check`` accepts is one
 the daemon runs. The operator's commands (``outbox ...``, ``send-test``) live in
@@ -94,6 +94,25 @@ def _silence_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ex = actions.add_parser("expire", help="end a silence now")
     ex.add_argument("id", help="the silence id (sil_..., as silence add printed it)")
     _config_arg(ex)
+
+
+def _state_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    state = sub.add_parser(
+        "state",
+        help="copy the SQLite state to PostgreSQL (runwatch must not run on it meanwhile)",
+        description="The state itself. copy: the SQLite state of the config's state_dir into an empty"
+        " PostgreSQL database, whole (runs, monitors, open alerts, the outbox with its ids and states,"
+        " silences), so a daemon started there repeats nothing and loses nothing.",
+    )
+    actions = state.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cp = actions.add_parser("copy", help="copy the state of state_dir into an empty PostgreSQL database")
+    cp.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://user@host:5432/database (it must hold no state)",
+    )
+    _config_arg(cp)
 
 
 def _outbox_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -204,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _outbox_parser(sub)
     _silence_parser(sub)
+    _state_parser(sub)
     _reload_parser(sub)
     _hooks_parser(sub)
 
@@ -269,6 +289,7 @@ def _commands(args: argparse.Namespace) -> dict[str, Callable[[], int]]:
         "outbox": call("outbox", "cmd_outbox", lambda: (args,)),
         "send-test": call("send_test", "cmd_send_test", lambda: (args.config, args.channel)),
         "silence": call("silence", "cmd_silence", lambda: (args,)),
+        "state": call("state", "cmd_state", lambda: (args,)),
         "reload": call("run", "cmd_reload", lambda: (args.config, args.timeout)),
         "status": call("status", "cmd_status", lambda: (args.config, args.json)),
         "fake": call("rehearse", "cmd_fake", lambda: (args.provider, args.listen, args.scenario)),

@@ -15,7 +15,7 @@ from runwatch.commands.check import cmd_check
 from runwatch.config import load_config
 from runwatch.redact import redact
 from runwatch.service.reload_outcome import WAIT, alive, wait
-from runwatch.store.lock import holder_pid
+from runwatch.store.sqlite.lock import holder_pid
 
 if TYPE_CHECKING:
     pass

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from runwatch.commands.common import load, say
-from runwatch.errors import StateError
+from runwatch.commands.common import load, opened_state, say
+from runwatch.errors import StateMissingError
 from runwatch.model import rfc3339
-from runwatch.store import STATE_FILE
-from runwatch.store.silences import SilenceStore
+from runwatch.store.interfaces import Silence
 
 if TYPE_CHECKING:
-    pass
+    from runwatch.config import Config
 
 
 def parse_matchers(pairs: Sequence[str]) -> dict[str, str]:
@@ -37,14 +36,6 @@ def parse_matchers(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _store(config_path: Path) -> SilenceStore:
-    config = load(config_path)
-    path = config.state_dir / STATE_FILE
-    if not path.exists():
-        raise StateError(f"no state at {path}: has the daemon run with this config (state_dir)?")
-    return SilenceStore(path)
-
-
 def silence_add(
     config_path: Path,
     matchers: dict[str, str],
@@ -53,12 +44,9 @@ def silence_add(
     author: str | None,
     out: TextIO,
 ) -> int:
-    store = _store(config_path)
-    try:
+    with opened_state(load(config_path)) as state:
         now = time.time()
-        silence = store.add(matchers, now, now + duration, comment, author or getpass.getuser())
-    finally:
-        store.close()
+        silence = state.silences.add(matchers, now, now + duration, comment, author or getpass.getuser())
     say(silence.id, out)
     return 0
 
@@ -80,26 +68,19 @@ def silence_list(config_path: Path, *, as_json: bool, out: TextIO) -> int:
                 "created_by": spec.created_by,
             }
         )
-    path = config.state_dir / STATE_FILE
-    if path.exists():
-        store = SilenceStore(path)
-        try:
-            stored = store.all()
-        finally:
-            store.close()
-        for s in stored:
-            ends = min(s.ends_at, s.expired_at) if s.expired_at is not None else s.ends_at
-            rows.append(
-                {
-                    "id": s.id,
-                    "matchers": dict(s.matchers),
-                    "active": s.active(now),
-                    "window": f"{rfc3339(s.starts_at)} .. {rfc3339(ends)}"
-                    + (" (expired)" if s.expired_at is not None else ""),
-                    "comment": s.comment,
-                    "created_by": s.created_by,
-                }
-            )
+    for s in _stored(config):
+        ends = min(s.ends_at, s.expired_at) if s.expired_at is not None else s.ends_at
+        rows.append(
+            {
+                "id": s.id,
+                "matchers": dict(s.matchers),
+                "active": s.active(now),
+                "window": f"{rfc3339(s.starts_at)} .. {rfc3339(ends)}"
+                + (" (expired)" if s.expired_at is not None else ""),
+                "comment": s.comment,
+                "created_by": s.created_by,
+            }
+        )
     if as_json:
         say(json.dumps(rows, indent=2), out)
         return 0
@@ -113,12 +94,18 @@ def silence_list(config_path: Path, *, as_json: bool, out: TextIO) -> int:
     return 0
 
 
-def silence_expire(config_path: Path, silence_id: str, out: TextIO, err: TextIO) -> int:
-    store = _store(config_path)
+def _stored(config: Config) -> list[Silence]:
+    """The silences kept in the state; none while there is no state yet."""
     try:
-        ok = store.expire(silence_id, time.time())
-    finally:
-        store.close()
+        with opened_state(config) as state:
+            return state.silences.all()
+    except StateMissingError:
+        return []
+
+
+def silence_expire(config_path: Path, silence_id: str, out: TextIO, err: TextIO) -> int:
+    with opened_state(load(config_path)) as state:
+        ok = state.silences.expire(silence_id, time.time())
     if not ok:
         say(f"runwatch: no active silence {silence_id!r} (see runwatch silence list)", err)
         return 1

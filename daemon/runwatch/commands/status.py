@@ -19,17 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from runwatch.commands.common import load, opened_outbox, say
+from runwatch.commands.common import load, opened_state, say
 from runwatch.commands.outbox import format_age
 from runwatch.config import Config
 from runwatch.model import rfc3339
-from runwatch.store import STATE_FILE, SqliteOutbox
+from runwatch.service.assemble import state_location
+from runwatch.store import open_leases
 from runwatch.store.alert_state import OpenAlert
-from runwatch.store.alerts import SqliteAlerts
-from runwatch.store.interfaces import OUTBOX_STATES
+from runwatch.store.interfaces import OUTBOX_STATES, Outbox, Silence
 from runwatch.store.leases import RETENTION_LEASE, InstanceRecord, Lease, LeaseStore, poll_lease
-from runwatch.store.silences import Silence, SilenceStore
-from runwatch.store.sqlite_leases import SqliteLeases
 
 #: An instance that has not beaten for this long is shown as gone (it beats every lease/3).
 GONE_AFTER = 60.0
@@ -39,7 +37,7 @@ GONE_AFTER = 60.0
 class Parts:
     """What status reads, from whichever store the config names."""
 
-    outbox: SqliteOutbox
+    outbox: Outbox
     leases: LeaseStore
     alerts: list[OpenAlert]
     silences: list[Silence]
@@ -47,16 +45,13 @@ class Parts:
 
 @contextlib.contextmanager
 def opened(config: Config) -> Iterator[Parts]:
-    """The state's parts for reading. SQLite here; a config with ``state.url`` (PostgreSQL) plugs its
-    store's parts in at this one place."""
-    with opened_outbox(config) as outbox:
-        path = config.state_dir / STATE_FILE
-        leases = SqliteLeases(path, create=False)
-        silences = SilenceStore(path)
+    """The state's parts for reading, SQLite's or PostgreSQL's (``state.url``), beside running daemons:
+    nothing is locked or created."""
+    with opened_state(config) as shared:
+        leases = open_leases(state_location(config), create=False)
         try:
-            yield Parts(outbox, leases, list(SqliteAlerts(outbox.db).open.values()), silences.all())
+            yield Parts(shared.outbox, leases, shared.open_alerts(), shared.silences.all())
         finally:
-            silences.close()
             leases.close()
 
 
@@ -125,7 +120,7 @@ def _lease(x: Lease) -> dict[str, Any]:
     }
 
 
-def _oldest_pending(outbox: SqliteOutbox) -> tuple[str, str, float] | None:
+def _oldest_pending(outbox: Outbox) -> tuple[str, str, float] | None:
     """(id, channel, created_at) of the notification that has waited longest."""
     by_channel = outbox.oldest_pending()
     if not by_channel:

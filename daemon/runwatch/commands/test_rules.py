@@ -48,7 +48,7 @@ from runwatch.pipeline.match import Match, alerts_for
 from runwatch.rules import RuleSet, load_rules
 from runwatch.rules.schema import KINDS, PROVIDERS
 from runwatch.sources.base import MonitorBatch
-from runwatch.store.alerts import SqliteAlerts
+from runwatch.store.sqlite.alerts import SqliteAlerts
 from runwatch.yamlfile import FileProblems, Problem
 
 if TYPE_CHECKING:

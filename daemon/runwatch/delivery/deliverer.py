@@ -17,7 +17,7 @@ from runwatch.delivery.worker import ChannelWorker
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.pipeline.silences import Muter
-from runwatch.store.outbox import SqliteOutbox
+from runwatch.store.interfaces import Outbox
 
 log = get_logger(__name__)
 
@@ -27,7 +27,7 @@ class Deliverer:
 
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: Outbox,
         channels: Mapping[str, Channel],
         policies: Mapping[str, ChannelPolicy],
         metrics: Metrics,

@@ -60,6 +60,8 @@ class ChannelPolicy:
     concurrency: int = 1
     rate: RateSpec | None = None
     retry_after_default: float = 10.0
+    #: A claim on a row runs out after this unless renewed (``delivery.claim_timeout``, daemon-wide).
+    claim_timeout: float = 60.0
 
 
 class SendWindow:

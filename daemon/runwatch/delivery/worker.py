@@ -35,8 +35,6 @@ log = get_logger(__name__)
 
 #: Rows claimed at once while the channel is healthy.
 BATCH = 64
-#: A claim is void after this long (only matters if a claimant vanished without releasing it).
-LEASE = 600.0
 #: An idle worker looks at the outbox this often (real seconds), so rows replayed by the CLI go out
 #: within a few seconds even though nothing in this process woke it.
 IDLE_RECHECK = 2.0
@@ -155,7 +153,7 @@ class ChannelWorker:
         limit = 1 if self.failures else BATCH
         if self.window is not None:
             limit = min(limit, self.window.available(now))
-        claimed = self.outbox.claim(self.name, now, limit, self.owner, LEASE)
+        claimed = self.outbox.claim(self.name, now, limit, self.owner, self.policy.claim_timeout)
         if not claimed:
             nxt = self.outbox.next_due(self.name)
             return IDLE_RECHECK if nxt is None else min(IDLE_RECHECK, max(0.0, nxt - now))
@@ -164,7 +162,9 @@ class ChannelWorker:
         # Shielded: a batch that has started is finished (or cut short at the drain deadline) and
         # recorded, even during shutdown.
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._send_all, claimed, limiter=limiter)
+            await anyio.to_thread.run_sync(
+                self._send_all, claimed, now + self.policy.claim_timeout, limiter=limiter
+            )
         self._progress.set()
         self._progress = anyio.Event()
         return None
@@ -187,13 +187,18 @@ class ChannelWorker:
             log.warning("notify.expired", channel=self.name, count=n, max_age=self.policy.max_age)
 
     # -- in the sending thread ------------------------------------------------------------------------------
-    def _send_all(self, claimed: Sequence[Claimed]) -> None:
+    def _send_all(self, claimed: Sequence[Claimed], until: float) -> None:
         started = 0
+        lost: set[int] = set()
         try:
             for i, item in enumerate(claimed):
                 if time.monotonic() >= self._stop_at:
                     self.outbox.release([c.seq for c in claimed[i:]])
                     return
+                if until - self.clock.now() < self.policy.claim_timeout / 2:
+                    until, lost = self._renew(claimed[i:], lost)
+                if item.seq in lost:
+                    continue
                 if self.muter is not None and self._silenced(item):
                     continue
                 if self.window is not None:
@@ -215,6 +220,22 @@ class ChannelWorker:
         finally:
             if self.window is not None:  # the slots of claimed rows that were not sent
                 self.window.release(len(claimed) - started)
+
+    def _renew(self, rest: Sequence[Claimed], lost: set[int]) -> tuple[float, set[int]]:
+        """A long batch (a slow channel) keeps its claims: renewed while half their time is left. A
+        row whose claim ran out and that another sender took meanwhile is not sent here."""
+        until = self.clock.now() + self.policy.claim_timeout
+        wanted = [c.seq for c in rest if c.seq not in lost]
+        held = self.outbox.renew(wanted, self.owner, until)
+        gone = set(wanted) - held
+        if gone:
+            log.warning(
+                "delivery.claim_lost",
+                channel=self.name,
+                rows=len(gone),
+                hint="their claim ran out before they were sent; another sender has them",
+            )
+        return until, lost | gone
 
     def _silenced(self, item: Claimed) -> bool:
         """Held back by an active silence: recorded as silenced, counted, not sent."""

@@ -7,8 +7,7 @@ from runwatch.metrics import Metrics
 from runwatch.model import TERMINAL_STATUSES, Change, ChangeKind, RunSnapshot
 from runwatch.pipeline.chain import Batch
 from runwatch.sources.registry import PROVIDERS
-from runwatch.store import State
-from runwatch.store.interfaces import CatchUp, RunRecord
+from runwatch.store.interfaces import CatchUp, Fence, RunRecord, Store
 
 log = get_logger(__name__)
 
@@ -69,15 +68,16 @@ class Detect:
     where it stopped (``MonitorBatch.resumed``) are baseline too, until the listing is read through.
     """
 
-    def __init__(self, store: State, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
         self.baselined: set[str] = {p for p in PROVIDERS if store.get_meta(f"baseline_done:{p}") == "1"}
 
-    def provider_settled(self, provider: str) -> None:
-        """The provider's first error-free poll cycle is over: new monitors are news from now on."""
+    def provider_settled(self, provider: str, *, fence: Fence | None = None) -> None:
+        """The provider's first error-free poll cycle is over: new monitors are news from now on
+        (written under ``fence``, the poller's lease)."""
         if provider not in self.baselined:
-            self.store.set_meta(f"baseline_done:{provider}", "1")
+            self.store.set_meta(f"baseline_done:{provider}", "1", fence=fence)
             self.baselined.add(provider)
 
     def __call__(self, batch: Batch) -> None:

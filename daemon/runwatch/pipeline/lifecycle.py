@@ -17,7 +17,7 @@ identified by the rule and the values of its ``group_by`` labels (default: provi
 - ``group_wait``/``group_interval`` and ``flapping`` change when and how often it notifies (grouped
   notifications, flap damping): see :mod:`runwatch.pipeline.grouping`. Their state lives in the same row.
 
-Open alerts live in the state (:class:`runwatch.store.alerts.SqliteAlerts`) and every change to them
+Open alerts live in the state (:class:`runwatch.store.interfaces.Alerts`) and every change to them
 is recorded in the same transaction as the change that caused it, so a restart or ``kill -9`` keeps
 the lifecycle where it was: no re-fire, no lost resolve, no repeat sent early.
 """
@@ -47,8 +47,7 @@ from runwatch.pipeline.match import alerts_for, prefixed_decision
 from runwatch.rules import Decision, Rule, RuleSet
 from runwatch.rules.lifecycle_spec import LifecycleSpec
 from runwatch.store.alert_state import AlertUpdate, OpenAlert
-from runwatch.store.alerts import SqliteAlerts
-from runwatch.store.interfaces import Notification, Outbox
+from runwatch.store.interfaces import Alerts, Notification, Outbox
 
 log = get_logger(__name__)
 
@@ -189,7 +188,7 @@ class Lifecycle:
 
     def __init__(
         self,
-        alerts: SqliteAlerts,
+        alerts: Alerts,
         rules: Callable[[], RuleSet],
         metrics: Metrics,
         *,

@@ -30,7 +30,7 @@ from runwatch.model import (
 from runwatch.pipeline.chain import Batch
 from runwatch.sources.base import MonitorBatch, MonitorListing, parse_time
 from runwatch.store.interfaces import MonitorRecord
-from runwatch.store.monitors import SqliteMonitors
+from runwatch.store.interfaces import Monitors as MonitorStore
 
 log = get_logger(__name__)
 
@@ -64,7 +64,7 @@ class MonitorWatch:
     counts as the scheduled one (a provider may create it a moment early).
     """
 
-    def __init__(self, monitors: SqliteMonitors, slack: Mapping[str, float]) -> None:
+    def __init__(self, monitors: MonitorStore, slack: Mapping[str, float]) -> None:
         self.monitors = monitors
         self.slack = dict(slack)
         #: When each monitor was last polled (memory only: after a restart, a missed run waits for a

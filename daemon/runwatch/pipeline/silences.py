@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +23,10 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runwatch.durations import Duration
+from runwatch.errors import StateError
 from runwatch.model import Alert
 from runwatch.store.alert_state import OpenAlert
-from runwatch.store.interfaces import Outbox
-from runwatch.store.silences import Silence, SilenceStore
+from runwatch.store.interfaces import Fence, Outbox, Silence, Silences
 
 #: How long the daemon trusts its copy of the CLI's silences before reading them again (seconds).
 REFRESH = 2.0
@@ -125,7 +124,7 @@ class Muter:
     """Whether an alert is silenced now, by a config silence or a CLI one (re-read every REFRESH s)."""
 
     configured: Sequence[SilenceSpec]
-    stored: SilenceStore | None = None
+    stored: Silences | None = None
     _cache: list[Silence] = field(default_factory=list)
     _read_at: float = float("-inf")
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -150,13 +149,15 @@ class Muter:
             return []
         with self._lock:
             if now - self._read_at >= REFRESH or now < self._read_at:
-                with contextlib.suppress(sqlite3.Error):  # keep the last copy; the next refresh tries again
+                with contextlib.suppress(StateError):  # keep the last copy; the next refresh tries again
                     self._cache = self.stored.all()
                 self._read_at = now
             return self._cache
 
 
-def release_ended(alerts: Iterable[OpenAlert], outbox: Outbox, muter: Muter, now: float) -> list[Alert]:
+def release_ended(
+    alerts: Iterable[OpenAlert], outbox: Outbox, muter: Muter, now: float, *, fence: Fence | None = None
+) -> list[Alert]:
     """Send what a silence held back, once it ends while the alert is still open.
 
     A silenced notification of a lifecycle alert is not lost: while the alert fires, its silenced
@@ -170,6 +171,6 @@ def release_ended(alerts: Iterable[OpenAlert], outbox: Outbox, muter: Muter, now
     held = outbox.silenced_ids(list(last))
     free = [Alert.from_payload(last[i]) for i in sorted(held)]
     free = [a for a in free if muter.silenced_by(a, now) is None]
-    if free and outbox.unsilence([a.id for a in free], now):
+    if free and outbox.unsilence([a.id for a in free], now, fence=fence):
         return free
     return []

@@ -11,7 +11,7 @@ import math
 import signal
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -19,11 +19,11 @@ from anyio.abc import TaskStatus
 from runwatch.clock import Clock, SystemClock
 from runwatch.config import Config, load_config
 from runwatch.delivery import Deliverer
-from runwatch.errors import FencedOut
+from runwatch.errors import FencedOut, StateError
 from runwatch.httpserver import Listening, serve
 from runwatch.log import get_logger, set_level
 from runwatch.metrics import Metrics, OutboxCollector
-from runwatch.model import ChangeKind
+from runwatch.model import Alert, ChangeKind
 from runwatch.pipeline.chain import Batch, Pipeline
 from runwatch.pipeline.detect import Detect
 from runwatch.pipeline.lifecycle import Lifecycle
@@ -36,7 +36,7 @@ from runwatch.pipeline.stuck import stuck_runs
 from runwatch.redact import register
 from runwatch.service import reload as reconfigure
 from runwatch.service import systemd
-from runwatch.service.assemble import channel_policies, check
+from runwatch.service.assemble import channel_policies, check, state_location
 from runwatch.service.endpoints import Health, make_app
 from runwatch.service.ingest import HookConfig, Ingest, PushedReads, serving
 from runwatch.service.leadership import Leadership, config_digest, lease_settings
@@ -46,14 +46,14 @@ from runwatch.service.retention import Retention
 from runwatch.sources.base import MonitorBatch, PollReport, Source
 from runwatch.sources.registry import PROVIDERS
 from runwatch.sources.settings import ProviderSettings
-from runwatch.store import Fence, Notification, State
+from runwatch.store import Fence, Notification, open_leases, open_state
 from runwatch.store.alert_state import OpenAlert
 from runwatch.store.leases import RETENTION_LEASE, LeaseStore, poll_lease
-from runwatch.store.silences import SilenceStore
-from runwatch.store.sqlite_leases import SqliteLeases
 from runwatch.yamlfile import FileProblems
 
 log = get_logger(__name__)
+
+E = TypeVar("E", bound=BaseException)
 
 #: How often (real seconds) the lifecycle looks for repeats that are due.
 LIFECYCLE_TICK = 1.0
@@ -80,7 +80,7 @@ class Daemon:
         self.metrics.rules_loaded.set(len(self.ruleset))
         self.metrics.last_reload_success.set(self.clock.now())
         try:
-            self.store = State(self.config.state_dir)
+            self.store = open_state(state_location(self.config))
         except BaseException:
             for ch in self.channels.values():
                 ch.close()
@@ -89,13 +89,12 @@ class Daemon:
         if first is None:
             first = str(self.clock.now())
             self.store.set_meta("first_start", first)
-            log.info("state.created", path=str(self.store.path))
+            log.info("state.created", path=self.store.where)
         self.not_before = float(first) - self.config.settings.first_start_lookback
         horizon = self.store.get_meta("retention_horizon")
         if horizon is not None:
             self.not_before = max(self.not_before, float(horizon))
-        self.silence_store = SilenceStore(self.store.path)
-        self.muter = Muter(self.config.settings.silences, self.silence_store)
+        self.muter = Muter(self.config.settings.silences, self.store.silences)
         self.deliverer = Deliverer(
             self.store.outbox,
             self.channels,
@@ -152,12 +151,12 @@ class Daemon:
     # -- leadership (several instances on one state) ----------------------------------------------------
     def _lead(self, enabled: Mapping[str, ProviderSettings]) -> None:
         """Which providers this instance polls: those whose lease it holds (:mod:`.leadership`). With
-        SQLite it takes them all at once, as the only instance; the poll loops, the clock-made changes
-        and retention ask :attr:`leadership` before they work, delivery never does (every instance
-        sends)."""
+        SQLite it takes them all at once, as the only instance; with ``state.url`` the leases are in
+        that database, shared by every instance on it. The poll loops, the clock-made changes and
+        retention ask :attr:`leadership` before they work, delivery never does (every instance sends)."""
         instance, lease = lease_settings(self.config)
         self._own_leases = self.leases is None
-        leases = self.leases or SqliteLeases(self.store.path, self.clock)
+        leases = self.leases or open_leases(state_location(self.config), self.clock)
         digest = config_digest(self.config, self.ruleset.files)
         self.leadership = Leadership(
             leases, leases, instance=instance, lease=lease, providers=enabled, metrics=self.metrics,
@@ -200,6 +199,7 @@ class Daemon:
         self.store.runs.reload(provider)
         self.store.alerts.reload(provider)
         self.store.monitors.reload(provider)
+        self.store.hints.reload_provider(provider)  # pushes a standby took in meanwhile
         if self.store.get_meta(f"baseline_done:{provider}") == "1":
             self.detect.baselined.add(provider)
         self.source_health.outages.pop(provider, None)
@@ -285,7 +285,7 @@ class Daemon:
                 hint="the API key was refused (401/403); check it, other providers go on",
             )
         if ok:
-            self.detect.provider_settled(name)
+            self.detect.provider_settled(name, fence=self._fence(name))
             self.metrics.last_success.labels(name).set(self.clock.now())
             self.health.polled(name)
         self._update_run_gauges()
@@ -363,29 +363,40 @@ class Daemon:
                 if not await self.pollers.pause(name, -math.inf):  # a reload may stop it here
                     return
                 continue
-            if self._synced.get(name) != fence.token:
-                self.resync(name)
-                self._synced[name] = fence.token
             now = anyio.current_time()
             regular = began is None or now - began >= interval
-            try:
-                if regular:  # and the pushes that come meanwhile are read beside it
-                    began = now
-                    await self.pushed.beside(
-                        name, lambda: self.poll_once(name), lambda: self.read_pushed(name)
-                    )
-                else:  # woken by a push between two regular cycles
-                    await self.read_pushed(name)
-            except FencedOut as exc:  # lost the lease mid-cycle: nothing of the write was kept
-                log.warning("poll.fenced", provider=name, error=str(exc))
-            except Exception:  # a bug in one cycle must not end the loop; it shows in logs and metrics
-                self.metrics.polls.labels(name, "crash").inc()
-                log.exception("poll.crashed", provider=name)
+            if regular:
+                began = now
+            await self.cycle(name, fence, regular=regular)
             if self.pushed.has_fresh(name):
                 self.pollers.wake(name)  # more pushes came, or a burst is read in slices
             assert began is not None
             if not await self.pollers.pause(name, began):  # a reload may rebuild or stop it here
                 return
+
+    async def cycle(self, name: str, fence: Fence, *, regular: bool = True) -> None:
+        """One poll cycle as the leader of ``name`` under ``fence`` (memory read afresh first when the
+        lease is new to it), or only the pushed reads when not ``regular``. A cycle refused by the
+        fence (the lease was lost mid-cycle) or by a database that is away wrote nothing and is one log
+        line; the next cycle tries again. Either may come out of the source's task group wrapped in an
+        exception group."""
+        try:
+            if self._synced.get(name) != fence.token:
+                self.resync(name)
+                self._synced[name] = fence.token
+            if regular:  # and the pushes that come meanwhile are read beside it
+                await self.pushed.beside(name, lambda: self.poll_once(name), lambda: self.read_pushed(name))
+            else:  # woken by a push between two regular cycles
+                await self.read_pushed(name)
+        except Exception as exc:  # a bug in one cycle must not end the loop; it shows in logs and metrics
+            if (fenced := _leaf(exc, FencedOut)) is not None:
+                log.warning("poll.fenced", provider=name, error=str(fenced))
+            elif (failed := _leaf(exc, StateError)) is not None:
+                self.metrics.polls.labels(name, "error").inc()
+                log.warning("poll.state_failed", provider=name, error=str(failed))
+            else:
+                self.metrics.polls.labels(name, "crash").inc()
+                log.exception("poll.crashed", provider=name)
 
     def _source_outcome(self, name: str, report: PollReport) -> None:
         """A cycle that reached no monitor (or had its key refused) is an outage of the provider; the
@@ -460,7 +471,10 @@ class Daemon:
             updates_of = [r for r in by_monitor.values() if r.provider == provider]
             self.store.record(provider, [], [], now, monitor_updates=updates_of, fence=self._fence(provider))
         owned = [a for a in self.store.alerts.open.values() if self._owns(a, led)]
-        released = release_ended(owned, self.store.outbox, self.muter, now)
+        released: list[Alert] = []
+        for provider in sorted({a.group.get("provider", "") for a in owned}):  # each under its lease
+            mine = [a for a in owned if a.group.get("provider", "") == provider]
+            released += release_ended(mine, self.store.outbox, self.muter, now, fence=self._fence(provider))
         for alert in released:
             self.metrics.unsilenced.labels(alert.channel).inc()
             log.info("notify.unsilenced", channel=alert.channel, id=alert.id, rule=alert.rule)
@@ -484,6 +498,10 @@ class Daemon:
         while True:
             try:
                 self.lifecycle_tick()
+            except FencedOut as exc:  # a lease ran out between the tick's look and its write
+                log.warning("lifecycle.fenced", error=str(exc))
+            except StateError as exc:  # the database is away; the next tick tries again
+                log.warning("lifecycle.state_failed", error=str(exc))
             except Exception:  # housekeeping must not stop the daemon; the next tick tries again
                 log.exception("lifecycle.tick_failed")
             await anyio.sleep(LIFECYCLE_TICK)
@@ -491,8 +509,8 @@ class Daemon:
     async def _retention_loop(self) -> None:
         while True:
             try:
-                if self.leadership.fence(RETENTION_LEASE) is not None:  # one instance does it
-                    horizon = self.retention.run_once()
+                if (fence := self.leadership.fence(RETENTION_LEASE)) is not None:  # one instance does it
+                    horizon = self.retention.run_once(fence)
                     if horizon is not None:
                         self.not_before = max(self.not_before, horizon)
             except Exception:  # retention is housekeeping: log it, never stop the daemon for it
@@ -537,7 +555,6 @@ class Daemon:
                 await self.leadership.release_all()  # a standby takes over now, not after a lease
             if self._own_leases:
                 self.leadership.leases.close()
-            self.silence_store.close()
             self.store.close()
             log.info("runwatch.stopped")
 
@@ -558,6 +575,23 @@ class Daemon:
                     log.info("runwatch.stopping", signal=signal.Signals(sig).name)
                     systemd.notify("STOPPING=1")
                     break
+
+
+def _leaf(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` if it is a ``kind``, or the first ``kind`` inside it when it is an exception group whose
+    other leaves are only what that failure caused (a stream the source could no longer hand a batch
+    to); None otherwise (anything else is a crash, shown whole)."""
+    if isinstance(exc, kind):
+        return exc
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    found, rest = exc.split(kind)
+    if found is None or (rest is not None and rest.split(anyio.BrokenResourceError)[1] is not None):
+        return None
+    leaf: BaseException = found
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, kind) else None
 
 
 def apply(daemon: Daemon, p: Plan) -> None:

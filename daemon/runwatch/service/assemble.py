@@ -14,6 +14,7 @@ from runwatch.delivery.channel import ChannelSetupError
 from runwatch.delivery.policy import ChannelPolicy
 from runwatch.delivery.registry import build_channel
 from runwatch.rules import RuleSet, load_rules
+from runwatch.store import Location
 from runwatch.yamlfile import FileProblems, Problem
 
 
@@ -85,3 +86,8 @@ def check(
             ch.close()
         raise FileProblems(problems)
     return ruleset, channels
+
+
+def state_location(config: Config) -> Location:
+    """Where the config keeps the state: SQLite in ``state_dir``, or PostgreSQL at ``state.url``."""
+    return Location(config.state_dir, config.state_url, config.state_password, config.settings.instance)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -56,8 +55,6 @@ from runwatch.store.leases import RETENTION_LEASE, Instances, Leases, poll_lease
 
 log = get_logger(__name__)
 
-#: ``state.lease`` when the config does not say (slice A's config key; see :func:`lease_settings`).
-DEFAULT_LEASE = 15.0
 #: The config keys that decide what is sent (the digest's input); host-specific keys stay out.
 DIGEST_KEYS = ("providers", "channels", "delivery", "silences")
 
@@ -71,11 +68,9 @@ class BootClock:
 
 
 def lease_settings(config: Config) -> tuple[str, float]:
-    """This instance's name and the lease's length: ``instance:`` (default: the host name) and
-    ``state.lease`` (default 15 s), read so that they work before and after those keys exist."""
-    name = getattr(config.settings, "instance", None) or socket.gethostname()
-    lease = getattr(config.settings.state, "lease", None) or DEFAULT_LEASE
-    return str(name), float(lease)
+    """This instance's name and the lease's length: ``instance`` (default: the host name) and
+    ``state.lease`` (default 15 s)."""
+    return config.settings.instance, float(config.settings.state.lease)
 
 
 def config_digest(config: Config, rule_files: Sequence[Path]) -> str:

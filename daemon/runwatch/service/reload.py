@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 #: Config keys a reload does not apply (a warning names them): they need a restart.
-RESTART_KEYS = ("state_dir", "state", "metrics_listen", "ingest_listen", "log_format")
+RESTART_KEYS = ("instance", "state_dir", "state", "metrics_listen", "ingest_listen", "log_format")
 
 
 @dataclass

@@ -1,15 +1,17 @@
-"""Pushes waiting for their read, in SQLite (table ``push_hints``), and in memory the ones still waiting.
+"""Pushes waiting for their read: what every store keeps of them in memory, and how a record
+consumes them.
 
-:meth:`SqliteHints.add` commits before the push is answered, so a ``kill -9`` right after the answer
-still reads the run after the restart. The :class:`~runwatch.store.State` consumes hints inside the
-transaction that records the read they asked for (:meth:`answered`, :meth:`write_consumed`, then
-:meth:`apply_consumed` after the commit), so memory never runs ahead of the file.
+A hint is written (committed) before its push is answered, so a ``kill -9`` right after the answer
+still reads the run after the restart. The recorder consumes hints inside the transaction that records
+the read they asked for (:meth:`PendingHints.answered`, the backend's write, then
+:meth:`PendingHints.apply_consumed` after the commit), so memory never runs ahead of the store. Each
+backend (``sqlite/hints.py``, ``postgres/hints.py``) adds its SQL.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from runwatch.model import RunSnapshot
 from runwatch.store.interfaces import Hint
@@ -18,20 +20,32 @@ from runwatch.store.interfaces import Hint
 OnRead = Callable[[Hint, float], None]
 
 
-class SqliteHints:
-    """The ``push_hints`` table and, per (provider, monitor), the hints not consumed yet."""
+class PendingHints(ABC):
+    """Per (provider, monitor), the hints not consumed yet; the backend writes the rows."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, waiting: Iterable[Hint]) -> None:
         #: The daemon's hook for ``runwatch_push_to_read_seconds`` (None: nobody measures).
         self.on_read: OnRead | None = None
         self._pending: dict[tuple[str, str], dict[str, Hint]] = {}
-        rows = db.execute(
-            "SELECT provider, event_id, monitor_id, run_id, kind, received_at FROM push_hints"
-            " WHERE consumed_at IS NULL ORDER BY received_at"
-        )
-        for p, e, m, r, k, at in rows:
-            self._keep(Hint(str(p), str(e), str(m), str(r), str(k), float(at)))
+        for hint in waiting:
+            self._keep(hint)
+
+    @abstractmethod
+    def _insert(self, hint: Hint, renew: bool) -> bool:
+        """Write (and commit) the row; False when its event id is recorded (and, with ``renew``,
+        still waiting)."""
+
+    @abstractmethod
+    def _mark(self, hints: Sequence[Hint], now: float) -> None:
+        """Mark the rows consumed, committed."""
+
+    @abstractmethod
+    def reload_provider(self, provider: str) -> None:
+        """Read ``provider``'s waiting hints afresh from the store (:meth:`reload`)."""
+
+    @abstractmethod
+    def purge(self, consumed_before: float) -> int:
+        """Forget consumed hints (and the event ids they keep) consumed before ``consumed_before``."""
 
     def _keep(self, hint: Hint) -> None:
         self._pending.setdefault((hint.provider, hint.monitor_id), {})[hint.event_id] = hint
@@ -40,19 +54,7 @@ class SqliteHints:
     def add(self, hint: Hint, *, renew: bool = False) -> bool:
         if hint.event_id in self._pending.get((hint.provider, hint.monitor_id), {}):
             return False  # waiting already: no write at all
-        conflict = (
-            "DO UPDATE SET received_at = excluded.received_at, monitor_id = excluded.monitor_id,"
-            " run_id = excluded.run_id, kind = excluded.kind, consumed_at = NULL"
-            " WHERE push_hints.consumed_at IS NOT NULL"
-            if renew
-            else "DO NOTHING"
-        )
-        cur = self.db.execute(
-            "INSERT INTO push_hints (provider, event_id, monitor_id, run_id, kind, received_at)"
-            f" VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (provider, event_id) {conflict}",
-            (hint.provider, hint.event_id, hint.monitor_id, hint.run_id, hint.kind, hint.received_at),
-        )
-        if cur.rowcount != 1:
+        if not self._insert(hint, renew):
             return False
         self._keep(hint)
         return True
@@ -64,16 +66,9 @@ class SqliteHints:
     def expire(self, provider: str, received_before: float, now: float) -> list[Hint]:
         old = [h for h in self.pending(provider) if h.received_at < received_before]
         if old:
-            self.db.executemany(
-                "UPDATE push_hints SET consumed_at = ? WHERE provider = ? AND event_id = ?",
-                [(now, h.provider, h.event_id) for h in old],
-            )
+            self._mark(old, now)
             self._drop(old)
         return old
-
-    def purge(self, consumed_before: float) -> int:
-        cur = self.db.execute("DELETE FROM push_hints WHERE consumed_at < ?", (consumed_before,))
-        return cur.rowcount
 
     # -- consumed by a record ---------------------------------------------------------------------------
     def answered(
@@ -100,13 +95,6 @@ class SqliteHints:
         ]
         return found, read
 
-    def write_consumed(self, hints: Sequence[Hint], now: float) -> None:
-        """The rows; the caller holds the transaction."""
-        self.db.executemany(
-            "UPDATE push_hints SET consumed_at = ? WHERE provider = ? AND event_id = ?",
-            [(now, h.provider, h.event_id) for h in hints],
-        )
-
     def apply_consumed(self, hints: Sequence[Hint], read: Collection[str], now: float) -> None:
         """After the commit: out of memory, and measured when the read was of what they named."""
         self._drop(hints)
@@ -114,6 +102,12 @@ class SqliteHints:
             for h in hints:
                 if not h.run_id or h.run_id in read:
                     self.on_read(h, now)
+
+    def reload(self, provider: str, waiting: Iterable[Hint]) -> None:
+        """Another instance led ``provider`` meanwhile: its waiting hints as the store has them now."""
+        self._pending = {k: v for k, v in self._pending.items() if k[0] != provider}
+        for hint in waiting:
+            self._keep(hint)
 
     def _drop(self, hints: Sequence[Hint]) -> None:
         for h in hints:

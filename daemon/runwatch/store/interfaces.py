@@ -1,9 +1,14 @@
-"""The state's parts, each with one job, as small interfaces a second store (PostgreSQL) can implement.
+"""The state's parts, each with one job, as small interfaces every store implements.
 
 - :class:`RunState`: what runwatch has seen of each run (read by sources and the Detect stage).
 - :class:`Recorder`: records what a poll saw *and* the notifications decided about it, atomically.
 - :class:`Meta`: a few keys about the state itself (first start, baselines).
 - :class:`Outbox`: the notification log: queue, claims, outcomes, and the operator's view of it.
+- :class:`Alerts`, :class:`Monitors`: open alerts and monitors as last recorded (read by the stages;
+  written only through the recorder).
+- :class:`Silences`: the silences added with ``runwatch silence add``.
+- :class:`Store`: all of them, as the daemon opens them; :class:`SharedState`: what the operator's
+  commands open beside a running daemon (no lock, never creates a state).
 - :class:`Fence`: the lease a write is made under; a store that is shared checks it in the write's
   own transaction and raises :class:`~runwatch.errors.FencedOut` (writing nothing) when it is not held.
 - :class:`Hints`: verified pushes waiting for the read they ask for (consumed by the record of it).
@@ -11,16 +16,20 @@
 The calls are synchronous: SQLite answers in microseconds, and the delivery workers call the outbox
 from their sending threads. A networked store implements them with a blocking driver in those same
 threads (the event loop side only records and reads, in short transactions).
+
+A write a poller makes (a record, a meta key, silenced rows released) takes ``fence``: with several
+instances on one store, the lease that makes this instance the poller, checked in the write's own
+transaction (a store with one instance, SQLite, accepts it and has nothing to check).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runwatch.model import Alert, RunSnapshot
-from runwatch.store.alert_state import AlertUpdate
+from runwatch.store.alert_state import AlertUpdate, OpenAlert
 
 #: The states of a notification: waiting (or retrying), acknowledged by its channel, given up.
 OUTBOX_STATES: tuple[str, ...] = ("pending", "sent", "dead", "silenced")
@@ -147,16 +156,110 @@ class OutboxItem:
     title: str
 
 
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A silence added from the CLI (kept in the state)."""
+
+    id: str
+    matchers: Mapping[str, str]
+    starts_at: float
+    ends_at: float
+    comment: str = ""
+    created_by: str = ""
+    expired_at: float | None = None
+
+    def active(self, now: float) -> bool:
+        end = min(self.ends_at, self.expired_at) if self.expired_at is not None else self.ends_at
+        return self.starts_at <= now < end
+
+
 class RunState(Protocol):
-    """What runwatch has recorded about runs and monitors (read-only)."""
+    """What runwatch has recorded about runs and monitors (read-only, but for retention)."""
+
+    @property
+    def runs(self) -> Mapping[tuple[str, str], RunRecord]:
+        """The unfinished runs, by (provider, run id): what the stuck-run check looks at."""
+        ...
 
     def run(self, provider: str, run_id: str) -> RunRecord | None: ...
+
+    def is_done(self, provider: str, run_id: str) -> bool | None: ...
+
+    def unfinished(self, provider: str, monitor_id: str) -> Collection[str]: ...
+
+    def listed_monitors(self, provider: str) -> list[str]: ...
 
     def knows_monitor(self, provider: str, monitor_id: str) -> bool: ...
 
     def catch_up(self, provider: str, monitor_id: str) -> CatchUp | None: ...
 
+    def backlog(self, provider: str, monitor_id: str) -> tuple[str, ...]: ...
+
+    def tracked(self) -> int: ...
+
     def status_counts(self) -> dict[tuple[str, str], int]: ...
+
+    def purge_finished(self, finished_before: float) -> int: ...
+
+    def reload(self, provider: str) -> None:
+        """Read one provider's runs afresh from the store: another instance led it meanwhile."""
+        ...
+
+
+class Alerts(Protocol):
+    """Open alerts (pending or firing), as last recorded; written only through the recorder."""
+
+    @property
+    def open(self) -> Mapping[str, OpenAlert]: ...
+
+    def get(self, key: str) -> OpenAlert | None: ...
+
+    def for_monitor(self, provider: str, monitor_id: str) -> list[OpenAlert]: ...
+
+    def firing(self) -> int: ...
+
+    def reload(self, provider: str) -> None:
+        """Read the open alerts of one provider's groups afresh: another instance led it meanwhile."""
+        ...
+
+
+class Monitors(Protocol):
+    """Monitors as their providers' listings last showed them; written only through the recorder."""
+
+    @property
+    def baselined(self) -> Collection[str]:
+        """Providers whose first listing was recorded (a later one is news)."""
+        ...
+
+    def get(self, provider: str, monitor_id: str) -> MonitorRecord | None: ...
+
+    def raw(self, provider: str, monitor_id: str) -> Mapping[str, Any]: ...
+
+    def records(self) -> list[MonitorRecord]: ...
+
+    def due_by(self, at: float) -> list[MonitorRecord]: ...
+
+    def purge_deleted(self, before: float) -> int: ...
+
+    def reload(self, provider: str) -> None:
+        """Read one provider's monitors afresh: another instance led it meanwhile."""
+        ...
+
+
+class Silences(Protocol):
+    """Silences added with ``runwatch silence add``, shared by the daemon and the command."""
+
+    def add(
+        self, matchers: Mapping[str, str], starts_at: float, ends_at: float, comment: str, created_by: str
+    ) -> Silence: ...
+
+    def expire(self, silence_id: str, now: float) -> bool: ...
+
+    def all(self) -> list[Silence]:
+        """Every silence, oldest start first; :class:`~runwatch.errors.StateError` when unreadable."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Meta(Protocol):
@@ -164,7 +267,7 @@ class Meta(Protocol):
 
     def get_meta(self, key: str) -> str | None: ...
 
-    def set_meta(self, key: str, value: str) -> None: ...
+    def set_meta(self, key: str, value: str, *, fence: Fence | None = None) -> None: ...
 
 
 class Recorder(Protocol):
@@ -192,7 +295,15 @@ class Recorder(Protocol):
 class Outbox(Protocol):
     """The notification log: what is queued, claimed, sent or dead, per channel."""
 
-    def claim(self, channel: str, now: float, limit: int, owner: str, lease: float) -> list[Claimed]: ...
+    def claim(self, channel: str, now: float, limit: int, owner: str, lease: float) -> list[Claimed]:
+        """Up to ``limit`` due rows, oldest first, claimed by ``owner`` until ``now + lease``: no other
+        claim gets them until then (or until released or settled)."""
+        ...
+
+    def renew(self, seqs: Sequence[int], owner: str, until: float) -> set[int]:
+        """Extend ``owner``'s claims on these rows; returns those still claimed by it (the others
+        another sender took after the claim ran out: they must not be sent)."""
+        ...
 
     def release(self, seqs: Sequence[int]) -> None: ...
 
@@ -206,9 +317,12 @@ class Outbox(Protocol):
 
     def silenced_ids(self, ids: Sequence[str]) -> set[str]: ...
 
-    def finished_at(self, ids: Sequence[str]) -> dict[str, float | None]: ...
+    def finished_at(self, ids: Sequence[str]) -> dict[str, float | None]:
+        """When each of these notifications left the queue (sent, dead or silenced); None while it is
+        pending. Ids the log no longer holds (retention) are absent."""
+        ...
 
-    def unsilence(self, ids: Sequence[str], now: float) -> int: ...
+    def unsilence(self, ids: Sequence[str], now: float, *, fence: Fence | None = None) -> int: ...
 
     def expire(self, channel: str, created_before: float, now: float) -> int: ...
 
@@ -218,12 +332,21 @@ class Outbox(Protocol):
 
     def oldest_pending(self) -> dict[str, float]: ...
 
+    def pending_count(self, channels: Sequence[str]) -> int: ...
+
+    def channels(self) -> set[str]:
+        """Channels with pending rows."""
+        ...
+
+    def known_ids(self, ids: Sequence[str]) -> set[str]: ...
+
     def items(self, *, state: str | None, channel: str | None, limit: int | None) -> list[OutboxItem]: ...
 
     def replay(self, ids: Sequence[str], *, dead: bool, channel: str | None, now: float) -> int: ...
 
     def purge(self, finished_before: float, states: Sequence[str]) -> int: ...
 
+    def close(self) -> None: ...
 
 @dataclass(frozen=True, slots=True)
 class Hint:
@@ -265,3 +388,63 @@ class Hints(Protocol):
     def purge(self, consumed_before: float) -> int:
         """Forget consumed hints (and the event ids they keep) consumed before ``consumed_before``."""
         ...
+
+    def reload_provider(self, provider: str) -> None:
+        """Read ``provider``'s waiting hints afresh (another instance led it, and took pushes, meanwhile)."""
+        ...
+
+    #: Called once a hint is consumed by the read of what it named (the push-to-read metric).
+    on_read: Callable[[Hint, float], None] | None
+
+
+
+class SharedState(Protocol):
+    """What the operator's commands open beside a running daemon: the outbox, silences and meta keys
+    (no lock, no in-memory copies, never creates a state)."""
+
+    @property
+    def where(self) -> str:
+        """The state as a user names it (a file, or host, port and database; never a password)."""
+        ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def silences(self) -> Silences: ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def open_alerts(self) -> list[OpenAlert]:
+        """The open alerts as last recorded, read now (``runwatch status``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Store(Meta, Recorder, Protocol):
+    """The daemon's state: every part, opened once (with the lock of a state directory, or on a
+    database several instances share)."""
+
+    @property
+    def where(self) -> str: ...
+
+    @property
+    def runs(self) -> RunState: ...
+
+    @property
+    def alerts(self) -> Alerts: ...
+
+    @property
+    def monitors(self) -> Monitors: ...
+
+    @property
+    def hints(self) -> Hints: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def silences(self) -> Silences: ...
+
+    def close(self) -> None: ...

@@ -10,9 +10,10 @@ instances' heartbeats.
   that decides what it sends and when it last polled each provider successfully; ``runwatch status``
   and the config-mismatch check read them.
 
-Two implementations: :mod:`runwatch.store.postgres_leases` (several instances; expiry on the database's
-clock) and :mod:`runwatch.store.sqlite_leases` (one instance, which the state directory's lock makes
-the only one: it always gets the lease, and only the token is kept, so it still grows across restarts).
+Two implementations, one per store (:func:`runwatch.store.open_leases` opens the config's):
+:mod:`runwatch.store.postgres.leases` (several instances; expiry on the database's clock) and
+:mod:`runwatch.store.sqlite.leases` (one instance, which the state directory's lock makes the only one:
+it always gets the lease, and only the token is kept, so it still grows across restarts).
 
 The calls are blocking: the leadership loop runs them in a worker thread.
 """

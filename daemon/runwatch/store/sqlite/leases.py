@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from runwatch.clock import Clock, SystemClock
-from runwatch.store.database import connect
 from runwatch.store.leases import InstanceRecord, Lease
+from runwatch.store.sqlite.database import connect
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS leases (

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from runwatch.errors import StateCorruptError, StateError, StateTooNewError
+from runwatch.errors import StateCorruptError, StateError, StateMissingError, StateTooNewError
 from runwatch.model import ALERT_VERSION
 
 SCHEMA_VERSION = 4
@@ -96,7 +96,7 @@ CREATE INDEX IF NOT EXISTS runs_done ON runs (done, updated_at);
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """A configured connection to the state file, or StateError saying what is wrong and what to do."""
     if not create and not path.exists():
-        raise StateError(f"no state at {path}: has the daemon run with this config (state_dir)?")
+        raise StateMissingError(f"no state at {path}: has the daemon run with this config (state_dir)?")
     if path.exists() and path.is_dir():
         raise StateError(f"state file {path} is a directory; move it away or set another state_dir")
     try:

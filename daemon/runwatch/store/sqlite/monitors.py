@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,9 +23,13 @@ class SqliteMonitors:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.empty()
+        self._read(None)
+
+    def empty(self) -> None:
+        """Memory with nothing in it (before the first read)."""
         self._records: dict[tuple[str, str], MonitorRecord] = {}
         self.baselined: set[str] = set()
-        self._read(None)
 
     def reload(self, provider: str) -> None:
         """Read one provider's monitors afresh (another instance led it meanwhile)."""
@@ -34,22 +38,27 @@ class SqliteMonitors:
         self._read(provider)
 
     def _read(self, provider: str | None) -> None:
+        """One provider's monitors (or all) and whether its first listing was recorded, from the file."""
         only, args = ("", ()) if provider is None else (" WHERE provider = ?", (provider,))
-        for row in self.db.execute(
-            "SELECT provider, monitor_id, status, raw, due, next_due, last_started, missed_due,"
-            f" missed_grace FROM monitor_state{only}",
-            args,
-        ):
-            provider_, monitor_id, status, raw, due, next_due, started, missed_due, missed_grace = row
-            self._records[(str(provider_), str(monitor_id))] = MonitorRecord(
-                str(provider_), str(monitor_id), status, _load(raw), due, next_due, started, missed_due,
+        pattern = BASELINE_KEY.format(provider="%" if provider is None else provider)
+        self.remember(
+            self.db.execute(
+                "SELECT provider, monitor_id, status, raw, due, next_due, last_started, missed_due,"
+                f" missed_grace FROM monitor_state{only}",
+                args,
+            ),
+            self.db.execute("SELECT key FROM meta WHERE key LIKE ?", (pattern,)),
+        )
+
+    def remember(self, rows: Iterable[Any], baselined: Iterable[Any]) -> None:
+        """Add to memory the store's rows (monitors; the baseline meta keys), whatever the backend."""
+        for row in rows:
+            provider, monitor_id, status, raw, due, next_due, started, missed_due, missed_grace = row
+            self._records[(str(provider), str(monitor_id))] = MonitorRecord(
+                str(provider), str(monitor_id), status, _load(raw), due, next_due, started, missed_due,
                 float(missed_grace or 0.0),
             )  # fmt: skip
-        pattern = "monitors_baseline_done:%" if provider is None else f"monitors_baseline_done:{provider}"
-        self.baselined.update(
-            str(k).split(":", 1)[1]
-            for (k,) in self.db.execute("SELECT key FROM meta WHERE key LIKE ?", (pattern,))
-        )
+        self.baselined.update(str(k).split(":", 1)[1] for (k,) in baselined)
 
     def get(self, provider: str, monitor_id: str) -> MonitorRecord | None:
         """A copy: a stage changes it and hands it back to be recorded."""
@@ -73,21 +82,7 @@ class SqliteMonitors:
         self.db.executemany(
             "INSERT OR REPLACE INTO monitor_state (provider, monitor_id, status, raw, due, next_due,"
             " last_started, missed_due, missed_grace, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    r.provider,
-                    r.monitor_id,
-                    r.status,
-                    json.dumps(dict(r.raw), default=str),
-                    r.due,
-                    r.next_due,
-                    r.last_started,
-                    r.missed_due,
-                    r.missed_grace,
-                    now,
-                )
-                for r in updates
-            ],
+            [row(r, now) for r in updates],
         )
         if baselined is not None and baselined not in self.baselined:
             self.db.execute(
@@ -122,6 +117,15 @@ class SqliteMonitors:
             self._records[(r.provider, r.monitor_id)] = replace(r)
         if baselined is not None:
             self.baselined.add(baselined)
+
+
+def row(r: MonitorRecord, now: float) -> tuple[object, ...]:
+    """A record as its row: provider, monitor_id, status, raw (JSON), due, next_due, last_started,
+    missed_due, missed_grace, updated_at."""
+    return (
+        r.provider, r.monitor_id, r.status, json.dumps(dict(r.raw), default=str), r.due, r.next_due,
+        r.last_started, r.missed_due, r.missed_grace, now,
+    )  # fmt: skip
 
 
 def _load(text: Any) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from runwatch.model import Alert
-from runwatch.store.database import connect
-from runwatch.store.interfaces import Claimed, Notification, OutboxItem
+from runwatch.store.interfaces import Claimed, Fence, Notification, OutboxItem
+from runwatch.store.sqlite.database import connect
 
 #: Longest error text kept per row (the reason is also in the log line).
 ERROR_LIMIT = 500
@@ -35,10 +35,10 @@ class SqliteOutbox:
 
     def __init__(self, path: Path) -> None:
         self.db = connect(path, create=False)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self.db.close()
 
     # -- written by the recorder, in its transaction ------------------------------------------------
@@ -59,11 +59,11 @@ class SqliteOutbox:
 
     # -- the delivery side ----------------------------------------------------------------------------
     def _exec(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
-        with self._lock:
+        with self.lock:
             return self.db.execute(sql, params)
 
     def _all(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
-        with self._lock:
+        with self.lock:
             return self.db.execute(sql, params).fetchall()
 
     def claim(self, channel: str, now: float, limit: int, owner: str, lease: float) -> list[Claimed]:
@@ -75,16 +75,21 @@ class SqliteOutbox:
             " ORDER BY seq LIMIT ?) RETURNING seq, alert, attempts, created_at",
             (owner, now + lease, channel, now, now, limit),
         )
-        out = [
-            Claimed(int(seq), Alert.from_payload(orjson.loads(alert)), int(att), float(created))
-            for seq, alert, att, created in rows
-        ]
-        out.sort(key=lambda c: c.seq)
-        return out
+        return claimed_rows(rows)
+
+    def renew(self, seqs: Sequence[int], owner: str, until: float) -> set[int]:
+        """Extend ``owner``'s claims on these rows (one batch: a few dozen); returns those it still holds."""
+        marks = ",".join("?" * len(seqs))
+        rows = self._all(
+            "UPDATE notifications SET claimed_until = ? WHERE claimed_by = ? AND state = 'pending'"
+            f" AND seq IN ({marks}) RETURNING seq",
+            (until, owner, *seqs),
+        )
+        return {int(r[0]) for r in rows}
 
     def release(self, seqs: Sequence[int]) -> None:
         """Give claimed rows back untouched (a batch cut short by a failing channel or shutdown)."""
-        with self._lock:
+        with self.lock:
             self.db.executemany(
                 "UPDATE notifications SET claimed_by = NULL, claimed_until = NULL WHERE seq = ?",
                 [(s,) for s in seqs],
@@ -147,7 +152,7 @@ class SqliteOutbox:
             for i, state, done in self._by_ids(sql, ids)
         }
 
-    def unsilence(self, ids: Sequence[str], now: float) -> int:
+    def unsilence(self, ids: Sequence[str], now: float, *, fence: Fence | None = None) -> int:
         """Silenced rows back to pending, due now: their silence ended while their alert is still open.
 
         Only rows still ``silenced`` move, so a release that races another (or a replay) sends once.
@@ -262,6 +267,16 @@ class SqliteOutbox:
         return {
             str(r[0]) for r in self._all("SELECT DISTINCT channel FROM notifications WHERE state = 'pending'")
         }
+
+
+def claimed_rows(rows: Iterable[Any]) -> list[Claimed]:
+    """Claimed rows (seq, alert as JSON, attempts, created_at) as the senders take them, oldest first."""
+    out = [
+        Claimed(int(seq), Alert.from_payload(orjson.loads(alert)), int(att), float(created))
+        for seq, alert, att, created in rows
+    ]
+    out.sort(key=lambda c: c.seq)
+    return out
 
 
 def _filters(*, state: str | None, channel: str | None) -> tuple[str, tuple[object, ...]]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from runwatch.store.database import connect
+from runwatch.errors import StateError
+from runwatch.store.interfaces import Silence
+from runwatch.store.sqlite.database import connect
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS silences (
@@ -54,29 +56,16 @@ class SilenceStore:
         return cur.rowcount > 0
 
     def all(self) -> list[Silence]:
+        try:
+            rows = self.db.execute(
+                "SELECT id, matchers, starts_at, ends_at, comment, created_by, expired_at FROM silences"
+                " ORDER BY starts_at"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"silences: {exc}") from None
         return [
             Silence(
                 str(i), json.loads(m), float(s), float(e), str(c), str(b), None if x is None else float(x)
             )
-            for i, m, s, e, c, b, x in self.db.execute(
-                "SELECT id, matchers, starts_at, ends_at, comment, created_by, expired_at FROM silences"
-                " ORDER BY starts_at"
-            )
+            for i, m, s, e, c, b, x in rows
         ]
-
-
-@dataclass(frozen=True, slots=True)
-class Silence:
-    """A silence added from the CLI (kept in the state)."""
-
-    id: str
-    matchers: Mapping[str, str]
-    starts_at: float
-    ends_at: float
-    comment: str = ""
-    created_by: str = ""
-    expired_at: float | None = None
-
-    def active(self, now: float) -> bool:
-        end = min(self.ends_at, self.expired_at) if self.expired_at is not None else self.ends_at
-        return self.starts_at <= now < end

@@ -8,13 +8,15 @@ with each new holder. A write fenced by a lease checks it in its own transaction
 ``SELECT 1 FROM runwatch_leases WHERE name=%s AND holder=%s AND token=%s AND expires_at > <db now>
 FOR SHARE`` (the store's side of :class:`~runwatch.store.interfaces.Fence`).
 
-The tables are created here with ``CREATE TABLE IF NOT EXISTS`` under an advisory lock (two instances
-starting together create them once); the store's migrations take them over later.
+The tables (``runwatch_leases``, ``runwatch_instances``) are the schema's (:mod:`.schema`): opening
+the leases migrates it as the store does, under the same advisory lock, so instances starting together
+make them once, whichever part opens first.
 
 Every call is bounded: the connection gives up on a silent server after a few seconds (TCP user
 timeout, keepalives, a statement timeout), so a renewal cannot hang past the lease; a broken connection
-is opened again on the next call. Errors are :class:`~runwatch.errors.StateError` naming host, port
-and database, never the password.
+is opened again on the next call. It is a connection of its own, not one of the store's pool: a pool
+busy with senders must not delay a renewal. Errors are :class:`~runwatch.errors.StateError` naming
+host, port and database, never the password.
 """
 
 from __future__ import annotations
@@ -24,42 +26,18 @@ from collections.abc import Mapping
 from typing import Any, LiteralString
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from runwatch.clock import Clock
 from runwatch.errors import StateError
-from runwatch.redact import register
 from runwatch.store.leases import InstanceRecord, Lease
+from runwatch.store.postgres.connect import Target, explain
+from runwatch.store.postgres.schema import migrate, require_current
 
 #: The database's clock, in unix seconds.
 DB_NOW: LiteralString = "extract(epoch from clock_timestamp())::double precision"
-#: Held while creating the tables (an arbitrary constant: "runwatch" in ASCII).
-_DDL_LOCK = 0x72756E7761746368
 #: Seconds a statement, a connection attempt or a silent peer may take before the call fails.
 CALL_TIMEOUT = 5
-
-_TABLES: LiteralString = """
-CREATE TABLE IF NOT EXISTS runwatch_leases (
-    name text PRIMARY KEY, holder text NOT NULL, token bigint NOT NULL,
-    acquired_at double precision, expires_at double precision
-);
-CREATE TABLE IF NOT EXISTS runwatch_instances (
-    name text PRIMARY KEY, last_seen double precision NOT NULL, digest text NOT NULL,
-    polls jsonb NOT NULL DEFAULT '{}'
-);
-"""
-
-
-def describe(url: str) -> str:
-    """``host:port/database`` of a URL: how errors name the database (never with the password)."""
-    try:
-        info = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "PostgreSQL (the URL does not parse)"
-    return (
-        f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', info.get('user', ''))}"
-    )
 
 
 class PostgresLeases:
@@ -72,12 +50,10 @@ class PostgresLeases:
 
     shared = True
 
-    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
-        info = conninfo_to_dict(url)
-        if (password := info.get("password")) is not None:
-            register(str(password))
-        register(url)
-        self.where = describe(url)
+    def __init__(self, target: Target | str, *, clock: Clock | None = None, create: bool = True) -> None:
+        self.target = target if isinstance(target, Target) else Target(target)
+        self.where = self.target.where
+        params = self.target.params
         extra: dict[str, str | int] = {
             "connect_timeout": CALL_TIMEOUT,
             "keepalives": 1,
@@ -85,26 +61,29 @@ class PostgresLeases:
             "keepalives_interval": 1,
             "keepalives_count": 2,
             "tcp_user_timeout": CALL_TIMEOUT * 1000,
-            "application_name": "runwatch",
         }
-        self.conninfo = make_conninfo(url, **{k: v for k, v in extra.items() if k not in info})
+        self.kwargs = {**self.target.kwargs(), **{k: v for k, v in extra.items() if k not in params}}
         self.clock = clock
         self._now: LiteralString = "%(now)s::double precision" if clock is not None else DB_NOW
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         with self._lock:
             conn = self._connection()
-            try:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
-                    conn.execute(_TABLES)
-            except psycopg.Error as exc:
-                raise self._error(exc) from None
+            try:  # the schema's tables; a command (create=False) only checks there is a state
+                if create:
+                    migrate(conn, self.where)
+                else:
+                    require_current(conn, self.where)
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, psycopg.Error):
+                    raise self._error(exc) from None
+                raise
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
-                self._conn = psycopg.connect(self.conninfo, autocommit=True)
+                self._conn = psycopg.connect(self.target.url, **self.kwargs)
                 self._conn.execute(f"SET statement_timeout = {CALL_TIMEOUT * 1000}")
             except psycopg.Error as exc:
                 self._conn = None
@@ -112,8 +91,7 @@ class PostgresLeases:
         return self._conn
 
     def _error(self, exc: psycopg.Error) -> StateError:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        return StateError(f"PostgreSQL at {self.where}: {text}")
+        return explain(exc, self.target)
 
     def _run(self, sql: LiteralString, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """One statement in its own transaction; its rows."""

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from runwatch.model import TERMINAL_STATUSES, RunSnapshot
 from runwatch.store.interfaces import CatchUp, RunRecord, StuckMark
+
+#: A run row as a record writes it: provider, run, monitor, status, done, updated_at, created_at.
+RunRow = tuple[str, str, str, str, int, float, float]
 
 
 def _key(provider: str, run_id: str) -> int:
@@ -20,6 +24,11 @@ def _created_moved(prev: RunRecord, snap: RunSnapshot) -> bool:
     return snap.created_at is not None and snap.created_at != prev.created_at
 
 
+def stuck_rows(marks: Sequence[StuckMark]) -> list[tuple[str, str, float]]:
+    """The (provider, run, stuck_after) rows for the thresholds runs crossed."""
+    return [(m.provider, m.run_id, t) for m in marks for t in m.thresholds]
+
+
 class SqliteRuns:
     """Runs and monitors seen, and the events already reported; written only inside a record.
 
@@ -27,18 +36,23 @@ class SqliteRuns:
     event ids already reported and the stuck thresholds crossed), an index of them per monitor, and
     for each finished run only a 64-bit hash of its id (to skip it in a listing). A finished run's row
     stays in the file; :meth:`run` reads it from there. So 100,000 finished runs cost a few MB and
-    start in a fraction of a second.
+    start in a fraction of a second. The memory and how a record changes it are shared with the
+    PostgreSQL store (:class:`~runwatch.store.postgres.runs.PgRuns`); only the SQL differs.
     """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.empty()
+        self._read(None)
+
+    def empty(self) -> None:
+        """Memory with nothing in it (before the first read)."""
         self.runs: dict[tuple[str, str], RunRecord] = {}
         self.monitors: set[tuple[str, str]] = set()
         self._unfinished: dict[tuple[str, str], set[str]] = {}
         self._finished: set[int] = set()
         self._counts: dict[tuple[str, str], int] = {}
         self._catch_up: dict[tuple[str, str], CatchUp] = {}
-        self._read(None)
 
     def reload(self, provider: str) -> None:
         """Read one provider's runs afresh: another instance led it meanwhile and recorded what this
@@ -54,51 +68,65 @@ class SqliteRuns:
         """What memory holds, of one provider (or all), from the file."""
         db = self.db
         only, args = ("", ()) if provider is None else (" AND provider = ?", (provider,))
-        self._finished.update(
-            _key(p, r) for p, r in db.execute(f"SELECT provider, run_id FROM runs WHERE done = 1{only}", args)
+        joined = only.replace("provider", "r.provider")
+        self.remember(
+            db.execute(f"SELECT provider, run_id FROM runs WHERE done = 1{only}", args),
+            db.execute(
+                f"SELECT provider, status, COUNT(*) FROM runs WHERE 1 = 1{only} GROUP BY provider, status",
+                args,
+            ),
+            db.execute(
+                "SELECT provider, run_id, monitor_id, status, COALESCE(created_at, updated_at) FROM runs"
+                f" WHERE done = 0{only}",
+                args,
+            ),
+            db.execute(
+                "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
+                f" JOIN runs r ON r.provider = e.provider AND r.run_id = e.run_id WHERE r.done = 0{joined}",
+                args,
+            ),
+            db.execute(
+                "SELECT s.provider, s.run_id, s.stuck_after FROM run_stuck s"
+                f" JOIN runs r ON r.provider = s.provider AND r.run_id = s.run_id WHERE r.done = 0{joined}",
+                args,
+            ),
+            db.execute(f"SELECT provider, monitor_id FROM monitors WHERE 1 = 1{only}", args),
+            db.execute(
+                f"SELECT provider, monitor_id, cursors, baseline FROM catch_up WHERE 1 = 1{only}", args
+            ),
         )
-        for p, st, n in db.execute(
-            f"SELECT provider, status, COUNT(*) FROM runs WHERE 1 = 1{only} GROUP BY provider, status", args
-        ):
+
+    def remember(
+        self,
+        finished: Iterable[Any],
+        counts: Iterable[Any],
+        unfinished: Iterable[Any],
+        events: Iterable[Any],
+        stuck: Iterable[Any],
+        monitors: Iterable[Any],
+        catch_up: Iterable[Any],
+    ) -> None:
+        """Add to memory the store's rows (finished runs, counts by status, unfinished runs with their
+        creation time, their events and stuck thresholds, monitors seen, catch-up cursors), whatever
+        the backend that read them."""
+        self._finished.update(_key(p, r) for p, r in finished)
+        for p, st, n in counts:
             self._counts[(p, st)] = int(n)
-        # A row from before creation times were kept (schema v3) counts from its last record until a
-        # poll brings the provider's time.
-        for p, run_id, monitor_id, status, updated, created in db.execute(
-            "SELECT provider, run_id, monitor_id, status, updated_at, created_at FROM runs"
-            f" WHERE done = 0{only}",
-            args,
-        ):
-            since = float(created if created is not None else updated)
-            self.runs[(p, run_id)] = RunRecord(monitor_id, status, False, created_at=since)
+        # A row from before creation times were kept (NULL) counts from its last record until a poll
+        # brings the provider's time (the backend's query gives updated_at for it).
+        for p, run_id, monitor_id, status, since in unfinished:
+            self.runs[(p, run_id)] = RunRecord(monitor_id, status, False, created_at=float(since))
             self._unfinished.setdefault((p, monitor_id), set()).add(run_id)
-        for p, run_id, event_id in db.execute(
-            "SELECT e.provider, e.run_id, e.event_id FROM run_events e"
-            " JOIN runs r ON r.provider = e.provider AND r.run_id = e.run_id WHERE r.done = 0"
-            + only.replace("provider", "r.provider"),
-            args,
-        ):
+        for p, run_id, event_id in events:
             rec = self.runs.get((p, run_id))
             if rec is not None:
                 rec.events.add(event_id)
-        for p, run_id, after in db.execute(
-            "SELECT s.provider, s.run_id, s.stuck_after FROM run_stuck s"
-            " JOIN runs r ON r.provider = s.provider AND r.run_id = s.run_id"
-            f" WHERE r.done = 0{only.replace('provider', 's.provider')}",
-            args,
-        ):
+        for p, run_id, after in stuck:
             rec = self.runs.get((p, run_id))
             if rec is not None:
                 rec.stuck |= {float(after)}
-        self.monitors.update(
-            (p, m)
-            for p, m in db.execute(f"SELECT provider, monitor_id FROM monitors WHERE 1 = 1{only}", args)
-        )
-        self._catch_up.update(
-            ((p, m), CatchUp(tuple(json.loads(c)), bool(b)))
-            for p, m, c, b in db.execute(
-                f"SELECT provider, monitor_id, cursors, baseline FROM catch_up WHERE 1 = 1{only}", args
-            )
-        )
+        self.monitors.update((p, m) for p, m in monitors)
+        self._catch_up.update(((p, m), CatchUp(tuple(json.loads(c)), bool(b))) for p, m, c, b in catch_up)
 
     def run(self, provider: str, run_id: str) -> RunRecord | None:
         """The record of a run; a finished one is read from the file (without its event ids)."""
@@ -200,7 +228,22 @@ class SqliteRuns:
                 "INSERT OR IGNORE INTO monitors (provider, monitor_id, first_seen) VALUES (?, ?, ?)",
                 (provider, monitor_id, now),
             )
-        run_rows: list[tuple[str, str, str, str, int, float, float]] = []
+        run_rows, event_rows = self.rows(provider, snapshots, now)
+        db.executemany(
+            "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            run_rows,
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO run_events (provider, run_id, event_id) VALUES (?, ?, ?)", event_rows
+        )
+
+    def rows(
+        self, provider: str, snapshots: Sequence[RunSnapshot], now: float
+    ) -> tuple[list[RunRow], list[tuple[str, str, str]]]:
+        """The run rows (:data:`RunRow`) and event rows (provider, run, event) that recording these
+        snapshots writes: only what is new."""
+        run_rows: list[RunRow] = []
         event_rows: list[tuple[str, str, str]] = []
         for s in snapshots:
             if _key(provider, s.run_id) in self._finished:
@@ -217,20 +260,13 @@ class SqliteRuns:
             created = s.created_at if s.created_at is not None else prev.created_at if prev else now
             run_rows.append((provider, s.run_id, s.monitor_id, status, int(s.terminal), now, created))
             event_rows.extend(fresh)
-        db.executemany(
-            "INSERT OR REPLACE INTO runs (provider, run_id, monitor_id, status, done, updated_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            run_rows,
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO run_events (provider, run_id, event_id) VALUES (?, ?, ?)", event_rows
-        )
+        return run_rows, event_rows
 
     def mark_stuck(self, marks: Sequence[StuckMark]) -> None:
         """The rows for the stuck thresholds runs crossed; the caller holds the transaction."""
         self.db.executemany(
             "INSERT OR IGNORE INTO run_stuck (provider, run_id, stuck_after) VALUES (?, ?, ?)",
-            [(m.provider, m.run_id, t) for m in marks for t in m.thresholds],
+            stuck_rows(marks),
         )
 
     def apply_stuck(self, marks: Sequence[StuckMark]) -> None:
@@ -311,7 +347,11 @@ class SqliteRuns:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self.forget(gone)
+        return len(gone)
+
+    def forget(self, gone: Sequence[tuple[str, str, str]]) -> None:
+        """After the commit that deleted these runs (provider, run id, status): out of memory too."""
         for provider, run_id, status in gone:
             self._finished.discard(_key(provider, run_id))
             self._counts[(provider, status)] = self._counts.get((provider, status), 1) - 1
-        return len(gone)

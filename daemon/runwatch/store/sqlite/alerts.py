@@ -1,9 +1,11 @@
-"""Open alerts (the lifecycle's state) in SQLite, with an in-memory copy indexed by monitor."""
+"""Open alerts (the lifecycle's state) in SQLite, with an in-memory copy indexed by monitor (shared with
+the PostgreSQL store, which has only its own SQL)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from runwatch.store.alert_state import AlertUpdate, OpenAlert
 
@@ -21,16 +23,30 @@ class SqliteAlerts:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         db.execute(_TABLE)
+        self.empty()
+        self._read(None)
+
+    def empty(self) -> None:
+        """Memory with nothing in it (before the first read)."""
         self.open: dict[str, OpenAlert] = {}
         self._by_monitor: dict[tuple[str, str], set[str]] = {}
-        for key, data in db.execute("SELECT key, data FROM alerts"):
-            self._put(OpenAlert.from_json(str(key), str(data)))
 
     def reload(self, provider: str) -> None:
         """Read the alerts of one provider's groups afresh (another instance led it meanwhile)."""
         for key in [k for k, a in self.open.items() if a.group.get("provider", "") == provider]:
             self._drop(key)
-        for key, data in self.db.execute("SELECT key, data FROM alerts WHERE provider = ?", (provider,)):
+        self._read(provider)
+
+    def _read(self, provider: str | None) -> None:
+        """The open alerts of one provider's groups (or all), from the file."""
+        if provider is None:
+            self.remember(self.db.execute("SELECT key, data FROM alerts"))
+        else:
+            self.remember(self.db.execute("SELECT key, data FROM alerts WHERE provider = ?", (provider,)))
+
+    def remember(self, rows: Iterable[Any]) -> None:
+        """Add to memory the store's rows (key, data as JSON), whatever the backend that read them."""
+        for key, data in rows:
             self._put(OpenAlert.from_json(str(key), str(data)))
 
     def _put(self, alert: OpenAlert) -> None:
