@@ -1,5 +1,6 @@
 """``runwatch status`` (runwatch/commands/status.py) as an operator runs it: a subprocess reading the
-SQLite state beside a running daemon, then beside a stopped one."""
+state beside a running daemon, then beside a stopped one; on each store (SQLite in ``state_dir``, and
+PostgreSQL at ``state.url``)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def as_json(out: str) -> dict[str, Any]:
 
 
 async def test_status_shows_the_instance_its_leadership_and_what_waits(
-    tmp_path: Path, receiver: ReceiverServer
+    tmp_path: Path, receiver: ReceiverServer, state_url: str | None
 ) -> None:
     clock = ManualClock(time.time())
     async with fake_server("exa", SCENARIO, clock) as exa:
@@ -44,6 +45,7 @@ async def test_status_shows_the_instance_its_leadership_and_what_waits(
             tmp_path,
             f"""
 state_dir: state
+{f'state: {{url: "{state_url}"}}' if state_url else ""}
 metrics_listen: 127.0.0.1:0
 providers:
   exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 50ms, idle_poll_interval: 50ms}}
@@ -55,7 +57,10 @@ delivery: {{retry_initial: 1h}}
             RULES,
         )
         no_state = await acli("status", "--config", str(cfg))
-        assert no_state.returncode == 1 and one_line(no_state.stderr).startswith("runwatch: no state at")
+        assert no_state.returncode == 1
+        assert one_line(no_state.stderr).startswith(
+            "runwatch: no state at" if state_url is None else "runwatch: no runwatch state in postgresql://"
+        )
         daemon = Daemon(load_config(cfg), client_options=FAST)
         async with daemon.running():
             await daemon.wait_polls("exa", 2)

@@ -1,7 +1,7 @@
 """``run.stuck``: once per run, only for rules that name it, resolved when the run ends; driven by the
 daemon's own tick on an injected clock. Across restarts and ``kill -9`` (real daemon processes, a fake
-Exa and a webhook receiver): counted from the provider's creation time, never reported again, and a
-repeat never sooner than ``repeat_interval`` after the send before it."""
+Exa and a webhook receiver): counted from the provider's creation time, never reported again (on
+either store), and a repeat never sooner than ``repeat_interval`` after the send before it."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ def story(starts: str, ends: str) -> Scenario:
     return Scenario.model_validate({"exa": {"monitors": [{"id": MONITOR, "runs": [run]}]}})
 
 
-def daemon_config(tmp_path: Path, exa_url: str, rx_url: str, rule: str, metrics_port: int = 0) -> Path:
+def daemon_config(
+    tmp_path: Path, exa_url: str, rx_url: str, rule: str, metrics_port: int = 0, state_url: str | None = None
+) -> Path:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "stuck.yaml").write_text(
         f"rules:\n  - {{name: run-stuck, match: {{kind: run.stuck}}, notify: [hook], {rule}}}\n"
@@ -112,7 +114,8 @@ def daemon_config(tmp_path: Path, exa_url: str, rx_url: str, rule: str, metrics_
     cfg = tmp_path / "runwatch.yaml"
     cfg.write_text(
         f"state_dir: {tmp_path / 'state'}\nmetrics_listen: 127.0.0.1:{metrics_port}\n"
-        f"rule_files: ['{tmp_path / 'rules'}/*.yaml']\n"
+        + (f"state: {{url: '{state_url}'}}\n" if state_url else "")
+        + f"rule_files: ['{tmp_path / 'rules'}/*.yaml']\n"
         f"providers:\n  exa: {{base_url: '{exa_url}', api_key: {KEY}, poll_interval: 200ms,"
         " idle_poll_interval: 200ms, retries: 1}\n"
         f"channels:\n  hook:\n    webhook: {{url: '{rx_url}', secret: '{SECRET}'}}\n"
@@ -158,11 +161,13 @@ async def rule_matches(port: int) -> float:
     "rule",
     ["stuck_after: 3s, send_resolved: true", "stuck_after: 3s, send_resolved: true, group_wait: 500ms"],
 )
-async def test_a_clean_restart_does_not_report_a_stuck_run_again(tmp_path: Path, rule: str) -> None:
+async def test_a_clean_restart_does_not_report_a_stuck_run_again(
+    tmp_path: Path, rule: str, state_url: str | None
+) -> None:
     clock = ManualClock(time.time())
     port = free_port()
     async with fake_server("exa", story("-2s", "60s"), clock) as exa, webhook_server(SECRET) as rx:
-        cfg = daemon_config(tmp_path, exa.base_url, rx.url, rule, metrics_port=port)
+        cfg = daemon_config(tmp_path, exa.base_url, rx.url, rule, metrics_port=port, state_url=state_url)
 
         async def polls(n: int) -> None:
             with anyio.fail_after(30):
@@ -206,11 +211,13 @@ async def test_kill_9_does_not_bring_a_stuck_alerts_repeat_forward(tmp_path: Pat
     assert 5.0 <= since < 7.5, (since, [r.at - repeat.at for r in copies])
 
 
-async def test_a_stuck_run_counts_from_its_providers_creation_time_across_a_restart(tmp_path: Path) -> None:
+async def test_a_stuck_run_counts_from_its_providers_creation_time_across_a_restart(
+    tmp_path: Path, state_url: str | None
+) -> None:
     clock = ManualClock(time.time() - 20)  # the fake's story began 20 s ago: the run was created then
     async with fake_server("exa", story("0s", "1h"), clock) as exa, webhook_server(SECRET) as rx:
         created = exa.fake.t0
-        cfg = daemon_config(tmp_path, exa.base_url, rx.url, "stuck_after: 26s")  # stuck 6 s from now
+        cfg = daemon_config(tmp_path, exa.base_url, rx.url, "stuck_after: 26s", state_url=state_url)  # in 6 s
         runs = exa.fake.requests
         proc = start(cfg)
         try:
