@@ -25,7 +25,7 @@ from runwatch import redact
 from runwatch.demo.receiver import Receiver
 from runwatch.httpserver import Listening, serve
 from runwatch.model import Alert, notification_id
-from tests.postgres import pg_url, postgres, state_url  # noqa: F401  (fixtures for every test)
+from tests.postgres import own_postgres, pg_url, postgres, state_url  # noqa: F401  (fixtures for every test)
 
 SMTP_USER = "alerts"
 SMTP_PASSWORD = "hunter2-smtp-Pa55"

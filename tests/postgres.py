@@ -141,3 +141,10 @@ def state_url(request: pytest.FixtureRequest) -> str | None:
     """A test run on each store: None (SQLite in ``state_dir``), then a fresh PostgreSQL database's URL
     (for ``state: {url: ...}``)."""
     return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Cluster]:
+    """A cluster of this test's own, for a test that stops and starts it (the session's is shared by
+    every test of the xdist worker, so stopping that one would fail them)."""
+    yield from _start_cluster()

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from runwatch import __version__
 from runwatch.clock import Clock
+from runwatch.errors import FencedOut, StateUnavailableError
 from runwatch.model import ChangeKind
 
 #: ``reason`` labels of poll errors that exist at 0 from the start (others, e.g. ``http_418``, appear
@@ -66,6 +67,9 @@ INGEST_OUTCOMES = (
 )  # fmt: skip
 #: The ``provider`` label of a push request whose path names no provider (a scanner, a typo).
 NO_PROVIDER = "none"
+#: Why a call to the state failed (``runwatch_state_errors_total{reason}``): its database could not be
+#: reached, a write was refused by its fence (this instance lost the lease), or anything else.
+STATE_ERROR_REASONS = ("unavailable", "fenced", "other")
 
 
 class Metrics:
@@ -257,6 +261,43 @@ class Metrics:
             registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+
+        self.state_up = Gauge(
+            "runwatch_state_up",
+            "1 while the state (SQLite file or PostgreSQL database) answers, 0 since a call to it found it"
+            " unreachable (until one succeeds again).",
+            registry=r,
+        )
+        self.state_up.set(1)  # the daemon starts only on a state that answered
+        self.state_errors = Counter(
+            "runwatch_state_errors_total",
+            "Calls to the state that failed, by reason (unavailable, fenced, other).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in STATE_ERROR_REASONS:
+            self.state_errors.labels(reason)
+        #: Why the state does not answer now (the last failure's line), None while it does.
+        self.state_problem: str | None = None
+
+    def state_answered(self) -> None:
+        """A call to the state succeeded: it is up (again)."""
+        if self.state_problem is not None:
+            self.state_problem = None
+            self.state_up.set(1)
+
+    def state_failed(self, exc: BaseException) -> str:
+        """Count a failed call to the state by its reason (returned); an unreachable state is down."""
+        if isinstance(exc, FencedOut):
+            reason = "fenced"
+        elif isinstance(exc, StateUnavailableError):
+            reason = "unavailable"
+            self.state_problem = str(exc)
+            self.state_up.set(0)
+        else:
+            reason = "other"
+        self.state_errors.labels(reason).inc()
+        return reason
 
     def prime_ingest(self, providers: Iterable[str]) -> None:
         """The push listener's series at 0 (called when ``ingest_listen`` is set)."""

@@ -411,3 +411,65 @@ def check_all_once_upto(c: Cluster, at: int) -> None:
     wanted = set().union(*(EXPECTED[t] for t in STEPS if t <= at))
     assert set(c.seen()) == wanted
     assert all(n == 1 for n in Counter(r.id for r in c.rx.requests).values())
+
+
+def state_seen(inst: Instance) -> tuple[float | None, int | None, str]:
+    """``runwatch_state_up``, the ``/readyz`` status and its body (None while nothing answers)."""
+    base = inst.metrics.removesuffix("/metrics")
+    try:
+        text = httpx.get(inst.metrics, timeout=5).text
+        ready = httpx.get(base + "/readyz", timeout=5)
+    except httpx.HTTPError:
+        return None, None, ""
+    families = text_string_to_metric_families(text)
+    up = next((s.value for f in families for s in f.samples if s.name == "runwatch_state_up"), None)
+    return up, ready.status_code, ready.text
+
+
+def shows(inst: Instance, up: float, status: int) -> Callable[[], bool]:
+    """Whether ``inst`` shows ``runwatch_state_up`` ``up`` and ``/readyz`` ``status`` now."""
+    return lambda: state_seen(inst)[:2] == (up, status)
+
+
+def state_errors(inst: Instance) -> dict[str, float]:
+    text = httpx.get(inst.metrics, timeout=5).text
+    return {
+        s.labels["reason"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "runwatch_state_errors_total"
+    }
+
+
+async def test_the_database_stopped_mid_run_shows_and_every_change_is_notified_once_when_back(
+    tmp_path: Path, own_postgres: Any
+) -> None:
+    """The database stops mid-run (the test's own cluster: the session's is shared): the daemons say
+    so (``runwatch_state_up`` 0, ``/readyz`` 503 naming the state) and keep running while the story
+    moves on; once the database is back they resume by themselves (no restart) and every change of the
+    story is notified exactly once, the ones made while it was away included."""
+    pg = own_postgres
+    url = pg.url(pg.create_database())
+    with showing_logs(tmp_path):
+        async with cluster(tmp_path, url) as c:
+            insts = list(c.instances.values())
+            assert all(state_seen(i)[0] == 1 for i in insts)
+            assert all(set(state_errors(i)) >= {"unavailable", "fenced", "other"} for i in insts)
+            await c.step(10)
+            await until(lambda: len(c.rx.requests) == len(c.seen()), 5, "nothing in flight")
+            pg.stop()
+            c.move(20)  # changes the fakes make while the database is away
+            for inst in insts:
+                await until(shows(inst, 0, 503), 30, "the state being away shows")
+                body = state_seen(inst)[2]
+                assert "state" in body and "unreachable" in body, body
+                assert state_errors(inst)["unavailable"] > 0
+            await anyio.sleep(2 * LEASE)  # past every lease: nobody polls, nothing is sent
+            assert all(i.proc is not None and i.proc.poll() is None for i in insts)  # survived
+            pg.start()
+            for inst in insts:
+                await until(shows(inst, 1, 200), 30, "the state being back shows")
+            await c.arrived(20)
+            for at in STEPS[2:]:
+                await c.step(at)
+            check_all_once(c, allowed_duplicates=0)

@@ -13,6 +13,7 @@ one period) is one that no retry can jump.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from prometheus_client import Counter, Histogram
 from runwatch.clock import Clock
 from runwatch.delivery.channel import Channel, Delivered, Outcome, Permanent, Retry
 from runwatch.delivery.policy import ChannelPolicy, SendWindow
+from runwatch.errors import StateError
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.pipeline.silences import Muter
@@ -130,6 +132,10 @@ class ChannelWorker:
             wake = self._wake
             try:
                 wait = await self._step(limiter)
+            except StateError as exc:  # the database is away: pause, claim again later
+                self.metrics.state_failed(exc)
+                log.warning("delivery.state_failed", channel=self.name, error=str(exc))
+                wait = IDLE_RECHECK
             except Exception:  # a state or channel failure must never end the worker
                 log.exception("delivery.worker_error", channel=self.name)
                 wait = IDLE_RECHECK
@@ -211,8 +217,10 @@ class ChannelWorker:
                 try:
                     self._settle(item, outcome, self.clock.now())
                 except Exception:
-                    # The state could not record it: give the rest back; the lease voids this one's claim.
-                    self.outbox.release([c.seq for c in claimed[i + 1 :]])
+                    # The state could not record it: give the rest back (if it answers; else their
+                    # claims run out); this one is sent again once its claim ran out, at most once more.
+                    with contextlib.suppress(StateError):
+                        self.outbox.release([c.seq for c in claimed[i + 1 :]])
                     raise
                 if isinstance(outcome, Retry):
                     self.outbox.release([c.seq for c in claimed[i + 1 :]])

@@ -163,6 +163,7 @@ class Daemon:
             clock=self.lease_clock, digest=digest, polls=lambda: self.health.last_ok,
         )  # fmt: skip
         self.health.leads = lambda provider: self.leadership.fence(poll_lease(provider)) is not None
+        self.health.state = lambda: self.metrics.state_problem
         #: provider -> the lease token its memory was last read from the store under.
         self._synced: dict[str, int] = {}
         if not leases.shared:
@@ -390,8 +391,10 @@ class Daemon:
                 await self.read_pushed(name)
         except Exception as exc:  # a bug in one cycle must not end the loop; it shows in logs and metrics
             if (fenced := _leaf(exc, FencedOut)) is not None:
+                self.metrics.state_failed(fenced)
                 log.warning("poll.fenced", provider=name, error=str(fenced))
             elif (failed := _leaf(exc, StateError)) is not None:
+                self.metrics.state_failed(failed)
                 self.metrics.polls.labels(name, "error").inc()
                 log.warning("poll.state_failed", provider=name, error=str(failed))
             else:
@@ -499,8 +502,10 @@ class Daemon:
             try:
                 self.lifecycle_tick()
             except FencedOut as exc:  # a lease ran out between the tick's look and its write
+                self.metrics.state_failed(exc)
                 log.warning("lifecycle.fenced", error=str(exc))
             except StateError as exc:  # the database is away; the next tick tries again
+                self.metrics.state_failed(exc)
                 log.warning("lifecycle.state_failed", error=str(exc))
             except Exception:  # housekeeping must not stop the daemon; the next tick tries again
                 log.exception("lifecycle.tick_failed")

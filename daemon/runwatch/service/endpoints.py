@@ -1,4 +1,5 @@
-"""The operations endpoint: ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (polling)."""
+"""The operations endpoint: ``/metrics`` (Prometheus), ``/healthz`` (alive), ``/readyz`` (polling, and the
+state answering)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class Health:
         self.intervals = dict(intervals)
         self.last_ok: dict[str, float] = {}
         self.leads: Callable[[str], bool] = lambda provider: True
+        #: Why the state does not answer now (None while it does): not ready, whatever the providers.
+        self.state: Callable[[], str | None] = lambda: None
 
     def polled(self, provider: str) -> None:
         self.last_ok[provider] = self.clock.now()
@@ -48,7 +51,7 @@ class Health:
         return out
 
     def ready(self) -> bool:
-        return all(v in ("ok", STANDBY) for v in self.readiness().values())
+        return self.state() is None and all(v in ("ok", STANDBY) for v in self.readiness().values())
 
 
 def make_app(metrics: Metrics, health: Health) -> Starlette:
@@ -58,7 +61,10 @@ def make_app(metrics: Metrics, health: Health) -> Starlette:
     async def readyz(request: Request) -> JSONResponse:
         state = health.readiness()
         ready = health.ready()
-        return JSONResponse({"ready": ready, "providers": state}, status_code=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready, "providers": state}
+        if (problem := health.state()) is not None:
+            body["state"] = problem  # e.g. "state database postgresql://...:5432/db is unreachable: ..."
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         metrics.ready.set(1 if health.ready() else 0)

@@ -248,10 +248,13 @@ class Leadership:
     async def _call(self, func: Callable[..., object], *args: object) -> object | None:
         """A store call in a worker thread (PostgreSQL blocks); its failure is a log line and None."""
         try:
-            return await anyio.to_thread.run_sync(func, *args)
+            out = await anyio.to_thread.run_sync(func, *args)
         except StateError as exc:
+            self.metrics.state_failed(exc)
             log.warning("leader.store_failed", call=getattr(func, "__name__", "?"), error=str(exc))
             return None
+        self.metrics.state_answered()  # asked every lease/3: what ends runwatch_state_up 0 when idle
+        return out
 
     async def _beat(self) -> None:
         """Say this instance lives, and compare the live instances' config digests."""

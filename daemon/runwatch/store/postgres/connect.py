@@ -26,6 +26,9 @@ from runwatch.redact import register, register_url
 CONNECT_TIMEOUT = 10
 #: Seconds a caller waits for a connection of the pool before the database counts as unreachable.
 POOL_TIMEOUT = 10.0
+#: Seconds a caller waits for a connection while the database is known to be away: a call made from
+#: the event loop (a claim, a record, a scrape) fails fast instead of holding /metrics and /readyz.
+DOWN_WAIT = 0.5
 #: Connections kept per instance: the event loop, every sending thread, a command or a scrape.
 POOL_SIZE = 16
 #: The first statement of a transaction whose reads must agree (one snapshot), writing nothing.
@@ -130,9 +133,38 @@ def connect(target: Target) -> psycopg.Connection[Any]:
         raise explain(exc, target) from None
 
 
+class StatePool(ConnectionPool[psycopg.Connection[Any]]):
+    """The pool, aware that the database went away: once a connection broke or none could be had,
+    callers wait :data:`DOWN_WAIT` instead of :data:`POOL_TIMEOUT`, until a connection is had again
+    (the pool reconnects by itself in the background, with a growing delay)."""
+
+    down = False
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        if timeout is None and self.down:
+            timeout = DOWN_WAIT
+        try:
+            conn = super().getconn(timeout)
+        except PoolTimeout:
+            self.down = True
+            raise
+        self.down = False
+        return conn
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with super().connection(timeout) as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            if any(k in _detail(exc).lower() for k in _UNREACHABLE):
+                self.down = True
+            raise
+
+
 def open_pool(target: Target, *, size: int = POOL_SIZE) -> ConnectionPool[psycopg.Connection[Any]]:
     """A pool of autocommit connections; callers wait at most :data:`POOL_TIMEOUT` for one."""
-    return ConnectionPool(
+    return StatePool(
         target.url,
         kwargs=target.kwargs(),
         min_size=1,
