@@ -155,10 +155,14 @@ def test_known_series_exist_at_zero_from_the_start(stack: Stack) -> None:
     for provider in ("exa", "olostep"):  # the demo is one instance: it polls both
         assert f'runwatch_leader{{provider="{provider}"}} 1.0' in text
     assert "runwatch_config_mismatch 0.0" in text
+    assert "runwatch_state_up 1.0" in text
+    for reason in ("unavailable", "fenced", "other"):
+        assert f'runwatch_state_errors_total{{reason="{reason}"}} 0.0' in text
     assert 'runwatch_rule_matches_total{rule="exa-run-failed"}' in text
 
 
 def test_no_label_carries_an_id(stack: Stack) -> None:
+    stack.demo.wait("metrics:", 30)  # the first test of its worker may come before the listener
     text = http_get(stack.metrics_url)
     assert not re.search(r'="(mrun|run|monitor)_[^"]*"', text), "a run or monitor id in a label"
 
@@ -201,6 +205,7 @@ def test_dashboard_imports_as_is() -> None:
         "dead",
         "leader",
         "polling each provider",
+        "state reachable",
     ):
         assert topic in titles
 
@@ -254,6 +259,7 @@ def test_alert_rules_cover_what_the_issue_asks() -> None:
         "RunwatchReloadFailed",
         "RunwatchNoPoller",
         "RunwatchTwoPollers",
+        "RunwatchStateUnreachable",
     ):
         assert f"alert: {name}" in text
     removed = ("runwatch_notifications_failed_total", "runwatch_notifications_pending")
