@@ -29,6 +29,10 @@ POOL_TIMEOUT = 10.0
 #: Seconds a caller waits for a connection while the database is known to be away: a call made from
 #: the event loop (a claim, a record, a scrape) fails fast instead of holding /metrics and /readyz.
 DOWN_WAIT = 0.5
+#: Seconds the pool keeps retrying a lost connection (its delay doubling from 1 s) before it gives up
+#: and the next caller starts afresh: so a database back after a long outage is found within ~16 s,
+#: not after a delay that doubled all along the outage.
+RECONNECT_GIVE_UP = 30.0
 #: Connections kept per instance: the event loop, every sending thread, a command or a scrape.
 POOL_SIZE = 16
 #: The first statement of a transaction whose reads must agree (one snapshot), writing nothing.
@@ -170,6 +174,7 @@ def open_pool(target: Target, *, size: int = POOL_SIZE) -> ConnectionPool[psycop
         min_size=1,
         max_size=size,
         timeout=POOL_TIMEOUT,
+        reconnect_timeout=RECONNECT_GIVE_UP,
         name="runwatch-state",
         open=True,
     )
