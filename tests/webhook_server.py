@@ -50,6 +50,8 @@ class WebhookServer:
     requests: list[Received] = field(default_factory=list)
     #: What ``Received.at`` reads: the test's injected clock when set, else the wall clock.
     clock: Clock | None = None
+    #: When set, every answer waits until it is set (a test acts between a send and its answer).
+    gate: anyio.Event | None = None
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
     @property
@@ -89,6 +91,8 @@ class WebhookServer:
                 self.requests.append(Received(headers, body, at, payload, error, answer))
                 self._changed.set()
                 self._changed = anyio.Event()
+                if self.gate is not None:
+                    await self.gate.wait()
                 if answer == "reset":
                     writer.transport.abort()
                     return

@@ -473,3 +473,33 @@ async def test_the_database_stopped_mid_run_shows_and_every_change_is_notified_o
             for at in STEPS[2:]:
                 await c.step(at)
             check_all_once(c, allowed_duplicates=0)
+
+
+async def test_a_send_acknowledged_while_the_database_is_away_is_sent_again_once(
+    tmp_path: Path, own_postgres: Any
+) -> None:
+    """The receiver holds its answer to the first notification while the test stops the database, then
+    acknowledges it: its sender cannot record the outcome, pauses, and once the database is back the
+    row, still pending in the state, is sent again when its claim ran out: exactly once more."""
+    pg = own_postgres
+    url = pg.url(pg.create_database())
+    with showing_logs(tmp_path):
+        async with cluster(tmp_path, url, names=("runwatch-a",)) as c:
+            inst = c.instances["runwatch-a"]
+            c.rx.gate = anyio.Event()
+            c.move(10)
+            await until(lambda: len(c.rx.requests) >= 1, 20, "the first send")
+            held = c.rx.requests[0].id
+            pg.stop()
+            c.rx.gate.set()  # acknowledged now, with nobody to record it
+            c.rx.gate = None
+            await until(shows(inst, 0, 503), 30, "the state being away shows")
+            pg.start()
+            await c.arrived(10)
+            await until(lambda: sum(r.id == held for r in c.rx.requests) == 2, 20, "the send again")
+            for at in STEPS[1:]:
+                await c.step(at)
+            assert check_all_once(c, allowed_duplicates=1) == 1
+            assert Counter(r.id for r in c.rx.requests)[held] == 2
+            rows = c.sql("SELECT count(*) FROM runwatch_notifications WHERE state <> 'sent'")
+            assert rows == [(0,)]

@@ -186,9 +186,7 @@ def failures(target: Target) -> Iterator[None]:
     try:
         yield
     except PoolTimeout:
-        raise StateUnavailableError(
-            f"state database {target.where} is unreachable: no connection within {POOL_TIMEOUT:g} s"
-        ) from None
+        raise StateUnavailableError(f"state database {target.where} is unreachable: no connection") from None
     except psycopg.Error as exc:
         raise explain(exc, target) from None
 
