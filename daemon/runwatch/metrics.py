@@ -66,6 +66,11 @@ INGEST_OUTCOMES = (
 )  # fmt: skip
 #: The ``provider`` label of a push request whose path names no provider (a scanner, a typo).
 NO_PROVIDER = "none"
+#: Why a live-log stream ended (``runwatch_live_stream_drops_total{reason}``): the server ended it
+#: (``closed``) or sent ``error``; nothing, not even a heartbeat, for 3 intervals (``heartbeat``); no
+#: connection (``connect``); a 429 or 5xx (``http``); any other 4xx, the key refused say (``refused``);
+#: a stream that broke the event-stream format (``bad_stream``).
+LIVE_DROP_REASONS = ("closed", "error", "heartbeat", "connect", "http", "refused", "bad_stream")
 
 
 class Metrics:
@@ -257,6 +262,25 @@ class Metrics:
             registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+
+        self.live_streams = Gauge(
+            "runwatch_live_streams",
+            "Live-log streams (Olostep's agent-log stream of a run in flight) open now, by provider.",
+            ["provider"],
+            registry=r,
+        )
+        self.live_drops = Counter(
+            "runwatch_live_stream_drops_total",
+            "Live-log streams that ended and are reopened (with backoff), by provider and reason.",
+            ["provider", "reason"],
+            registry=r,
+        )
+
+    def prime_live(self, provider: str) -> None:
+        """The live-log series of ``provider`` at 0 (a provider whose runs can be streamed)."""
+        self.live_streams.labels(provider)
+        for reason in LIVE_DROP_REASONS:
+            self.live_drops.labels(provider, reason)
 
     def prime_ingest(self, providers: Iterable[str]) -> None:
         """The push listener's series at 0 (called when ``ingest_listen`` is set)."""
