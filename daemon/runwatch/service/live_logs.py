@@ -92,7 +92,14 @@ class LiveLogs:
         #: Refresh passes done (tests wait for them), and the event a waiting test is woken by.
         self.passes = 0
         self._passed: anyio.Event | None = None
-        metrics.prime_live(PROVIDER)
+        self._primed = False
+        self._prime()
+
+    def _prime(self) -> None:
+        """The provider's live-log series at 0, once it is enabled (at the start or by a reload)."""
+        if not self._primed and self.settings() is not None:
+            self.metrics.prime_live(self.provider)
+            self._primed = True
 
     @property
     def following(self) -> list[str]:
@@ -127,6 +134,7 @@ class LiveLogs:
 
     async def refresh(self, tg: TaskGroup) -> None:
         """One pass: stop the followers no longer wanted, start the ones missing."""
+        self._prime()
         settings = self.settings()
         on = (
             isinstance(settings, OlostepSettings)
