@@ -37,6 +37,7 @@ from runwatch.redact import register
 from runwatch.service import reload as reconfigure
 from runwatch.service import systemd
 from runwatch.service.assemble import channel_policies, check
+from runwatch.service.coverage import CoverageKeeper
 from runwatch.service.endpoints import Health, make_app
 from runwatch.service.ingest import HookConfig, Ingest, PushedReads, serving
 from runwatch.service.leadership import Leadership, config_digest, lease_settings
@@ -144,6 +145,8 @@ class Daemon:
         )
         #: Where the push listener listens once :meth:`running` (None: no push).
         self.ingest_http: Listening | None = None
+        #: Each source's coverage in the state, for a restart's catch-up through the events API.
+        self.coverage = CoverageKeeper(self.store)
         # Live logs: the streams of Olostep runs in flight, fed through the same pipeline as a poll.
         self.live = LiveLogs(
             settings=lambda: self.pollers.settings.get("olostep"), runs=self.store.runs,
@@ -273,8 +276,11 @@ class Daemon:
         started = self.clock.now()
         settings = self.pollers.settings[name]
         self.pushed.expire(name, max(settings.idle_poll_interval, 2 * settings.poll_interval), started)
+        self.coverage.before(name, self.sources[name])
         with self.metrics.poll_duration.labels(name).time():
             report = await self._read(name, started, self.pushed.urgent(name))
+        if self.leadership.fence(poll_lease(name)) is not None:
+            self.coverage.after(name, self.sources[name])
         ok = not report.errors
         self._source_outcome(name, report)
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
