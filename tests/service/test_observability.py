@@ -156,6 +156,9 @@ def test_known_series_exist_at_zero_from_the_start(stack: Stack) -> None:
         assert f'runwatch_leader{{provider="{provider}"}} 1.0' in text
     assert "runwatch_config_mismatch 0.0" in text
     assert 'runwatch_rule_matches_total{rule="exa-run-failed"}' in text
+    for provider in ("exa", "olostep"):  # the demo has push on
+        assert f'runwatch_ingest_requests_total{{outcome="bad_signature",provider="{provider}"}} 0.0' in text
+    assert 'runwatch_live_stream_drops_total{provider="olostep",reason="heartbeat"} 0.0' in text
 
 
 def test_no_label_carries_an_id(stack: Stack) -> None:
@@ -201,6 +204,9 @@ def test_dashboard_imports_as_is() -> None:
         "dead",
         "leader",
         "polling each provider",
+        "push requests",
+        "push to read",
+        "live-log streams",
     ):
         assert topic in titles
 
@@ -254,6 +260,8 @@ def test_alert_rules_cover_what_the_issue_asks() -> None:
         "RunwatchReloadFailed",
         "RunwatchNoPoller",
         "RunwatchTwoPollers",
+        "RunwatchPushBadSignatures",
+        "RunwatchLiveStreamsFailing",
     ):
         assert f"alert: {name}" in text
     removed = ("runwatch_notifications_failed_total", "runwatch_notifications_pending")
