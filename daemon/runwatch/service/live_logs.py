@@ -89,6 +89,8 @@ class LiveLogs:
         self._followers: dict[str, anyio.CancelScope] = {}
         self._open: set[str] = set()
         self._capped_logged = 0
+        #: Steps fed from streams in all (the demo's summary says how many).
+        self.fed = 0
         #: Refresh passes done (tests wait for them), and the event a waiting test is woken by.
         self.passes = 0
         self._passed: anyio.Event | None = None
@@ -251,6 +253,7 @@ class LiveLogs:
             except Exception:  # not recorded: the next poll reads these events as ever
                 log.exception("live.record_failed", provider=self.provider, monitor_id=monitor_id)
                 return
+            self.fed += sum(len(snap.events) for snap in snapshots)
         added = False
         for hint in reads:
             added |= self.hints.add(hint, renew=True)
