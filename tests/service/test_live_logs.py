@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -21,6 +22,8 @@ from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import FakeOlostep, Fault, RunningFake, Scenario, fake_server
 from runwatch.service.app import Daemon
+from runwatch.store.leases import poll_lease
+from runwatch.store.postgres_leases import PostgresLeases
 from tests.conftest import ReceiverServer, write_config
 
 pytestmark = pytest.mark.anyio
@@ -78,8 +81,9 @@ class Stand:
 
 @asynccontextmanager
 async def stand(
-    tmp_path: Path, receiver: ReceiverServer, *, monitors: int = 1, extra: str = "", heartbeat: float = 15.0
-) -> AsyncIterator[Stand]:
+    tmp_path: Path, receiver: ReceiverServer, *, monitors: int = 1, extra: str = "", heartbeat: float = 15.0,
+    **daemon_options: Any,
+) -> AsyncIterator[Stand]:  # fmt: skip
     clock = ManualClock(time.time())
     async with fake_server("olostep", story(monitors), clock) as olostep:
         olostep.fake.live.heartbeat_interval = heartbeat
@@ -93,8 +97,10 @@ channels:
   ops: {{apprise: "{receiver.url("/ops")}"}}
 delivery: {{retry_initial: 50ms, retry_max: 200ms}}
 """
-        daemon = Daemon(load_config(write_config(tmp_path, text, RULES)), clock=clock, client_options=FAST)
+        config = load_config(write_config(tmp_path, text, RULES))
+        daemon = Daemon(config, clock=clock, client_options=FAST, **daemon_options)
         async with daemon.running():
+            await daemon.leadership.step()  # (with leases of its own, at once; shared: when it may)
             await daemon.wait_polls("olostep", 1)  # the baseline: the runs in flight recorded silently
             yield Stand(daemon, olostep, receiver, clock)
 
@@ -186,3 +192,29 @@ async def test_polling_carries_on_while_the_stream_is_refused(
         assert s.notified() == ["run_0 step_a", "run_0 step_b"]
         assert s.metric("runwatch_live_streams") == 0
         assert s.metric("runwatch_live_stream_drops_total", reason="http") >= 2
+
+
+async def test_only_the_leader_follows_streams(tmp_path: Path, receiver: ReceiverServer, pg_url: str) -> None:
+    lease_clock = ManualClock()
+    mine, theirs = PostgresLeases(pg_url, clock=lease_clock), PostgresLeases(pg_url, clock=lease_clock)
+    try:
+        async with stand(tmp_path, receiver, leases=mine, lease_clock=lease_clock) as s:
+            live, lease = s.olostep.fake.live, poll_lease("olostep")
+            await live.wait_open(1)  # it leads olostep: it follows the run in flight
+            lease_clock.advance(s.daemon.leadership.lease + 0.1)  # paused past its lease ...
+            token = theirs.acquire(lease, "runwatch-b", s.daemon.leadership.lease)  # ... b leads now
+            assert token is not None
+            await live.wait_open(0)  # a standby follows nothing
+            await s.daemon.live.wait_passes(3)
+            s.clock.advance(2)
+            await s.daemon.live.wait_passes(2)
+            assert (live.open, live.opened, s.notified()) == (0, 1, [])
+            theirs.release(lease, "runwatch-b", token)
+            await s.daemon.leadership.step()  # it leads again; its loop reads the state afresh at its
+            s.daemon.pollers.wake("olostep")  # next turn (woken here, not a minute on), then it follows
+            await live.wait_open(1)
+            await s.wait_notified(1)
+            assert s.notified() == ["run_0 step_a"]
+    finally:
+        mine.close()
+        theirs.close()
