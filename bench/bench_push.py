@@ -1,8 +1,9 @@
 """runwatch push benchmark: each figure beside its baseline, measured in the same run.
 
-    python bench/bench_push.py                      # both figures (about 1.5 minutes)
+    python bench/bench_push.py                      # every figure (about 3 minutes)
     python bench/bench_push.py --only rate          # 1. pushes answered per second
     python bench/bench_push.py --only latency --poll-interval 60s   # 2. at the default interval
+    python bench/bench_push.py --only requests                      # 3. requests per hour, on vs off
 
 1. Verified pushes answered per second on one core: the push listener (``runwatch.service.ingest``:
    the Exa signature checked on the raw bytes, the envelope read, the hint committed to the SQLite
@@ -20,6 +21,14 @@
    ``ingest_listen``. Poll (the baseline): the same scenario, the same config, no webhook. Goal: push
    p99 <= 1 s on loopback. The fake's pusher looks at its clock every 50 ms: up to 50 ms of the push
    figure is the fake's, not runwatch's.
+3. API requests in one hour for 1,000 mostly idle monitors per provider, push on beside push off (the
+   baseline): an hour simulated on a ManualClock that the fakes (in this process) and a daemon share,
+   60 cycles of ``poll_interval`` 60s (``idle_poll_interval`` 5m), each provider's requests counted by
+   its fake. 2 % of the monitors have one run started by hand during the hour (8 minutes long, one in
+   five failing; Olostep's log a step a minute). Push off: no ingest_listen, no webhooks, no live logs.
+   Push on: the fakes post their webhooks to ingest_listen, Exa's events API stands in for the idle
+   polls, Olostep's live logs are followed. The start's cycle (every monitor read once) is not
+   counted. Both must see the same: every run ended as it did, every Olostep step once; else exit 1.
 """
 
 from __future__ import annotations
@@ -352,9 +361,158 @@ def figure_latency(args: argparse.Namespace) -> bool:
     return True
 
 
+# -- figure 3: API requests per hour, push on beside push off -----------------------------------------
+def hour_scenario(monitors: int, share: float, seed: int) -> Any:
+    """``monitors`` idle monitors per provider; ``share`` of them run once, by hand, in the hour."""
+    import random
+
+    from runwatch.fakes import Scenario
+
+    rng = random.Random(seed)
+    exa: list[dict[str, Any]] = [{"id": f"monitor_{i:04d}"} for i in range(monitors)]
+    olostep: list[dict[str, Any]] = [{"id": f"monitor_{i:04d}"} for i in range(monitors)]
+    for i in rng.sample(range(monitors), max(1, round(monitors * share))):
+        at = rng.uniform(300, 3000)
+        failed = rng.random() < 0.2
+        end = {"at": at + 480, "status": "failed" if failed else "completed"}
+        exa[i]["runs"] = [
+            {
+                "id": f"mrun_{i:04d}",
+                "manual": True,
+                "timeline": [{"at": at, "status": "created"}, {"at": at + 60, "status": "running"}, end],
+            }
+        ]
+        done: dict[str, Any] = {"at": at + 480, "type": "run_complete"}
+        if failed:
+            done["data"] = {"status": "failed", "error": "generated failure"}
+        steps = [{"at": at + 60 * k, "type": f"step_{k}"} for k in range(8)]
+        olostep[i]["runs"] = [
+            {
+                "id": f"run_{i:04d}",
+                "manual": True,
+                "result": "failed" if failed else "completed",
+                "events": [*steps, done],
+            }
+        ]
+    return Scenario.model_validate({"exa": {"monitors": exa}, "olostep": {"monitors": olostep}})  # fmt: skip
+
+
+Counts = dict[str, dict[str, int]]
+
+
+async def one_hour(push: bool, args: argparse.Namespace, tmp: Path) -> tuple[Counts, dict[str, int]]:
+    """(requests by provider and route, what was seen: runs by final status, steps) over one hour."""
+    import math
+
+    import anyio
+    import httpx
+
+    from runwatch import log as logsetup
+    from runwatch.clock import ManualClock
+    from runwatch.config import load_config
+    from runwatch.fakes import fake_server
+    from runwatch.service import live_logs
+    from runwatch.service.app import Daemon
+    from runwatch.store.leases import poll_lease
+
+    class Driven(Daemon):
+        """The daemon as it runs, but its regular cycles are the bench's, on the driven clock: its loop
+        only reads what pushes ask for (a real minute between cycles would otherwise fire mid-hour)."""
+
+        async def _poll_loop(self, name: str) -> None:
+            fence = self.leadership.fence(poll_lease(name))
+            assert fence is not None
+            self._synced[name] = fence.token
+            while await self.pollers.pause(name, math.inf):
+                await self.read_pushed(name)
+
+    logsetup.setup("error")
+    live_logs.REFRESH = 0.02  # streams follow the runs in flight within a fraction of a driven minute
+    scenario = hour_scenario(args.monitors, args.active, args.seed)
+    clock = ManualClock(time.time())
+    root = tmp / ("on" if push else "off")
+    root.mkdir()
+    async with (
+        fake_server("exa", scenario, clock) as exa,
+        fake_server("olostep", scenario, clock) as olostep,
+        httpx.AsyncClient() as client,
+    ):
+        ingest = f"127.0.0.1:{free_port()}"
+        token = "bench-olostep-webhook-token-0123456789abcdef"
+        extra_exa, extra_olostep = "", ", live_logs: false"
+        if push:
+            made = await client.post(
+                f"{exa.base_url}/v0/webhooks", headers={"x-api-key": "k"},
+                json={"events": ["monitor.run.created", "monitor.run.completed"],
+                      "url": f"http://{ingest}/hooks/exa"},
+            )  # fmt: skip
+            extra_exa = f", webhook_secret: {made.json()['secret']}"
+            extra_olostep = f", webhook_token: {token}"
+            for m in scenario.olostep.monitors:
+                olostep.fake.set_webhook(m.id, f"http://{ingest}/hooks/olostep/{token}")
+        common = "poll_interval: 60s, idle_poll_interval: 5m, max_requests_per_second: 100000"
+        (root / "runwatch.yaml").write_text(
+            f"state_dir: {root / 'state'}\nmetrics_listen: 127.0.0.1:0\nrule_files: []\n"
+            + (f"ingest_listen: {ingest}\n" if push else "")
+            + f"providers:\n  exa: {{base_url: '{exa.base_url}', api_key: k, {common}{extra_exa}}}\n"
+            f"  olostep: {{base_url: '{olostep.base_url}', api_key: k, {common}{extra_olostep}}}\n"
+            "log_level: error\n"
+        )
+        daemon = Driven(load_config(root / "runwatch.yaml"), clock=clock)
+        fakes = {"exa": exa.fake, "olostep": olostep.fake}
+        async with daemon.running():
+            for name in daemon.sources:
+                await daemon.poll_once(name)  # the start: every monitor read once (not counted)
+            for fake in fakes.values():
+                fake.requests.reset()
+            for _ in range(60):
+                clock.advance(60)
+                for fake in fakes.values():
+                    await fake.pusher.pump()  # this minute's webhooks, answered (their hints recorded)
+                if push:
+                    await daemon.live.wait_passes(2)  # streams opened for the runs in flight
+                    await anyio.sleep(0.05)  # the reads pushes asked for, this minute's steps
+                for name in daemon.sources:
+                    await daemon.poll_once(name)
+            requests = {p: dict(f.requests.by_route) for p, f in fakes.items()}
+            # What both paths must agree on: how each run ended, and each Olostep step reported once.
+            # (Push sees more of a run's way there: a pushed monitor is hot from its run's creation.)
+            seen = {f"{p} runs {st}": n for (p, st), n in daemon.store.runs.status_counts().items()}
+            steps = daemon.metrics.registry.get_sample_value(
+                "runwatch_changes_detected_total", {"provider": "olostep", "kind": "run.event"}
+            )
+            seen["olostep steps"] = int(steps or 0)
+    return requests, seen
+
+
+def figure_requests(args: argparse.Namespace) -> bool:
+    import anyio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        off, off_changes = anyio.run(one_hour, False, args, Path(tmp))
+        on, on_changes = anyio.run(one_hour, True, args, Path(tmp))
+    active = max(1, round(args.monitors * args.active))
+    print(f"\n3. API requests in one hour, {args.monitors:,} mostly idle monitors per provider ({active} of"
+          " them run once in it); poll_interval 60s, idle 5m")  # fmt: skip
+    print(f"   {'':26} {'push off (base)':>16} {'push on':>10}")
+    for provider in ("exa", "olostep"):
+        for route in sorted(set(off[provider]) | set(on[provider])):
+            before, after = off[provider].get(route, 0), on[provider].get(route, 0)
+            print(f"   {provider:<8} {route:<17} {before:>16,} {after:>10,}")
+        total_off, total_on = sum(off[provider].values()), sum(on[provider].values())
+        ratio = total_on / total_off if total_off else float("nan")
+        print(f"   {provider:<8} {'total':<17} {total_off:>16,} {total_on:>10,}   on/off {ratio:.3f}")
+    print(f"   seen, push off: {off_changes}")
+    if on_changes != off_changes:
+        print(f"   seen, push on:  {on_changes}: DIFFERENT, a path missed or repeated something")
+        return False
+    print("   seen, push on:  the same")
+    return True
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=["rate", "latency"])
+    p.add_argument("--only", choices=["rate", "latency", "requests"])
     p.add_argument("--n", type=int, default=20_000, help="pushes per round (figure 1)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=32)
@@ -362,6 +520,9 @@ def main() -> int:
     p.add_argument("--lead", type=float, default=6.0, help="seconds before the first run shows")
     p.add_argument("--spread", type=float, default=0.37, help="seconds between two completions")
     p.add_argument("--poll-interval", default="10s", help="poll_interval of both paths (figure 2)")
+    p.add_argument("--monitors", type=int, default=1000, help="monitors per provider (figure 3)")
+    p.add_argument("--active", type=float, default=0.02, help="share of them that run once (figure 3)")
+    p.add_argument("--seed", type=int, default=0, help="of the runs' times (figure 3)")
     p.add_argument("--serve", choices=["ingest", "bare"], help=argparse.SUPPRESS)
     p.add_argument("--serve-fake", nargs=3, metavar=("N", "LEAD", "SPREAD"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -376,6 +537,8 @@ def main() -> int:
         ok &= figure_rate(args)
     if args.only in (None, "latency"):
         ok &= figure_latency(args)
+    if args.only in (None, "requests"):
+        ok &= figure_requests(args)
     return 0 if ok else 1
 
 

@@ -70,6 +70,11 @@ NO_PROVIDER = "none"
 #: Why a call to the state failed (``runwatch_state_errors_total{reason}``): its database could not be
 #: reached, a write was refused by its fence (this instance lost the lease), or anything else.
 STATE_ERROR_REASONS = ("unavailable", "fenced", "other")
+#: Why a live-log stream ended (``runwatch_live_stream_drops_total{reason}``): the server ended it
+#: (``closed``) or sent ``error``; nothing, not even a heartbeat, for 3 intervals (``heartbeat``); no
+#: connection (``connect``); a 429 or 5xx (``http``); any other 4xx, the key refused say (``refused``);
+#: a stream that broke the event-stream format (``bad_stream``).
+LIVE_DROP_REASONS = ("closed", "error", "heartbeat", "connect", "http", "refused", "bad_stream")
 
 
 class Metrics:
@@ -280,6 +285,20 @@ class Metrics:
         #: Why the state does not answer now (the last failure's line), None while it does.
         self.state_problem: str | None = None
 
+        self.live_streams = Gauge(
+            "runwatch_live_streams",
+            "Live-log streams (Olostep's agent-log stream of a run in flight) open now, by provider.",
+            ["provider"],
+            registry=r,
+        )
+        self.live_drops = Counter(
+            "runwatch_live_stream_drops_total",
+            "Live-log streams that ended and are reopened (with backoff), by provider and reason.",
+            ["provider", "reason"],
+            registry=r,
+        )
+
+
     def state_answered(self) -> None:
         """A call to the state succeeded: it is up (again)."""
         if self.state_problem is not None:
@@ -298,6 +317,12 @@ class Metrics:
             reason = "other"
         self.state_errors.labels(reason).inc()
         return reason
+
+    def prime_live(self, provider: str) -> None:
+        """The live-log series of ``provider`` at 0 (a provider whose runs can be streamed)."""
+        self.live_streams.labels(provider)
+        for reason in LIVE_DROP_REASONS:
+            self.live_drops.labels(provider, reason)
 
     def prime_ingest(self, providers: Iterable[str]) -> None:
         """The push listener's series at 0 (called when ``ingest_listen`` is set)."""

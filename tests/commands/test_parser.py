@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +116,11 @@ def test_demo_runs_the_whole_pipeline_and_ends_by_itself() -> None:
     assert "run_complete" in out.stdout
     assert "Summary" in out.stdout
     assert "ops-mail   2 sent" in out.stdout
+    # With push on: the fakes' webhooks reached the daemon, and Olostep's steps came by live log.
+    pushed = {p: int(n) for p, n in re.findall(r"(exa|olostep) +(\d+) pushes accepted", out.stdout)}
+    assert pushed["exa"] >= 1 and pushed["olostep"] >= 1, out.stdout
+    streamed = re.search(r"(\d+) steps came by live-log stream", out.stdout)
+    assert streamed and int(streamed.group(1)) >= 1, out.stdout
 
 
 def test_help_lists_the_operator_commands_with_one_line_each() -> None:

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -199,3 +200,37 @@ async def test_olostep_posts_to_the_monitors_webhook_url_when_a_run_completes(in
                                 "change_detected": True, "ran_at": json.loads(body)["ran_at"]}  # fmt: skip
     # The scenario's own webhook_url was replaced: nothing went there.
     assert [d.subscription for d in olostep.fake.pusher.deliveries] == ["hook_0002"]
+
+
+async def test_exa_events_api_lists_the_same_events_past_ones_too_filtered_and_paged() -> None:
+    clock = ManualClock(time.time())
+    async with fake_server("exa", STORY, clock) as exa, httpx.AsyncClient(base_url=exa.base_url) as client:
+        clock.advance(15)
+
+        async def ids(**params: Any) -> tuple[list[str], dict[str, Any]]:
+            got = await client.get("/v0/events", params=params, headers=KEY)
+            assert got.status_code == 200, got.text
+            body: dict[str, Any] = got.json()
+            return [e["id"] for e in body["data"]], body
+
+        runs = ["monitor.run.created", "monitor.run.completed"]
+        every, _ = await ids(types=runs, limit=200)
+        # Newest first; no event for the failed run's end (Exa has none), the old run's too.
+        assert every == [
+            "evt_mrun_ok_completed", "evt_mrun_bad_created", "evt_mrun_ok_created",
+            "evt_mrun_old_completed", "evt_mrun_old_created",
+        ]  # fmt: skip
+        first, body = await ids(types=",".join(runs), limit=2)
+        assert first == every[:2] and body["hasMore"]
+        second, body = await ids(types=runs, limit=2, cursor=body["nextCursor"])
+        assert second == every[2:4] and body["hasMore"]
+        after = datetime.fromtimestamp(exa.fake.t0 + 6, UTC).isoformat()
+        recent, body = await ids(types=runs, createdAfter=after)
+        assert recent == ["evt_mrun_ok_completed", "evt_mrun_bad_created"] and not body["hasMore"]
+        envelope = (await client.get("/v0/events", params={"limit": 1}, headers=KEY)).json()["data"][0]
+        assert envelope["object"] == "event" and envelope["type"] == "monitor.run.completed"
+        assert envelope["data"]["monitorId"] == "monitor_news"
+        clock.advance(10)  # the monitor's status change shows once it happened
+        assert (await ids(types="monitor.updated"))[0] == ["evt_monitor_news_0_updated"]
+        bad = await client.get("/v0/events", params={"createdAfter": "yesterday"}, headers=KEY)
+        assert bad.status_code == 400

@@ -274,7 +274,7 @@ def test_the_install_guide_works_as_written(tmp_path: Path, services: contextlib
             checked = subprocess.run(
                 [require("promtool"), "check", "config", str(conf)], capture_output=True, text=True
             )
-            assert checked.returncode == 0 and "SUCCESS: 13 rules found" in checked.stdout, checked.stdout
+            assert checked.returncode == 0 and "SUCCESS: 15 rules found" in checked.stdout, checked.stdout
             assert (checkout / "runwatch-dashboard.json").read_text() == (
                 REPO / "grafana/runwatch-dashboard.json"
             ).read_text()

@@ -159,6 +159,9 @@ def test_known_series_exist_at_zero_from_the_start(stack: Stack) -> None:
     for reason in ("unavailable", "fenced", "other"):
         assert f'runwatch_state_errors_total{{reason="{reason}"}} 0.0' in text
     assert 'runwatch_rule_matches_total{rule="exa-run-failed"}' in text
+    for provider in ("exa", "olostep"):  # the demo has push on
+        assert f'runwatch_ingest_requests_total{{outcome="bad_signature",provider="{provider}"}} 0.0' in text
+    assert 'runwatch_live_stream_drops_total{provider="olostep",reason="heartbeat"} 0.0' in text
 
 
 def test_no_label_carries_an_id(stack: Stack) -> None:
@@ -206,6 +209,9 @@ def test_dashboard_imports_as_is() -> None:
         "leader",
         "polling each provider",
         "state reachable",
+        "push requests",
+        "push to read",
+        "live-log streams",
     ):
         assert topic in titles
 
@@ -260,6 +266,8 @@ def test_alert_rules_cover_what_the_issue_asks() -> None:
         "RunwatchNoPoller",
         "RunwatchTwoPollers",
         "RunwatchStateUnreachable",
+        "RunwatchPushBadSignatures",
+        "RunwatchLiveStreamsFailing",
     ):
         assert f"alert: {name}" in text
     removed = ("runwatch_notifications_failed_total", "runwatch_notifications_pending")

@@ -2,8 +2,11 @@
 
 It starts the fake Exa and Olostep servers with the shipped story, a local receiver that prints every
 notification, and the daemon with the shipped config and rules (``demo/runwatch.yaml``,
-``demo/rules/``), waits until the story has played out and every notification is delivered, prints a
-summary and exits 0 (within 60 s). ``--forever`` keeps it running for a look at ``/metrics``.
+``demo/rules/``), with push on: the fakes post their webhooks to the daemon's ``ingest_listen`` (the
+Exa webhook registered with the fake as ``runwatch hooks setup exa`` would, each Olostep monitor's
+``webhook.url`` pointed at it) and the daemon follows Olostep's live logs. It waits until the story
+has played out and every notification is delivered, prints a summary (with what came by push) and
+exits 0 (within 60 s). ``--forever`` keeps it running for a look at ``/metrics``.
 
 May import: the basics, ``config``, ``fakes`` and ``service``; only ``commands`` imports it.
 """
@@ -11,18 +14,20 @@ May import: the basics, ``config``, ``fakes`` and ``service``; only ``commands``
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 
 from runwatch import log as logsetup
 from runwatch.clock import SystemClock
 from runwatch.config import load_config
 from runwatch.demo.receiver import Receiver
-from runwatch.fakes import Scenario, default_scenario, fake_server
+from runwatch.fakes import FakeExa, FakeOlostep, RunningFake, Scenario, default_scenario, fake_server
 from runwatch.httpserver import can_listen, serve
 from runwatch.redact import redact
 
@@ -33,6 +38,10 @@ DEMO_CONFIG = HERE / "runwatch.yaml"
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 #: The demo's webhook secret (also in demo/runwatch.yaml): a demo value, not a secret of anyone's.
 DEMO_WEBHOOK_SECRET = "whsec_ZGVtby1vbmx5LXJ1bndhdGNoLXdlYmhvb2stc2VjcmV0"
+#: The Olostep push token (also in demo/runwatch.yaml): a demo value.
+DEMO_OLOSTEP_TOKEN = "demo-only-olostep-webhook-token-0123456789"
+#: The Exa events the demo's webhook asks for (what ``runwatch hooks setup exa`` registers, in part).
+DEMO_EXA_EVENTS = ["monitor.run.created", "monitor.run.completed"]
 #: The demo must end by itself within this long, whatever happens.
 DEADLINE = 55.0
 
@@ -85,6 +94,30 @@ def run_demo(*, forever: bool = False, metrics_listen: str | None = None) -> int
         return 1
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _push_to(
+    exa: RunningFake[FakeExa], olostep: RunningFake[FakeOlostep], ingest: str, token: str
+) -> str:
+    """Point the fakes' webhooks at the daemon's push listener; the Exa webhook's secret."""
+    async with httpx.AsyncClient() as client:
+        made = await client.post(
+            f"{exa.base_url}/v0/webhooks",
+            json={"events": DEMO_EXA_EVENTS, "url": f"http://{ingest}/hooks/exa"},
+            headers={"x-api-key": "demo-key"},
+        )
+        made.raise_for_status()
+    for monitor in olostep.fake.scenario.olostep.monitors:
+        olostep.fake.set_webhook(monitor.id, f"http://{ingest}/hooks/olostep/{token}")
+    secret: str = made.json()["secret"]
+    return secret
+
+
 async def _demo(forever: bool, metrics_listen: str) -> int:
     from runwatch.service.app import Daemon
 
@@ -98,13 +131,16 @@ async def _demo(forever: bool, metrics_listen: str) -> int:
             serve(receiver.app, "127.0.0.1:0", name="receiver") as recv,
         ):
             started = clock.now()
+            ingest = f"127.0.0.1:{_free_port()}"
+            secret = await _push_to(exa, olostep, ingest, DEMO_OLOSTEP_TOKEN)
             config = load_config(
                 DEMO_CONFIG,
                 overrides={
                     "state_dir": state_dir,
                     "metrics_listen": metrics_listen,
+                    "ingest_listen": ingest,
                     "providers": {
-                        "exa": {"base_url": exa.base_url},
+                        "exa": {"base_url": exa.base_url, "webhook_secret": secret},
                         "olostep": {"base_url": olostep.base_url},
                     },
                     "channels": {
@@ -120,6 +156,7 @@ async def _demo(forever: bool, metrics_listen: str) -> int:
             )
             print(f"  exa fake:      {exa.base_url}")
             print(f"  olostep fake:  {olostep.base_url}")
+            print(f"  push:          http://{ingest}/hooks/   (the fakes post their webhooks here)")
             async with daemon.running() as http:
                 print(f"  metrics:       {http.url}/metrics   (also /healthz, /readyz)")
                 print(f"  config:        {DEMO_CONFIG}")
@@ -180,4 +217,13 @@ def _summary(daemon: Any, receiver: Receiver) -> None:
             f"    {name:<10} {sent} sent, {failed} failed attempts, received {len(receiver.on('/' + name))}"
         )
     print(f"  receiver got {len(receiver.messages)} notifications in all.")
+    print("  push:")
+    for provider in daemon.sources:
+        labels = {"provider": provider}
+        accepted = _value(daemon, "runwatch_ingest_requests_total", {**labels, "outcome": "accepted"})
+        reads = reg.get_sample_value("runwatch_push_to_read_seconds_count", labels) or 0.0
+        total = reg.get_sample_value("runwatch_push_to_read_seconds_sum", labels) or 0.0
+        mean = f", {total / reads * 1000:.0f} ms from push to read" if reads else ""
+        print(f"    {provider:<8} {accepted} pushes accepted, {int(reads)} reads they asked for{mean}")
+    print(f"    olostep  {daemon.live.fed} steps came by live-log stream (a run's end there asks a read too)")
     sys.stdout.flush()

@@ -2,8 +2,9 @@
 
 A :class:`Scenario` says which monitors exist and when each run changes; a fake plays it against a
 clock (a ``ManualClock`` in tests) and answers the provider's read endpoints as the real API would,
-with faults (errors, 429s, slowness, broken JSON, auth failures) injected on demand; and posts the
-providers' webhooks as the scenario makes their events (lost, repeated or retried on demand).
+with faults (errors, 429s, slowness, broken JSON, auth failures) injected on demand; posts the
+providers' webhooks as the scenario makes their events (lost, repeated or retried on demand); and
+streams Olostep's live logs (dropped, silent or replayed on demand).
 
 May import: the basics and ``sources`` (the providers' names); never the daemon's own stages.
 """

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from runwatch.clock import Clock, SystemClock
 from runwatch.fakes._common import RequestLog
-from runwatch.fakes.faults import PAGE_FAULTS, Fault, Faults
+from runwatch.fakes.faults import PAGE_FAULTS, STREAM_FAULTS, Fault, Faults
 from runwatch.fakes.push import Pusher, PushEvent, Subscription
 from runwatch.fakes.scenario import Scenario, default_scenario
 
@@ -38,6 +38,8 @@ RouteSpec = tuple[str, str, Handler] | tuple[str, str, Handler, str]
 GARBAGE = b'{"data": [{"id": "monitor_tru'
 #: A request scope key: the handler answers every item in one page (an ``ignore_limit`` fault).
 NO_LIMIT = "runwatch.fake.no_limit"
+#: A request scope key: the stream fault a streaming handler acts on while it streams.
+STREAM_FAULT = "runwatch.fake.stream_fault"
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -192,6 +194,9 @@ class FakeBase:
     async def _fault_response(self, fault: Fault, handler: Handler, request: Request, route: str) -> Response:
         if fault.kind in PAGE_FAULTS:
             return await self._page_fault(fault, handler, request, route)
+        if fault.kind in STREAM_FAULTS:  # the handler acts on it as it streams (others ignore it)
+            request.scope[STREAM_FAULT] = fault
+            return await self._call(handler, request, self.scenario_time(), route)
         if fault.kind == "empty":
             return json_response({})
         if fault.kind == "huge":

@@ -15,6 +15,7 @@ import secrets
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -159,8 +160,9 @@ class FakeExa(FakeBase):
     """Exa's monitor endpoints over a scenario: ``/websets/v0/monitors[/{id}[/runs[/{id}]]]``.
 
     Route names in :attr:`requests`: ``list_monitors``, ``get_monitor``, ``list_runs``, ``get_run``,
-    ``create_webhook``, ``list_webhooks``, ``not_found``. Webhooks made through ``/v0/webhooks`` get
-    the run and monitor events, signed, from their creation on (:attr:`pusher`).
+    ``create_webhook``, ``list_webhooks``, ``list_events``, ``not_found``. Webhooks made through
+    ``/v0/webhooks`` get the run and monitor events, signed, from their creation on (:attr:`pusher`);
+    ``/v0/events`` lists the same events, past ones too.
     """
 
     provider = "exa"
@@ -189,6 +191,7 @@ class FakeExa(FakeBase):
             ("/v0/monitors/{monitor}/runs/{run}", "get_run", self._get_run),
             ("/v0/webhooks", "create_webhook", self._create_webhook, "POST"),
             ("/v0/webhooks", "list_webhooks", self._list_webhooks),
+            ("/v0/events", "list_events", self._list_events),
         ]
 
     # -- webhooks ---------------------------------------------------------------------------------------
@@ -284,6 +287,38 @@ class FakeExa(FakeBase):
                 "hasMore": more,
                 "nextCursor": encode_cursor("webhooks", start + limit) if more else None,
             }
+        )
+
+    async def _list_events(self, request: Request, now: float) -> Response:
+        """``GET /v0/events``: every event of the scenario up to now (the webhooks' envelopes), newest
+        first; ``types`` (repeated, or comma-separated), ``createdAfter``/``createdBefore`` (ISO 8601,
+        inclusive), ``limit`` (1..200) and ``cursor`` as Exa's reference documents them."""
+        params = request.query_params
+        limit = self.page_limit(request, 25, 200)
+        types = {t for raw in params.getlist("types") for t in raw.split(",") if t}
+        after, before = _iso_param(params.get("createdAfter")), _iso_param(params.get("createdBefore"))
+        events = self.pusher.events
+        end = bisect_right([e.at for e in events], now + EPS)
+        if cursor := params.get("cursor"):
+            pos = decode_cursor("events", cursor)
+            if pos is None:
+                raise BadRequest("invalid cursor")
+            end = min(pos, end)
+        page: list[dict[str, Any]] = []
+        i = end - 1
+        more = False
+        while i >= 0:
+            event, at = events[i], self.t0 + events[i].at
+            if after is not None and at + EPS < after:
+                break  # newest first: everything older is out of the window too
+            if (not types or event.type in types) and (before is None or at <= before + EPS):
+                if len(page) == limit:
+                    more = True
+                    break
+                page.append(json.loads(event.body))
+            i -= 1
+        return json_response(
+            {"data": page, "hasMore": more, "nextCursor": encode_cursor("events", i + 1) if more else None}
         )
 
     # -- protocol details -----------------------------------------------------------------------------
@@ -392,3 +427,14 @@ class FakeExa(FakeBase):
             what = "Monitor" if mon is None else "Monitor run"
             return self._error(404, f"{what} not found", "get_run")
         return Response(run.bodies[index], media_type="application/json")
+
+
+def _iso_param(value: str | None) -> float | None:
+    """An ISO 8601 query parameter -> unix seconds (400 when it is not one)."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{value!r} is not an ISO 8601 datetime") from None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()

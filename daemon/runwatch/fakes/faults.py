@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from runwatch.fakes._common import EPS, Offset, Seconds
 
-__all__ = ["PAGE_FAULTS", "Fault", "FaultKind", "Faults"]
+__all__ = ["PAGE_FAULTS", "STREAM_FAULTS", "Fault", "FaultKind", "Faults"]
 
 #: status: answer ``status`` with the provider's JSON error body; rate_limit: 429 with
 #: ``Retry-After``; slow: sleep ``delay`` for real, then answer normally; garbage: 200 with a broken
@@ -28,6 +28,10 @@ __all__ = ["PAGE_FAULTS", "Fault", "FaultKind", "Faults"]
 #: Bad bodies: empty: 200 with ``{}``; huge: 200 with a valid JSON body of ``size`` bytes, streamed
 #: without a length; echo_key: answer ``status`` with a ``size``-character body that repeats the
 #: request's API key at character ``echo_at`` (an API that echoes what it was sent).
+#: Live-log streams (Olostep's ``agent-logs?stream=1``; other answers pass through): stream_drop: the
+#: server ends the stream after ``events`` log events; stream_error: it sends an SSE ``error`` event
+#: there instead, and ends; stream_silent: no heartbeat at all on that stream; stream_replay: the
+#: stream ignores ``Last-Event-ID`` and replays every visible event from the start.
 FaultKind = Literal[
     "status",
     "rate_limit",
@@ -41,9 +45,15 @@ FaultKind = Literal[
     "empty",
     "huge",
     "echo_key",
+    "stream_drop",
+    "stream_error",
+    "stream_silent",
+    "stream_replay",
 ]
 #: The kinds that rewrite a list endpoint's page (the rest replace the answer).
 PAGE_FAULTS: frozenset[str] = frozenset({"cursor_loop", "endless", "ignore_limit", "oversize"})
+#: The kinds a live-log stream acts on itself while it streams (see :mod:`runwatch.fakes.live`).
+STREAM_FAULTS: frozenset[str] = frozenset({"stream_drop", "stream_error", "stream_silent", "stream_replay"})
 
 
 class Fault(BaseModel):
@@ -65,6 +75,8 @@ class Fault(BaseModel):
     size: int = Field(default=1 << 20, ge=1)
     #: Where an ``echo_key`` body repeats the key (characters from its start).
     echo_at: int = Field(default=0, ge=0)
+    #: Log events a ``stream_drop`` or ``stream_error`` stream sends before it ends.
+    events: int = Field(default=0, ge=0)
     #: How many matching requests it answers; None means every one.
     count: int | None = Field(default=None, ge=1)
     #: How many matching requests it lets through first (e.g. the first page of a listing).

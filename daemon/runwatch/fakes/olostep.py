@@ -23,9 +23,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from runwatch.clock import Clock
-from runwatch.fakes._base import BadRequest, FakeBase, RouteSpec, decode_cursor, encode_cursor, json_response
+from runwatch.fakes._base import (
+    STREAM_FAULT,
+    BadRequest,
+    FakeBase,
+    RouteSpec,
+    decode_cursor,
+    encode_cursor,
+    json_response,
+)
 from runwatch.fakes._common import EPS, iso
 from runwatch.fakes.faults import Fault
+from runwatch.fakes.live import LiveLogs
 from runwatch.fakes.push import PushEvent
 from runwatch.fakes.scenario import OlostepMonitor, OlostepRun, Scenario
 
@@ -262,8 +271,9 @@ class FakeOlostep(FakeBase):
     """Olostep's monitor endpoints over a scenario: ``/v1/monitors[/{id}[/events|/runs/{run_id}]]``.
 
     Route names in :attr:`requests`: ``list_monitors``, ``get_monitor``, ``list_events``, ``get_run``,
-    ``not_found``. A monitor with a ``webhook.url`` gets a post when a run of it completes
-    (:attr:`pusher`).
+    ``agent_logs``, ``not_found``. A monitor with a ``webhook.url`` gets a post when a run of it
+    completes (:attr:`pusher`); ``agent-logs?stream=1`` streams its runs' events as they come
+    (:attr:`live`, :mod:`runwatch.fakes.live`).
     """
 
     provider = "olostep"
@@ -311,6 +321,8 @@ class FakeOlostep(FakeBase):
     def _compile(self) -> None:
         self._monitors = [_compile_monitor(m, self.t0) for m in self.scenario.olostep.monitors]
         self._by_id = {m.id: m for m in self._monitors}
+        #: The live-log streams (heartbeat interval, open streams, :meth:`LiveLogs.drop`).
+        self.live = LiveLogs(self.clock, self.t0, {m.id: m.runs_by_start for m in self._monitors})
 
     def _scenario_faults(self) -> Sequence[Fault]:
         return self.scenario.olostep.faults
@@ -321,6 +333,7 @@ class FakeOlostep(FakeBase):
             ("/v1/monitors/{monitor_id}", "get_monitor", self._get_monitor),
             ("/v1/monitors/{monitor_id}/events", "list_events", self._list_events),
             ("/v1/monitors/{monitor_id}/runs/{run_id}", "get_run", self._get_run),
+            ("/v1/monitors/{monitor_id}/agent-logs", "agent_logs", self._agent_logs),
         ]
 
     # -- protocol details -----------------------------------------------------------------------------
@@ -441,3 +454,12 @@ class FakeOlostep(FakeBase):
         if run is None or k == 0:
             return self._error(404, "Run not found", "get_run")
         return Response(run.body(k), media_type="application/json")
+
+    async def _agent_logs(self, request: Request, now: float) -> Response:
+        mon = self._by_id.get(request.path_params["monitor_id"])
+        if mon is None or mon.purged(now):
+            return self._error(404, "Monitor not found", "agent_logs")
+        if request.query_params.get("stream") not in ("1", "true"):
+            raise BadRequest("this fake serves agent logs as a stream only (stream=1)")
+        fault = request.scope.get(STREAM_FAULT)
+        return self.live.response(mon.id, request.headers.get("last-event-id"), fault)

@@ -37,9 +37,11 @@ from runwatch.redact import register
 from runwatch.service import reload as reconfigure
 from runwatch.service import systemd
 from runwatch.service.assemble import channel_policies, check, state_location
+from runwatch.service.coverage import CoverageKeeper
 from runwatch.service.endpoints import Health, make_app
 from runwatch.service.ingest import HookConfig, Ingest, PushedReads, serving
 from runwatch.service.leadership import Leadership, config_digest, lease_settings
+from runwatch.service.live_logs import LiveLogs
 from runwatch.service.reload import Plan
 from runwatch.service.reload_outcome import ReloadOutcome
 from runwatch.service.retention import Retention
@@ -142,6 +144,17 @@ class Daemon:
         )
         #: Where the push listener listens once :meth:`running` (None: no push).
         self.ingest_http: Listening | None = None
+        #: Each source's coverage in the state, for a restart's catch-up through the events API.
+        self.coverage = CoverageKeeper(self.store)
+        # Live logs: the streams of Olostep runs in flight, fed through the same pipeline as a poll.
+        self.live = LiveLogs(
+            settings=lambda: self.pollers.settings.get("olostep"), runs=self.store.runs,
+            hints=self.store.hints, feed=self.pipeline, wake=self._push_came,
+            leads=lambda p: (f := self.leadership.fence(poll_lease(p))) is not None
+            and self._synced.get(p) == f.token,
+            not_before=lambda: self.not_before, metrics=self.metrics, clock=self.clock,
+            client_options=self.client_options,
+        )  # fmt: skip
         self.health = Health(self.clock, {n: s.poll_interval for n, s in enabled.items()})
         self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
@@ -264,8 +277,11 @@ class Daemon:
         started = self.clock.now()
         settings = self.pollers.settings[name]
         self.pushed.expire(name, max(settings.idle_poll_interval, 2 * settings.poll_interval), started)
+        self.coverage.before(name, self.sources[name])
         with self.metrics.poll_duration.labels(name).time():
             report = await self._read(name, started, self.pushed.urgent(name))
+        if self.leadership.fence(poll_lease(name)) is not None:
+            self.coverage.after(name, self.sources[name])
         ok = not report.errors
         self._source_outcome(name, report)
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()
@@ -537,6 +553,7 @@ class Daemon:
                 tg.start_soon(self.leadership.run)
                 tg.start_soon(self._retention_loop)
                 tg.start_soon(self._lifecycle_loop)
+                tg.start_soon(self.live.run)
                 if (beat := systemd.watchdog_interval()) is not None:
                     tg.start_soon(systemd.keep_watchdog, beat)
                 self.pollers.start(tg, self._poll_loop)

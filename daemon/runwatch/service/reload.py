@@ -184,7 +184,9 @@ class Pollers:
                 continue
             self.settings[name] = new
             if old is not None and _polling(old) == _polling(new):
-                continue  # only push keys changed: the listener takes them, the source goes on
+                if (source := self.sources.get(name)) is not None:
+                    source.settings = new  # push keys only: the source goes on, reading them anew
+                continue  # the listener takes them too
             if old is None and name not in self.sources:
                 started.append(name)
                 self.sources[name] = self.build(name, new)

@@ -6,7 +6,8 @@ pipeline.
 ``registry`` lists the providers (``exa``, ``olostep``): adding one is its module, its fake, and a line
 there. ``http`` is the shared API client (timeouts, retries, budgets), ``schedule`` what to poll when,
 ``settings`` a provider's config keys, ``push`` what a provider's webhook may say (signatures checked,
-bodies read into "read this monitor now"; never the truth about a run).
+bodies read into "read this monitor now"; never the truth about a run), ``olostep_live`` Olostep's
+live-log stream of a monitor (Server-Sent Events, read by ``sse``).
 
 May import: the basics only (``runwatch.model``, ``log``, ``metrics``, ``retry``, ...).
 """

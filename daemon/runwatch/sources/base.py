@@ -416,6 +416,8 @@ class Source(Protocol):
     """One provider's poller."""
 
     provider: str
+    #: Its settings (a reload that changes only push keys hands the source the new ones).
+    settings: ProviderSettings
 
     def poll(
         self,

@@ -37,6 +37,7 @@ from runwatch.sources.base import (
     read_back,
     read_pages,
 )
+from runwatch.sources.exa_events import EventsCatchUp
 from runwatch.sources.http import ApiClient, ApiError
 from runwatch.sources.push import ExaPushSettings
 from runwatch.sources.schedule import Schedule, next_cron
@@ -117,6 +118,21 @@ class ExaSource:
         self.missing = MissingRuns(PROVIDER, metrics)
         #: Each monitor's raw object as the last listing showed it (what templates see as ``monitor``).
         self.listed: dict[str, Mapping[str, Any]] = {}
+        #: With push on, the events API tells which idle monitors had a run (:mod:`.exa_events`).
+        self.events = EventsCatchUp(self.api, settings.poll_interval, settings.idle_poll_interval)
+
+    def _events_on(self) -> bool:
+        """The events API stands in for idle polls while Exa push is on (a ``webhook_secret``)."""
+        return bool(getattr(self.settings, "webhook_secret", None)) and not self.events.off
+
+    def covered(self) -> float | None:
+        """Up to when every listed monitor's runs are known (None: not every one's, or push off):
+        what the daemon keeps in the state for a restart's catch-up."""
+        return self.events.covered(self.monitors) if self._events_on() else None
+
+    def cover(self, since: float) -> None:
+        """After a restart: every monitor the state knows had its runs known up to ``since``."""
+        self.events.start = since
 
     async def aclose(self) -> None:
         await self.api.aclose()
@@ -191,6 +207,8 @@ class ExaSource:
                     lambda m: bool(view.backlog(PROVIDER, m)) or bool(view.unfinished(PROVIDER, m)),
                     urgent=read_now,
                 )
+                if self._events_on():
+                    idle = await self._sift(view, hot, idle, read_now, now)
             report.idle = len(self.monitors) - len(hot) - len(idle)
 
             async def one(monitor_id: str) -> None:
@@ -200,6 +218,7 @@ class ExaSource:
                     report.errors.append(exc)
                     return
                 self.schedule.polled(monitor_id, now)
+                self.events.read_done(monitor_id, now)
                 created = [t for t in (parse_time(s.raw.get("createdAt")) for s in batch.snapshots) if t]
                 if created:
                     self.schedule.started(monitor_id, max(created))
@@ -226,6 +245,28 @@ class ExaSource:
             )
 
         return poll_stream(produce)
+
+    async def _sift(
+        self, view: RunView, hot: list[str], idle: list[str], urgent: Sequence[str], now: float
+    ) -> list[str]:
+        """The idle polls this cycle needs, with the events API on: the monitors its run events name
+        first, then those a push asked for, then the idle ones due that the last events read did
+        not cover (the rest are marked polled: they keep their phase for the next idle interval)."""
+        known = set(view.listed_monitors(PROVIDER)) if self.events.start is not None else set()
+        named = await self.events.catch_up(self.monitors, known, now) or set()
+        busy = set(hot)
+        first = [m for m in self.monitors if m in named and m not in busy]
+        pushed = set(urgent)
+        rest: list[str] = []
+        for m in idle:
+            if m in named:
+                continue
+            if m not in pushed and self.events.skips(m, now):
+                self.schedule.polled(m, now)
+                self.events.skipped += 1
+                continue
+            rest.append(m)
+        return first + rest
 
     async def _poll_monitor(
         self, monitor_id: str, view: RunView, not_before: float | None, report: PollReport

@@ -97,7 +97,7 @@ class OlostepPushSettings(BaseModel):
 
     #: The secret part of the URL Olostep posts to (``/hooks/olostep/<token>``). None: no push.
     webhook_token: SecretStr | None = None
-    #: Follow the agent-log stream of runs in flight (accepted now; streams come in a later release).
+    #: Follow the agent-log stream of runs in flight (:mod:`runwatch.service.live_logs`).
     live_logs: bool = True
     #: Live-log streams open at once for this provider.
     max_streams: int = Field(default=50, ge=1, le=10_000)
