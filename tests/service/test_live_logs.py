@@ -17,13 +17,13 @@ from typing import Any
 
 import anyio
 import pytest
-from runwatch.store.postgres.leases import PostgresLeases
 
 from runwatch.clock import ManualClock
 from runwatch.config import load_config
 from runwatch.fakes import FakeOlostep, Fault, RunningFake, Scenario, fake_server
 from runwatch.service.app import Daemon
 from runwatch.store.leases import poll_lease
+from runwatch.store.postgres.leases import PostgresLeases
 from tests.conftest import ReceiverServer, write_config
 
 pytestmark = pytest.mark.anyio
