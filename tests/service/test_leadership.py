@@ -30,7 +30,7 @@ from runwatch.service.app import Daemon
 from runwatch.service.endpoints import STANDBY
 from runwatch.service.leadership import Leadership, config_digest
 from runwatch.sources.base import MonitorBatch
-from runwatch.store import Notification
+from runwatch.store import Hint, Location, Notification, open_state
 from runwatch.store.leases import RETENTION_LEASE, poll_lease
 from runwatch.store.postgres.leases import PostgresLeases
 from runwatch.store.sqlite.database import connect
@@ -569,4 +569,56 @@ async def test_clock_made_changes_are_made_by_the_leader_only(
         finally:
             for source in daemon.sources.values():
                 await source.aclose()
+            daemon.store.close()
+
+
+async def test_a_push_another_instance_took_is_read_by_the_providers_leader(
+    tmp_path: Path, receiver: ReceiverServer, pg_url: str
+) -> None:
+    """With several instances, a push may reach a standby, which records its hint in the shared state.
+    The leader of that provider finds it (``take_shared_hints``, every second while the daemon runs),
+    wakes its poller to read what the push names, and the read consumes it; a standby takes nothing."""
+    async with fake_server("exa", SCENARIO, ManualClock(time.time())) as exa:
+        cfg = write_config(
+            tmp_path,
+            f"""
+state_dir: {tmp_path / "state"}
+state: {{url: "{pg_url}"}}
+metrics_listen: 127.0.0.1:0
+providers:
+  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 60s}}
+channels:
+  hook: {{apprise: "{receiver.url("/hook")}"}}
+""",
+            RULES,
+        )
+        daemon = Daemon(load_config(cfg), client_options=FAST)
+        standby = open_state(Location(tmp_path / "b", pg_url))  # another instance's store
+        try:
+            await daemon.leadership.step()
+            assert daemon.leadership.fence(EXA) is not None
+            assert daemon.take_shared_hints() == []  # nothing waits
+            pushed = Hint("exa", "evt_r1_completed", "monitor_1", "", "monitor.run.completed", time.time())
+            assert standby.hints.add(pushed)
+            assert daemon.store.hints.pending("exa") == []  # not in the leader's memory yet
+            assert daemon.take_shared_hints() == ["exa"]
+            assert [h.event_id for h in daemon.store.hints.pending("exa")] == ["evt_r1_completed"]
+            assert daemon.pushed.has_fresh("exa")  # its poller is woken to read it
+            assert daemon.take_shared_hints() == []  # known now: woken once
+            await daemon.read_pushed("exa")
+            assert daemon.store.hints.pending("exa") == []
+            with psycopg.connect(pg_url) as conn:
+                row = conn.execute("SELECT consumed_at FROM runwatch_push_hints").fetchone()
+                assert row is not None and row[0] is not None
+            with psycopg.connect(pg_url) as conn:  # the lease is another's now: a standby takes none
+                conn.execute("UPDATE runwatch_leases SET holder = 'runwatch-b', token = token + 1")
+            later = Hint("exa", "evt_r2", "monitor_1", "", "monitor.run.created", time.time())
+            assert standby.hints.add(later)
+            await daemon.leadership.step()
+            assert daemon.take_shared_hints() == []
+        finally:
+            standby.close()
+            for source in daemon.sources.values():
+                await source.aclose()
+            daemon.leadership.leases.close()
             daemon.store.close()

@@ -59,6 +59,8 @@ E = TypeVar("E", bound=BaseException)
 
 #: How often (real seconds) the lifecycle looks for repeats that are due.
 LIFECYCLE_TICK = 1.0
+#: With several instances, how often a provider's leader looks for pushes another instance took.
+SHARED_HINTS_EVERY = 1.0
 
 
 @dataclass
@@ -527,6 +529,34 @@ class Daemon:
                 log.exception("lifecycle.tick_failed")
             await anyio.sleep(LIFECYCLE_TICK)
 
+    def take_shared_hints(self) -> list[str]:
+        """With several instances a push may reach a standby: it records the hint in the shared state,
+        where this instance's memory of waiting hints does not see it. The leader of each provider
+        reads the waiting hints afresh and, when one is new to it, reads what it names at once (as if
+        the push had come here). Returns the providers woken."""
+        woken: list[str] = []
+        for name in list(self.sources):
+            if self.leadership.fence(poll_lease(name)) is None:
+                continue  # the leader of that provider takes them
+            known = {h.event_id for h in self.store.hints.pending(name)}
+            try:
+                self.store.hints.reload_provider(name)
+            except StateError as exc:  # the database is away: the next turn tries again
+                self.metrics.state_failed(exc)
+                continue
+            if {h.event_id for h in self.store.hints.pending(name)} - known:
+                self._push_came(name)
+                woken.append(name)
+        return woken
+
+    async def _shared_hints_loop(self) -> None:
+        while True:
+            await anyio.sleep(SHARED_HINTS_EVERY)
+            try:
+                self.take_shared_hints()
+            except Exception:  # housekeeping: never stop the daemon for it
+                log.exception("push.shared_hints_failed")
+
     async def _retention_loop(self) -> None:
         while True:
             try:
@@ -553,6 +583,8 @@ class Daemon:
                 tg.start_soon(self.leadership.run)
                 tg.start_soon(self._retention_loop)
                 tg.start_soon(self._lifecycle_loop)
+                if self.leadership.shared:  # pushes other instances took
+                    tg.start_soon(self._shared_hints_loop)
                 tg.start_soon(self.live.run)
                 if (beat := systemd.watchdog_interval()) is not None:
                     tg.start_soon(systemd.keep_watchdog, beat)
