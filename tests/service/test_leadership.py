@@ -284,9 +284,10 @@ async def test_the_loop_fails_over_in_real_time_and_a_clean_stop_hands_over_at_o
 
         tg.start_soon(run_a)
         assert await a.wait_leading(EXA, 10)
-        tg.start_soon(b.run)
-        await anyio.sleep(lease)  # b has stepped a few times as a standby
+        for _ in range(3):  # b steps a few times as a standby (it asks; a holds the lease)
+            await b.step()
         assert b.fence(EXA) is None
+        tg.start_soon(b.run)
         a_scope.cancel()  # a dies without a word (its renewals stop)
         died = time.monotonic()
         assert await b.wait_leading(EXA, 10)
