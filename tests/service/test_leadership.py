@@ -395,6 +395,26 @@ delivery: {{retry_initial: 50ms, retry_max: 200ms}}
         yield Daemon(load_config(cfg), client_options=FAST, **daemon), exa  # type: ignore[arg-type]
 
 
+def pg_daemon(
+    tmp_path: Path, exa: RunningFake[FakeExa], receiver: ReceiverServer, url: str, poll: str
+) -> Daemon:
+    """A daemon whose state and leases are on the PostgreSQL at ``url``, polling the fake ``exa``."""
+    cfg = write_config(
+        tmp_path,
+        f"""
+state_dir: {tmp_path / "state"}
+state: {{url: "{url}"}}
+metrics_listen: 127.0.0.1:0
+providers:
+  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: {poll}}}
+channels:
+  hook: {{apprise: "{receiver.url("/hook")}"}}
+""",
+        RULES,
+    )
+    return Daemon(load_config(cfg), client_options=FAST)
+
+
 async def test_a_lease_taken_over_in_the_middle_of_a_cycle_is_a_refused_write_not_a_crash(
     tmp_path: Path, receiver: ReceiverServer, pg_url: str, log_lines: io.StringIO
 ) -> None:
@@ -403,20 +423,7 @@ async def test_a_lease_taken_over_in_the_middle_of_a_cycle_is_a_refused_write_no
     source's task group, so it comes wrapped in an exception group): one ``poll.fenced`` line, no
     crash counted, nothing written."""
     async with fake_server("exa", SCENARIO, ManualClock(time.time())) as exa:
-        cfg = write_config(
-            tmp_path,
-            f"""
-state_dir: {tmp_path / "state"}
-state: {{url: "{pg_url}"}}
-metrics_listen: 127.0.0.1:0
-providers:
-  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 50ms}}
-channels:
-  hook: {{apprise: "{receiver.url("/hook")}"}}
-""",
-            RULES,
-        )
-        daemon = Daemon(load_config(cfg), client_options=FAST)
+        daemon = pg_daemon(tmp_path, exa, receiver, pg_url, "50ms")
         try:
             await daemon.leadership.step()
             fence = daemon.leadership.require(EXA)
@@ -580,20 +587,7 @@ async def test_a_push_another_instance_took_is_read_by_the_providers_leader(
     The leader of that provider finds it (``take_shared_hints``, every second while the daemon runs),
     wakes its poller to read what the push names, and the read consumes it; a standby takes nothing."""
     async with fake_server("exa", SCENARIO, ManualClock(time.time())) as exa:
-        cfg = write_config(
-            tmp_path,
-            f"""
-state_dir: {tmp_path / "state"}
-state: {{url: "{pg_url}"}}
-metrics_listen: 127.0.0.1:0
-providers:
-  exa: {{base_url: "{exa.base_url}", api_key: {EXA_KEY}, poll_interval: 60s}}
-channels:
-  hook: {{apprise: "{receiver.url("/hook")}"}}
-""",
-            RULES,
-        )
-        daemon = Daemon(load_config(cfg), client_options=FAST)
+        daemon = pg_daemon(tmp_path, exa, receiver, pg_url, "60s")
         standby = open_state(Location(tmp_path / "b", pg_url))  # another instance's store
         try:
             await daemon.leadership.step()
