@@ -68,6 +68,11 @@ class StoreSim(DaemonSim):
             path.write_text(path.read_text() + f"state: {{url: '{url}'}}\n")
         self.daemon = Daemon(load_config(path), clock=self.clock)
         self.cycles = 0
+
+    async def lead(self) -> None:
+        """Take or renew the provider's lease (a PostgreSQL store fences every write), outside the
+        measured cycle."""
+        await self.daemon.leadership.step()
         self.failed = 0
 
     def tracked(self) -> int:
@@ -154,6 +159,7 @@ async def measure(
     try:
         stats = fake.stats()
         for name, sim in sims.items():  # the first poll: every run new, recorded silently
+            await sim.lead()
             before = server.cpu()
             c = await sim.cycle()
             after = server.cpu()
@@ -168,6 +174,7 @@ async def measure(
             )
         for k in range(args.pairs):
             for name in ("sqlite", "postgres") if k % 2 else ("postgres", "sqlite"):
+                await sims[name].lead()
                 before = server.cpu()
                 c = await sims[name].cycle()
                 after = server.cpu()
