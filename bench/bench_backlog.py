@@ -156,7 +156,7 @@ class Bench:
             out.release([c.seq for c in out.claim("bench", now, 64, "bench", 60)])
         claim_us = 1e6 * (time.perf_counter() - t0) / calls
         first: list[Measure] = []
-        drained = drain(out, "bench", channel, rows, Metrics(), first, min(first_n, rows))
+        drained = drain(state, "bench", channel, rows, Metrics(), first, min(first_n, rows))
         if drained is None or not first:
             self.errors.append(f"backlog {rows}: the outbox did not drain within the time limit")
             drained = Measure(rows, float("inf"), float("inf"))

@@ -297,7 +297,7 @@ class Bench:
         with measured(n, recorded):
             state.record("exa", [], notes, time.time())
         metrics = Metrics()
-        delivered = drain(state.outbox, name, channel, n, metrics)
+        delivered = drain(state, name, channel, n, metrics)
         if delivered is None:
             self.errors.append(f"{channel.kind}: the outbox did not drain within the time limit")
             delivered = Measure(n, float("inf"), float("inf"))
@@ -409,7 +409,7 @@ class Bench:
 
 
 def drain(
-    outbox: Any, name: str, channel: Any, n: int, metrics: Any, first: list[Measure] | None = None, k: int = 0
+    state: Any, name: str, channel: Any, n: int, metrics: Any, first: list[Measure] | None = None, k: int = 0
 ) -> Measure | None:
     """A ``Deliverer`` on ``channel`` until nothing is pending: the drain of ``n`` rows, timed (wall
     clock and this process's CPU); None if it did not drain within the time limit. With ``first``,
@@ -420,7 +420,8 @@ def drain(
     from runwatch.delivery import Deliverer
     from runwatch.delivery.policy import ChannelPolicy
 
-    deliverer = Deliverer(outbox, {name: channel}, {name: ChannelPolicy()}, metrics, SystemClock())
+    policies = {name: ChannelPolicy()}
+    deliverer = Deliverer(state.outbox, state.sends, {name: channel}, policies, metrics, SystemClock())
     out: list[Measure] = []
 
     async def watch(c0: float, t0: float) -> None:

@@ -113,12 +113,17 @@ async def test_a_copied_state_sends_exactly_what_was_pending_repeats_nothing_and
         assert "2 open alerts, 1 silences" in copied.stdout
         with psycopg.connect(pg_url) as conn:  # the runs came with their creation times
             created = conn.execute("SELECT count(created_at) FROM runwatch_runs").fetchone()
+            windows = conn.execute("SELECT channel, cardinality(sends) FROM runwatch_send_windows").fetchall()
         assert created == (2,)
+        assert windows == [("ops", 1)]  # the hour's one send to ops came along: no slot freed by moving
 
         on_postgres = Daemon(load_config(config(tmp_path, exa, ops, gone, pg_url)), client_options=FAST)
         async with on_postgres.running():
-            await ops.wait_for(2)
             await polls(on_postgres, 3)
+            assert len(ops.requests) == 1  # rate 1/h: the pending one waits for the hour to be over
+            with psycopg.connect(pg_url) as conn:  # which it is, once its one send is an hour older
+                conn.execute("UPDATE runwatch_send_windows SET sends = ARRAY[sends[1] - 3600]")
+            await ops.wait_for(2)
             assert on_postgres.store.alerts.firing() == 2
             assert on_postgres.store.silences.all() == [silence]
             changes = sum(s.value for m in on_postgres.metrics.registry.collect()

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import psycopg
 import pytest
 
 from runwatch.clock import ManualClock
@@ -22,7 +23,7 @@ from runwatch.delivery.policy import ChannelPolicy, RateSpec
 from runwatch.delivery.webhook import WebhookChannel
 from runwatch.metrics import Metrics
 from runwatch.model import Alert
-from runwatch.store import Notification, State
+from runwatch.store import Location, Notification, State, open_state
 from tests.conftest import SMTP_PASSWORD, SmtpSink, mailto_url, make_alert
 from tests.webhook_server import WebhookServer, webhook_server
 
@@ -90,7 +91,7 @@ async def rig(tmp_path: Path, channel: Channel, policy: ChannelPolicy) -> AsyncI
     clock = ManualClock(T0)
     state = State(tmp_path)
     metrics = Metrics()
-    deliverer = Deliverer(state.outbox, {"hook": channel}, {"hook": policy}, metrics, clock)
+    deliverer = Deliverer(state.outbox, state.sends, {"hook": channel}, {"hook": policy}, metrics, clock)
     async with anyio.create_task_group() as tg:
         tg.start_soon(deliverer.run)
         yield Rig(state, deliverer, metrics, clock)
@@ -245,6 +246,76 @@ async def test_a_reload_that_rebuilds_the_channel_frees_no_slot_of_its_rate(tmp_
     assert [round(q.at - T0, 3) for q in rx.delivered()] == [0, 0, 0.5, 1, 1, 1.5]
 
 
+async def test_a_restart_frees_no_slot_of_a_rate(tmp_path: Path) -> None:
+    """The send times are in the state: a daemon started again within the period (a crash loop, a
+    restart by hand) sends no more than the rate allows."""
+    async with webhook_server(SECRET) as rx:
+        rx.clock = ManualClock(T0)
+        async with rig(tmp_path, hook(rx), ChannelPolicy(rate=RateSpec(2, 1.0))) as r:
+            r.queue(1, 2, 3, 4)
+            await r.until(lambda: len(rx.delivered()) == 2)
+        async with rig(tmp_path, hook(rx), ChannelPolicy(rate=RateSpec(2, 1.0))) as r:
+            rx.clock = r.clock
+            await r.advance(0.5)
+            await r.settle()
+            assert len(rx.requests) == 2  # this second's two sends were made before the restart
+            await r.advance(0.5)
+            await r.until(lambda: len(rx.delivered()) == 4)
+
+
+async def test_two_instances_on_one_database_share_one_rate(tmp_path: Path, pg_url: str) -> None:
+    """Two daemons' senders on one PostgreSQL, one channel with ``rate: 2/s``: no window of one second
+    holds a third send, whichever instance makes it (each on its own would send 2 a second)."""
+    clock = ManualClock(T0)
+    policy = {"hook": ChannelPolicy(rate=RateSpec(2, 1.0))}
+    stores = [open_state(Location(tmp_path / name, pg_url)) for name in ("a", "b")]
+    try:
+        async with webhook_server(SECRET) as rx, anyio.create_task_group() as tg:
+            rx.clock = clock
+            senders = [
+                Deliverer(st.outbox, st.sends, {"hook": hook(rx)}, policy, Metrics(), clock) for st in stores
+            ]
+            for d in senders:
+                tg.start_soon(d.run)
+            alerts = [make_alert(n, channel="hook", at=T0) for n in range(8)]
+            stores[0].record("exa", [], [Notification(a) for a in alerts], T0)
+
+            async def settle() -> None:
+                in_flight = "SELECT count(*) FROM runwatch_notifications WHERE claimed_by IS NOT NULL"
+                with anyio.fail_after(10):
+                    while True:
+                        for d in senders:
+                            d.wake()
+                        await anyio.wait_all_tasks_blocked()
+                        with psycopg.connect(pg_url) as conn:
+                            if conn.execute(in_flight).fetchone() == (0,):
+                                return
+                        await progress()  # a send in a thread: until an outcome is recorded
+
+            async def progress() -> None:
+                async def one(d: Deliverer) -> None:
+                    await d.workers["hook"].wait_progress()
+                    g.cancel_scope.cancel()
+
+                with anyio.move_on_after(0.2):  # re-check; progress is the event that moves it
+                    async with anyio.create_task_group() as g:
+                        for d in senders:
+                            g.start_soon(one, d)
+
+            await settle()
+            for step in [0.25] * 4 + [0.5, 0.3, 0.2, 0.5, 1.0]:
+                clock.advance(step)
+                await settle()
+            tg.cancel_scope.cancel()
+    finally:
+        for st in stores:
+            st.close()
+    sent = sorted(q.at - T0 for q in rx.delivered())
+    assert len(sent) == 8, sent
+    crowded = [(a, c) for a, c in zip(sent, sent[2:], strict=False) if c - a < 1.0 - 1e-6]
+    assert not crowded, f"3 sends within one second: {crowded} (all: {sent})"
+
+
 async def test_one_dead_channel_does_not_delay_another(tmp_path: Path) -> None:
     async with webhook_server(SECRET) as up, webhook_server(SECRET) as down:
         down.default = "hang"
@@ -252,7 +323,7 @@ async def test_one_dead_channel_does_not_delay_another(tmp_path: Path) -> None:
         state = State(tmp_path)
         good = WebhookChannel("good", up.url, [SECRET], timeout=30)
         bad = WebhookChannel("bad", down.url, [SECRET], timeout=30)
-        d = Deliverer(state.outbox, {"good": good, "bad": bad}, {}, Metrics(), clock)
+        d = Deliverer(state.outbox, state.sends, {"good": good, "bad": bad}, {}, Metrics(), clock)
         async with anyio.create_task_group() as tg:
             tg.start_soon(d.run)
             state.record("exa", [], [Notification(make_alert(1, channel="bad"))], T0)

@@ -101,7 +101,7 @@ async def test_a_matching_notification_is_silenced_the_rest_delivered(tmp_path: 
     async with webhook_server(SECRET) as rx:
         channel = WebhookChannel("hook", rx.url, [SECRET])
         d = Deliverer(
-            state.outbox, {"hook": channel}, {"hook": ChannelPolicy()}, metrics, clock,
+            state.outbox, state.sends, {"hook": channel}, {"hook": ChannelPolicy()}, metrics, clock,
             muter=Muter([silence], state.silences),
         )  # fmt: skip
         async with anyio.create_task_group() as tg:

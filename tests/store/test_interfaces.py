@@ -283,6 +283,62 @@ def test_two_claimers_never_get_the_same_row(state: Store) -> None:
     assert len(claimed) == 300 and len(set(claimed)) == 300
 
 
+# -- a channel's rate: its last send times ------------------------------------------------------------
+def test_a_send_window_holds_count_sends_in_any_period_and_survives_reopen(
+    state: Store, where: Location
+) -> None:
+    sends = state.sends
+    assert sends.recent("ch") == []
+    assert [sends.start("ch", t, 2, 1.0) for t in (10.0, 10.2, 10.5, 10.99)] == [True, True, False, False]
+    assert sends.start("other", 10.5, 2, 1.0)  # each channel has its own budget
+    assert sends.start("ch", 11.0, 2, 1.0)  # 10.0 is a whole period old
+    assert sends.recent("ch") == [10.2, 11.0]
+    state = reopen(state, where)
+    try:
+        assert not state.sends.start("ch", 11.1, 2, 1.0)  # a restart frees no slot
+        assert state.sends.start("ch", 12.0, 2, 1.0)
+        for t in range(13, 40):  # the row keeps the last `count` times only, whatever the history
+            assert state.sends.start("ch", float(t), 2, 1.0)
+        assert state.sends.recent("ch") == [38.0, 39.0]
+        assert rows(where, "SELECT count(*) FROM {t}send_windows") == 2
+    finally:
+        state.close()
+
+
+def test_senders_at_once_take_no_more_slots_than_the_rate(state: Store, where: Location) -> None:
+    """Six senders (on a shared store: also a second instance's) ask for slots at the same moments:
+    each window admits exactly its count, whoever asks."""
+    second = Location(where.state_dir.with_name("second"), where.url)
+    others = [open_state(second)] if where.url is not None else []
+    try:
+        stores = [state, *others]
+        taken: list[list[float]] = [[] for _ in range(6)]
+        start = threading.Barrier(len(taken))
+
+        def sender(k: int) -> None:
+            sends = stores[k % len(stores)].sends
+            for step in range(20):
+                start.wait(30)  # in step: every sender asks at each moment
+                now = 100.0 + step * 0.5
+                if sends.start("ch", now, 3, 1.0):
+                    taken[k].append(now)
+
+        threads = [threading.Thread(target=sender, args=(k,)) for k in range(len(taken))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        starts = sorted(t for got in taken for t in got)
+        crowded = [(a, b) for a, b in zip(starts, starts[3:], strict=False) if b - a < 1.0]
+        assert not crowded, starts
+        assert len(starts) == 30, starts  # and each window is used to the full: 3 at each whole second
+        for other in others:
+            assert other.sends.recent("ch") == state.sends.recent("ch") == [109.0] * 3
+    finally:
+        for other in others:
+            other.close()
+
+
 # -- alerts, monitors, silences, meta -----------------------------------------------------------------
 def test_open_alerts_are_kept_and_found_by_monitor(state: Store, where: Location) -> None:
     a = OpenAlert("rule|m1", "rule", {"provider": "exa", "monitor_id": "m1"}, firing=True, opened_at=5.0)

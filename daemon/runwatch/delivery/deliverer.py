@@ -17,17 +17,19 @@ from runwatch.delivery.worker import ChannelWorker
 from runwatch.log import get_logger
 from runwatch.metrics import Metrics
 from runwatch.pipeline.silences import Muter
-from runwatch.store.interfaces import Outbox
+from runwatch.store.interfaces import Outbox, SendLog
 
 log = get_logger(__name__)
 
 
 class Deliverer:
-    """One :class:`ChannelWorker` per configured channel, over one outbox."""
+    """One :class:`ChannelWorker` per configured channel, over one outbox (and its channels' send
+    times, for their ``rate``)."""
 
     def __init__(
         self,
         outbox: Outbox,
+        sends: SendLog,
         channels: Mapping[str, Channel],
         policies: Mapping[str, ChannelPolicy],
         metrics: Metrics,
@@ -35,6 +37,7 @@ class Deliverer:
         muter: Muter | None = None,
     ) -> None:
         self.outbox = outbox
+        self.sends = sends
         self.channels = dict(channels)
         self.metrics = metrics
         self.clock = clock
@@ -60,7 +63,7 @@ class Deliverer:
 
     def _worker(self, channel: Channel, policy: ChannelPolicy) -> ChannelWorker:
         return ChannelWorker(
-            channel, policy, self.outbox, self.metrics, self.clock, self.owner, muter=self.muter
+            channel, policy, self.outbox, self.metrics, self.clock, self.owner, self.sends, muter=self.muter
         )
 
     def reconfigure(
@@ -113,13 +116,11 @@ class Deliverer:
         old.channel.close()
         log.info("reload.channel_stopped", channel=old.name, restarting=successor is not None)
         if successor is not None:
-            successor.take_over(old)
             await successor.run()  # returns at once when a later reload stopped it already
 
     @staticmethod
     async def _follow(old: ChannelWorker, successor: ChannelWorker) -> None:
         await old.finished.wait()
-        successor.take_over(old)
         await successor.run()
 
     def wake(self, channels: set[str] | None = None) -> None:

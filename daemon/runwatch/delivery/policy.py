@@ -2,12 +2,12 @@
 
 Each key defaults from the top-level ``delivery:`` block and may be set per channel beside its kind's
 block. The rate is a window of the last sends on the injected clock (``"2/s"``: at most 2 sends start in
-any one second), so tests drive it without waiting.
+any one second), so tests drive it without waiting; the send times are kept in the state, one budget
+per channel for every instance that sends from it.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
 import threading
 from dataclasses import dataclass
@@ -15,6 +15,9 @@ from fractions import Fraction
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer
+
+from runwatch.store.interfaces import SendLog
+from runwatch.store.send_window import in_window
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
 _PERIOD = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -65,34 +68,37 @@ class ChannelPolicy:
 
 
 class SendWindow:
-    """A channel's ``rate`` as a guarantee: at most ``count`` sends start in any window of ``period``.
+    """A channel's ``rate`` as a guarantee: at most ``count`` sends start in any window of ``period``,
+    across every sender of the state.
 
     A token bucket (capacity N, refilled N per period) lets 2N sends through in one period (a full
-    bucket, then the refill), which is not what "at most N per period" says. This keeps the start times
-    of the last N sends instead: a send may start at ``now`` only while fewer than N of them are later
-    than ``now - period``. Rows claimed but not yet sent hold a slot (``reserved``) so several loops of
-    one channel (``concurrency``) cannot claim the same slot; a reserved slot that is never sent
-    (silenced, or the batch was cut short) is given back. The state is those N times and a count, small
-    and explicit, so it could later be kept where several instances see it.
+    bucket, then the refill), which is not what "at most N per period" says. The start times of the
+    last N sends are kept instead, in the state (:class:`~runwatch.store.interfaces.SendLog`), so that
+    every instance on a shared database draws on one budget and a restart frees no slot: a send may
+    start at ``now`` only while fewer than N of them are later than ``now - period``, and
+    :meth:`start` asks the state exactly that, atomically, before each send.
+
+    Rows claimed but not yet sent hold a slot here (``reserved``), so several loops of one channel
+    (``concurrency``) do not claim the same slot; a reserved slot that is never sent (silenced, or the
+    batch was cut short) is given back. Another instance's claims are not seen: two instances may both
+    claim for the last slot, and the one whose :meth:`start` is refused gives its batch back and waits.
     """
 
-    def __init__(self, spec: RateSpec) -> None:
+    def __init__(self, spec: RateSpec, log: SendLog, channel: str) -> None:
         self.count = spec.count
         self.period = spec.period
-        #: Start times of the last ``count`` sends, oldest first.
-        self.sent: list[float] = []
+        self.log = log
+        self.channel = channel
         #: Slots taken by claimed rows whose send has not started yet.
         self.reserved = 0
         # Claims come from the event loop, sends from the worker's threads.
         self._lock = threading.Lock()
 
-    def _recent(self, now: float) -> list[float]:
-        return [t for t in self.sent if now < t + self.period]
-
     def available(self, now: float) -> int:
         """How many sends may be claimed now."""
+        used = in_window(self.log.recent(self.channel), now, self.period)
         with self._lock:
-            return max(0, self.count - self.reserved - len(self._recent(now)))
+            return max(0, self.count - self.reserved - used)
 
     def reserve(self, n: int) -> None:
         with self._lock:
@@ -103,25 +109,23 @@ class SendWindow:
         with self._lock:
             self.reserved = max(0, self.reserved - n)
 
-    def started(self, now: float) -> None:
-        """A reserved send starts now: its slot becomes a send time (kept in order, the last N only)."""
+    def start(self, now: float) -> bool:
+        """A reserved send starts now (True: its slot became a send time in the state), or may not:
+        another sender took the slot first (False: the slot stays reserved until :meth:`release`)."""
+        if not self.log.start(self.channel, now, self.count, self.period):
+            return False
         with self._lock:
             self.reserved = max(0, self.reserved - 1)
-            bisect.insort(self.sent, now)
-            del self.sent[: -self.count]
-
-    def carry(self, old: SendWindow) -> None:
-        """Go on from ``old``'s sends (a reload rebuilt the channel): a reload frees no slot."""
-        with self._lock:
-            self.sent = sorted(self.sent + old.sent)[-self.count :]
+        return True
 
     def next_at(self, now: float) -> float:
         """When the next send may start: once enough of the recent sends are a period old.
 
         Reserved slots are counted as if sent now, the earliest they can be.
         """
+        recent = [t for t in self.log.recent(self.channel) if now < t + self.period]
         with self._lock:
-            window = sorted(self._recent(now) + [now] * self.reserved)
-            if len(window) < self.count:
-                return now
-            return window[len(window) - self.count] + self.period
+            window = sorted(recent + [now] * self.reserved)
+        if len(window) < self.count:
+            return now
+        return window[len(window) - self.count] + self.period

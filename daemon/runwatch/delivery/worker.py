@@ -8,7 +8,7 @@ While a channel keeps failing, its circuit is open: nothing is sent until the re
 failed notification, then that one alone is sent as a probe; once one goes through, the backlog
 drains oldest first. Retries use :class:`runwatch.retry.RetryPolicy` (a channel's Retry-After wins
 over ``retry_max``); a channel's ``rate`` (:class:`SendWindow`: at most N sends start in any window of
-one period) is one that no retry can jump.
+one period, one budget for every instance on the state) is one that no retry can jump.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from runwatch.metrics import Metrics
 from runwatch.pipeline.silences import Muter
 from runwatch.redact import redact
 from runwatch.retry import RetryPolicy
-from runwatch.store.interfaces import Claimed, Outbox
+from runwatch.store.interfaces import Claimed, Outbox, SendLog
 
 log = get_logger(__name__)
 
@@ -56,6 +56,7 @@ class ChannelWorker:
         metrics: Metrics,
         clock: Clock,
         owner: str,
+        sends: SendLog,
         muter: Muter | None = None,
     ) -> None:
         self.channel = channel
@@ -67,7 +68,7 @@ class ChannelWorker:
         self.owner = owner
         self.muter = muter
         self.retry = RetryPolicy(policy.retry_initial, policy.retry_max)
-        self.window = SendWindow(policy.rate) if policy.rate else None
+        self.window = SendWindow(policy.rate, sends, channel.name) if policy.rate else None
         #: Circuit breaker: consecutive failed sends, and until when nothing is sent.
         self.failures = 0
         self.open_until = 0.0
@@ -103,11 +104,6 @@ class ChannelWorker:
         """
         self.stopping = True
         self.wake()
-
-    def take_over(self, old: ChannelWorker) -> None:
-        """Carry on from ``old``, this channel's finished worker: a reload must not free slots of ``rate``."""
-        if self.window is not None and old.window is not None:
-            self.window.carry(old.window)
 
     async def wait_idle(self) -> None:
         await self._all_idle.wait()
@@ -207,8 +203,10 @@ class ChannelWorker:
                     continue
                 if self.muter is not None and self._silenced(item):
                     continue
-                if self.window is not None:
-                    self.window.started(self.clock.now())
+                if self.window is not None and not self.window.start(self.clock.now()):
+                    # Another instance took the slot first: the rest waits for the next one.
+                    self.outbox.release([c.seq for c in claimed[i:]])
+                    return
                 started += 1
                 try:
                     outcome: Outcome = self.channel.send(item.alert)

@@ -101,6 +101,7 @@ class Daemon:
         self.muter = Muter(self.config.settings.silences, self.store.silences)
         self.deliverer = Deliverer(
             self.store.outbox,
+            self.store.sends,
             self.channels,
             channel_policies(self.config),
             self.metrics,

@@ -12,6 +12,8 @@
 - :class:`Fence`: the lease a write is made under; a store that is shared checks it in the write's
   own transaction and raises :class:`~runwatch.errors.FencedOut` (writing nothing) when it is not held.
 - :class:`Hints`: verified pushes waiting for the read they ask for (consumed by the record of it).
+- :class:`SendLog`: when each rate-limited channel's last sends started: one ``rate`` budget for every
+  sender of the state, kept across restarts.
 
 The calls are synchronous: SQLite answers in microseconds, and the delivery workers call the outbox
 from their sending threads. A networked store implements them with a blocking driver in those same
@@ -398,6 +400,27 @@ class Hints(Protocol):
 
 
 
+class SendLog(Protocol):
+    """When a channel's last sends started, for its ``rate``: at most ``count`` sends start in any
+    window of ``period`` seconds, whoever sends.
+
+    Kept in the state, not in a sender's memory, so that every instance on a shared database draws on
+    one budget per channel, and a restart (or a crash loop) frees no slot. :meth:`start` is the one
+    decision, atomic across senders; :meth:`recent` only tells a sender how much to claim and how long
+    to wait. Times are the senders' clocks (as the outbox's claims): keep the hosts' clocks in step.
+    """
+
+    def recent(self, channel: str) -> list[float]:
+        """The start times kept for ``channel`` (its last sends, at most the ``count`` of the last
+        :meth:`start`), oldest first."""
+        ...
+
+    def start(self, channel: str, now: float, count: int, period: float) -> bool:
+        """Take a slot for a send of ``channel`` starting at ``now``: True (and recorded) when fewer than
+        ``count`` sends started in ``(now - period, now]``, else False (nothing recorded)."""
+        ...
+
+
 class SharedState(Protocol):
     """What the operator's commands open beside a running daemon: the outbox, silences and meta keys
     (no lock, no in-memory copies, never creates a state)."""
@@ -446,5 +469,8 @@ class Store(Meta, Recorder, Protocol):
 
     @property
     def silences(self) -> Silences: ...
+
+    @property
+    def sends(self) -> SendLog: ...
 
     def close(self) -> None: ...

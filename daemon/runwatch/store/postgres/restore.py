@@ -8,9 +8,10 @@ so a daemon starting on the database waits for the copy to finish.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import psycopg
 
 from runwatch.errors import StateError
@@ -18,8 +19,13 @@ from runwatch.store.postgres.connect import Target, connect, failures
 from runwatch.store.postgres.schema import MIGRATION_LOCK, TABLES, migrate
 from runwatch.store.sqlite.dump import Table
 
-#: Columns that are booleans here and integers in SQLite.
-_BOOLEAN = {("runs", "done"), ("catch_up", "baseline")}
+#: Columns whose SQLite form differs: integers that mean true/false are booleans here, JSON lists
+#: arrays.
+_CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
+    ("runs", "done"): bool,
+    ("catch_up", "baseline"): bool,
+    ("send_windows", "sends"): lambda v: [float(t) for t in orjson.loads(v)],
+}
 _HELD = "SELECT EXISTS (SELECT 1 FROM {table}{where})"
 _SEQ = (
     "SELECT setval(pg_get_serial_sequence('runwatch_notifications', 'seq'),"
@@ -55,17 +61,14 @@ def _holds(conn: psycopg.Connection[Any], table: str) -> bool:
 
 
 def _copy(cur: psycopg.Cursor[Any], table: Table) -> int:
-    flags = [(table.name, c) in _BOOLEAN for c in table.columns]
+    convert = [_CONVERT.get((table.name, c), _value) for c in table.columns]
     sql = f"COPY runwatch_{table.name} ({', '.join(table.columns)}) FROM STDIN"
     with cur.copy(sql) as copy:
         for row in table.rows:
-            copy.write_row([_value(v, flag) for v, flag in zip(row, flags, strict=True)])
+            copy.write_row([f(v) for f, v in zip(convert, row, strict=True)])
     return len(table.rows)
 
 
-def _value(v: Any, boolean: bool) -> Any:
-    """SQLite's integers that mean true/false become booleans; JSON SQLite kept as a blob (the outbox's
-    alerts, written as bytes) becomes the text it is."""
-    if boolean:
-        return bool(v)
+def _value(v: Any) -> Any:
+    """JSON SQLite kept as a blob (the outbox's alerts, written as bytes) becomes the text it is."""
     return v.decode() if isinstance(v, bytes) else v

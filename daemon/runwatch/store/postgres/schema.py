@@ -100,14 +100,22 @@ _V3 = (
         PRIMARY KEY (provider, event_id))""",
 )
 
+_V4 = (
+    # A rate-limited channel's last send times (store/postgres/sends.py): one budget for every
+    # instance; a start locks the channel's row. At most the rate's count of times per row.
+    """CREATE TABLE runwatch_send_windows (
+        channel text PRIMARY KEY, sends double precision[] NOT NULL)""",
+)
+
 #: The statements from version N to N+1 are ``MIGRATIONS[N]``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Every table of the state, in an order that copies and deletes safely.
 TABLES = (
     "runwatch_meta", "runwatch_monitors", "runwatch_monitor_state", "runwatch_catch_up", "runwatch_runs",
     "runwatch_run_events", "runwatch_run_stuck", "runwatch_notifications", "runwatch_alerts",
     "runwatch_silences", "runwatch_leases", "runwatch_instances", "runwatch_push_hints",
+    "runwatch_send_windows",
 )  # fmt: skip
 
 _VERSION = "SELECT value FROM runwatch_meta WHERE key = 'schema_version'"

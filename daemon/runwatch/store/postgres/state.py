@@ -29,6 +29,7 @@ from runwatch.store.postgres.monitors import PgMonitors
 from runwatch.store.postgres.outbox import PgOutbox
 from runwatch.store.postgres.runs import PgRuns
 from runwatch.store.postgres.schema import migrate, require_current, too_new, version
+from runwatch.store.postgres.sends import PgSends
 from runwatch.store.postgres.silences import PgSilences
 from runwatch.store.recording import Recording, Write
 from runwatch.store.sqlite.lock import StateLock
@@ -65,6 +66,7 @@ class PostgresState(Recording):
             self.hints = PgHints(self.pool, target)
             self.outbox = PgOutbox(self.pool, target)
             self.silences = PgSilences(self.pool, target)
+            self.sends = PgSends(self.pool, target)
         except BaseException:
             self.close()
             raise

@@ -23,6 +23,7 @@ from runwatch.store.sqlite.lock import StateLock
 from runwatch.store.sqlite.monitors import SqliteMonitors
 from runwatch.store.sqlite.outbox import SqliteOutbox
 from runwatch.store.sqlite.runs import SqliteRuns
+from runwatch.store.sqlite.sends import SqliteSends
 from runwatch.store.sqlite.silences import SilenceStore
 
 
@@ -46,6 +47,7 @@ class SqliteState(Recording):
             self.hints = SqliteHints(self.db)
             self.outbox = SqliteOutbox(self.path)
             self.silences = SilenceStore(self.path)
+            self.sends = SqliteSends(self.outbox.db, self.outbox.lock)
         except BaseException:
             self.lock.release()
             raise
