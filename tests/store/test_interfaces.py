@@ -403,6 +403,23 @@ def test_meta_keys_survive_reopen_and_the_commands_read_them(state: Store, where
     again.close()
 
 
+def test_the_first_writer_of_a_first_meta_key_wins(state: Store, where: Location) -> None:
+    """``first_start``: instances starting together on one state agree on it, and it never moves."""
+    assert state.first_meta("first_start", "100.0") == "100.0"
+    assert state.first_meta("first_start", "200.0") == "100.0"
+    if where.url is not None:
+        other = open_state(Location(where.state_dir.with_name("second"), where.url))
+        try:
+            assert other.first_meta("first_start", "300.0") == "100.0"
+        finally:
+            other.close()
+    again = reopen(state, where)
+    try:
+        assert again.first_meta("first_start", "400.0") == "100.0"
+    finally:
+        again.close()
+
+
 def test_the_commands_never_create_a_state(where: Location) -> None:
     with pytest.raises(StateMissingError, match=r"no (runwatch )?state"):
         open_shared(where)

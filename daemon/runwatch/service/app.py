@@ -89,10 +89,9 @@ class Daemon:
             for ch in self.channels.values():
                 ch.close()
             raise
-        first = self.store.get_meta("first_start")
-        if first is None:
-            first = str(self.clock.now())
-            self.store.set_meta("first_start", first)
+        now = str(self.clock.now())
+        first = self.store.first_meta("first_start", now)
+        if first == now:
             log.info("state.created", path=self.store.where)
         self.not_before = float(first) - self.config.settings.first_start_lookback
         horizon = self.store.get_meta("retention_horizon")
@@ -283,8 +282,8 @@ class Daemon:
         self.coverage.before(name, self.sources[name])
         with self.metrics.poll_duration.labels(name).time():
             report = await self._read(name, started, self.pushed.urgent(name))
-        if self.leadership.fence(poll_lease(name)) is not None:
-            self.coverage.after(name, self.sources[name])
+        if (fence := self.leadership.fence(poll_lease(name))) is not None:
+            self.coverage.after(name, self.sources[name], fence)
         ok = not report.errors
         self._source_outcome(name, report)
         self.metrics.polls.labels(name, "ok" if ok else "error").inc()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from runwatch.log import get_logger
-from runwatch.store.interfaces import Meta
+from runwatch.store.interfaces import Fence, Meta
 
 log = get_logger(__name__)
 
@@ -62,12 +62,13 @@ class CoverageKeeper:
             source.cover(since)
             self._written[provider] = since
 
-    def after(self, provider: str, source: object) -> None:
-        """After a cycle (of the provider's leader): the source's coverage into the state, if it moved."""
+    def after(self, provider: str, source: object, fence: Fence) -> None:
+        """After a cycle of the provider's leader: the source's coverage into the state, if it moved
+        (under the leader's ``fence``: one woken past its lease writes nothing)."""
         if not isinstance(source, Coverage):
             return
         covered = source.covered()
         if covered is None or covered < self._written.get(provider, 0.0) + STEP:
             return
-        self.meta.set_meta(self.key(provider), repr(covered))
+        self.meta.set_meta(self.key(provider), repr(covered), fence=fence)
         self._written[provider] = covered

@@ -271,6 +271,11 @@ class Meta(Protocol):
 
     def set_meta(self, key: str, value: str, *, fence: Fence | None = None) -> None: ...
 
+    def first_meta(self, key: str, value: str) -> str:
+        """The key's value, set to ``value`` when it has none: the first writer wins, so instances
+        starting together on one state agree on it (the state's ``first_start``)."""
+        ...
+
 
 class Recorder(Protocol):
     """Marks a poll's snapshots seen and queues its notifications in one transaction."""

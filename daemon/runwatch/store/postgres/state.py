@@ -39,6 +39,12 @@ _SET_META = (
     "INSERT INTO runwatch_meta (key, value) VALUES (%s, %s)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+#: The row made by this statement, else the one it met (a statement sees its own insert only through
+#: RETURNING, and the conflicting row only through a second read).
+_FIRST_META = (
+    "WITH made AS (INSERT INTO runwatch_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING"
+    " RETURNING value) SELECT value FROM made UNION ALL SELECT value FROM runwatch_meta WHERE key = %s"
+)
 _OPEN_ALERTS = "SELECT key, data FROM runwatch_alerts"
 
 
@@ -92,6 +98,12 @@ class PostgresState(Recording):
             cur = conn.cursor()
             fenced(cur, fence)
             cur.execute(_SET_META, (key, value))
+
+    def first_meta(self, key: str, value: str) -> str:
+        with failures(self.target), self.pool.connection() as conn:
+            row = conn.execute(_FIRST_META, (key, value, key)).fetchone()
+        assert row is not None
+        return str(row[0])
 
     # -- the recorder (see runwatch.store.recording) --------------------------------------------------
     def write(self, w: Write, fence: Fence | None) -> int:

@@ -71,6 +71,12 @@ class SqliteState(Recording):
     def set_meta(self, key: str, value: str, *, fence: Fence | None = None) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def first_meta(self, key: str, value: str) -> str:
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        found = self.get_meta(key)
+        assert found is not None
+        return found
+
     # -- the recorder (see runwatch.store.recording) --------------------------------------------------
     def write(self, w: Write, fence: Fence | None) -> int:
         db = self.db
