@@ -10,6 +10,8 @@
 3. the outbox's cost per notification: CPU (queueing in the recorder's transaction, plus everything
    the delivery side does around a send) and bytes in the state file, beside a direct
    ``WebhookChannel.send`` loop that has no outbox.
+4. a channel's ``rate``: webhook deliveries/s with a rate that never binds (each send takes its slot in
+   the state's send window first), beside runwatch without a rate. Goal: ratio >= 0.8.
 
 The receiver is a tiny asyncio HTTP/1.1 server in its own process (its CPU is not counted here); it
 counts the requests per path, and each round posts to a path of its own, so every round checks that
@@ -41,6 +43,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+#: A rate no burst here reaches: each send still takes its slot in the state (one short transaction).
+UNBOUND = "1000000/s"
 
 # --------------------------------------------------------------------------------------------------
 # The receiver: its own process, started as ``bench_delivery.py --serve``. Standard library only.
@@ -282,7 +287,9 @@ class Bench:
         return out
 
     # -- runwatch: a burst through the outbox ---------------------------------------------------------
-    def through_outbox(self, make_channel: Callable[[str], Any], n: int) -> tuple[Measure, Measure, int]:
+    def through_outbox(
+        self, make_channel: Callable[[str], Any], n: int, rate: str | None = None
+    ) -> tuple[Measure, Measure, int]:
         """Queue ``n`` in one record(), then Deliverer until wait_empty(): (record, deliver, bytes)."""
         from runwatch.metrics import Metrics
         from runwatch.store import Notification, State
@@ -297,7 +304,7 @@ class Bench:
         with measured(n, recorded):
             state.record("exa", [], notes, time.time())
         metrics = Metrics()
-        delivered = drain(state, name, channel, n, metrics)
+        delivered = drain(state, name, channel, n, metrics, rate=rate)
         if delivered is None:
             self.errors.append(f"{channel.kind}: the outbox did not drain within the time limit")
             delivered = Measure(n, float("inf"), float("inf"))
@@ -376,6 +383,16 @@ class Bench:
         got = self.check_count("runwatch webhook", path, n)
         self.verify_signature(got.get("first"))
 
+    def webhook_rated(self, n: int, out: list[Measure]) -> None:
+        """The same with a ``rate`` that never binds: what taking each send's slot in the state costs."""
+        from runwatch.delivery.webhook import WebhookChannel
+
+        path = self.path("webhook-rated")
+        url = f"http://127.0.0.1:{self.receiver.port}{path}"
+        _, deliver, _ = self.through_outbox(lambda name: WebhookChannel(name, url, [self.secret]), n, UNBOUND)
+        out.append(deliver)
+        self.check_count("runwatch webhook with a rate", path, n)
+
     def verify_signature(self, first: dict[str, Any] | None) -> None:
         from standardwebhooks.webhooks import Webhook
 
@@ -409,7 +426,14 @@ class Bench:
 
 
 def drain(
-    state: Any, name: str, channel: Any, n: int, metrics: Any, first: list[Measure] | None = None, k: int = 0
+    state: Any,
+    name: str,
+    channel: Any,
+    n: int,
+    metrics: Any,
+    first: list[Measure] | None = None,
+    k: int = 0,
+    rate: str | None = None,
 ) -> Measure | None:
     """A ``Deliverer`` on ``channel`` until nothing is pending: the drain of ``n`` rows, timed (wall
     clock and this process's CPU); None if it did not drain within the time limit. With ``first``,
@@ -418,9 +442,9 @@ def drain(
 
     from runwatch.clock import SystemClock
     from runwatch.delivery import Deliverer
-    from runwatch.delivery.policy import ChannelPolicy
+    from runwatch.delivery.policy import ChannelPolicy, parse_rate
 
-    policies = {name: ChannelPolicy()}
+    policies = {name: ChannelPolicy(rate=parse_rate(rate) if rate else None)}
     deliverer = Deliverer(state.outbox, state.sends, {name: channel}, policies, metrics, SystemClock())
     out: list[Measure] = []
 
@@ -489,6 +513,7 @@ def run(args: argparse.Namespace) -> int:
             b.apprise_runwatch(warm, [])
             b.webhook_bare(warm, [])
             b.webhook_runwatch(warm, [], [], [])
+            b.webhook_rated(warm, [])
             b.direct_send(warm, [])
             b.receiver_load.clear()
             ap_bare: list[Measure] = []
@@ -498,6 +523,7 @@ def run(args: argparse.Namespace) -> int:
             wh_queued: list[Measure] = []
             wh_rows: list[int] = []
             direct: list[Measure] = []
+            rated: list[Measure] = []
             for i in range(rounds):
                 # The runs compared are measured back to back, in an order that rotates every
                 # round, so drift (another process, the disk) cancels out of the ratios.
@@ -507,6 +533,7 @@ def run(args: argparse.Namespace) -> int:
                         lambda: b.webhook_bare(n, wh_bare),
                         lambda: b.webhook_runwatch(n, wh_rw, wh_queued, wh_rows),
                         lambda: b.direct_send(n, direct),
+                        lambda: b.webhook_rated(n, rated),
                     ],
                 ]
                 for group in groups:
@@ -549,9 +576,15 @@ def run(args: argparse.Namespace) -> int:
         f"  {'outbox cost per notification':<34} {outbox_us:8.0f} us CPU (median of the rounds' differences),"
         f" {statistics.median(wh_rows):,.0f} bytes in the state file (the JSON alert is {body_bytes:,})"
     )
+    whrated = median(rated)
+    print(
+        f"  {'webhook with a rate, deliveries/s':<34} {whrated.rate:10,.0f}/s {whrated.us_cpu:6.0f} us CPU"
+        f"   {whr.rate:10,.0f}/s {whr.us_cpu:6.0f} us CPU   (runwatch, no rate: {UNBOUND} never binds)"
+    )
     print("ratios")
     print(ratio_line("apprise sends/s vs bare apprise", ap_rw, ap_bare, 0.9))
     print(ratio_line("webhook deliveries/s vs bare httpx", wh_rw, wh_bare, 0.8))
+    print(ratio_line("with a rate vs without", rated, wh_rw, 0.8))
     goal = "meets" if whr.per_core >= 1000 else "MISSES"
     print(f"  {'webhook deliveries per CPU-second':<34} {whr.per_core:5,.0f}/s  goal >= 1,000/s: {goal}")
     if b.errors:

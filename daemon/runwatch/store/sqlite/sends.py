@@ -3,7 +3,7 @@
 
 One row per rate-limited channel holding its last sends (a JSON list, at most the rate's ``count``):
 small and bounded whatever the rate. It uses the outbox's connection and lock, the delivery threads'
-own; :meth:`SqliteSends.start` reads and writes the row in one ``BEGIN IMMEDIATE`` transaction.
+own; :meth:`SqliteSends.start` reads and writes the row under that lock (one autocommit write).
 """
 
 from __future__ import annotations
@@ -32,18 +32,15 @@ class SqliteSends:
             return self._read(channel)
 
     def start(self, channel: str, now: float, count: int, period: float) -> bool:
+        # Read and write under the lock every sender of this state takes (the state directory's lock
+        # keeps other processes out): no other start comes between them.
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                kept = admit(self._read(channel), now, count, period)
-                if kept is not None:
-                    self.db.execute(
-                        "INSERT INTO send_windows (channel, sends) VALUES (?, ?)"
-                        " ON CONFLICT (channel) DO UPDATE SET sends = excluded.sends",
-                        (channel, orjson.dumps(kept).decode()),
-                    )
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-        return kept is not None
+            kept = admit(self._read(channel), now, count, period)
+            if kept is None:
+                return False
+            self.db.execute(
+                "INSERT INTO send_windows (channel, sends) VALUES (?, ?)"
+                " ON CONFLICT (channel) DO UPDATE SET sends = excluded.sends",
+                (channel, orjson.dumps(kept).decode()),
+            )
+        return True
