@@ -491,7 +491,8 @@ async def test_a_standby_daemon_polls_nothing_yet_delivers_and_takes_over_with_f
             token = b_leases.acquire(EXA, "runwatch-b", daemon.leadership.lease)
             assert token is not None
             assert daemon.leadership.fence(EXA) is None
-            await anyio.sleep(0.2)  # a cycle begun before the lease ran out ends; then it stands by
+            with anyio.fail_after(10):  # a cycle begun before the lease ran out ends; then it stands by
+                await daemon.wait_standing_by("exa")
             standby_at, asked = daemon.polls_done["exa"], exa.fake.requests.total
             await anyio.sleep(0.3)  # six poll intervals: a standby polls none of them
             assert (daemon.polls_done["exa"], exa.fake.requests.total) == (standby_at, asked)

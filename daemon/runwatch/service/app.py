@@ -161,6 +161,9 @@ class Daemon:
         self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
         self._poll_done = anyio.Event()
+        #: Providers whose poll loop waits as a standby now (no cycle in flight), and its event.
+        self.standing_by: set[str] = set()
+        self._stood_by = anyio.Event()
         self._lead(enabled)
 
     # -- leadership (several instances on one state) ----------------------------------------------------
@@ -363,6 +366,11 @@ class Daemon:
         while self.polls_done[name] < count:
             await self._poll_done.wait()
 
+    async def wait_standing_by(self, name: str) -> None:
+        """Tests: wait until ``name``'s poll loop stands by (its cycle in flight, if any, ended)."""
+        while name not in self.standing_by:
+            await self._stood_by.wait()
+
     def _update_run_gauges(self) -> None:
         self.metrics.runs_tracked.clear()
         for (provider, status), n in self.store.runs.status_counts().items():
@@ -377,7 +385,13 @@ class Daemon:
             interval = settings.poll_interval if settings else 1.0
             fence = self.leadership.fence(lease)
             if fence is None:  # standby: until this instance leads it (or a reload changes it)
-                await self.leadership.wait_leading(lease, interval)
+                self.standing_by.add(name)
+                self._stood_by.set()
+                self._stood_by = anyio.Event()
+                try:
+                    await self.leadership.wait_leading(lease, interval)
+                finally:
+                    self.standing_by.discard(name)
                 began = None  # a new leader polls at once
                 if not await self.pollers.pause(name, -math.inf):  # a reload may stop it here
                     return
