@@ -305,6 +305,19 @@ def test_a_send_window_holds_count_sends_in_any_period_and_survives_reopen(
         state.close()
 
 
+def test_a_send_window_follows_a_rate_whose_count_changed(state: Store) -> None:
+    """A reload that changes ``count`` keeps the last sends: the newest ``count`` of them decide."""
+    sends = state.sends
+    assert all(sends.start("r", t, 3, 1.0) for t in (0.0, 0.1, 0.2))
+    assert not sends.start("r", 0.5, 2, 1.0)  # 2/s now: 0.1 and 0.2 are within the second
+    assert sends.start("r", 1.15, 2, 1.0)  # 0.1 is a second old
+    assert sends.recent("r") == [0.2, 1.15]
+    assert sends.start("r", 1.16, 4, 1.0) and sends.start("r", 1.17, 4, 1.0)  # 4/s: fewer than 4 kept
+    assert not sends.start("r", 1.18, 4, 1.0)  # 0.2, 1.15, 1.16, 1.17 are within the second
+    assert sends.start("r", 1.2, 4, 1.0)
+    assert sends.recent("r") == [1.15, 1.16, 1.17, 1.2]
+
+
 def test_senders_at_once_take_no_more_slots_than_the_rate(state: Store, where: Location) -> None:
     """Six senders (on a shared store: also a second instance's) ask for slots at the same moments:
     each window admits exactly its count, whoever asks."""

@@ -11,20 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
 import psycopg
 
 from runwatch.errors import StateError
 from runwatch.store.postgres.connect import Target, connect, failures
 from runwatch.store.postgres.schema import MIGRATION_LOCK, TABLES, migrate
 from runwatch.store.sqlite.dump import Table
+from runwatch.store.sqlite.sends import unpack
 
-#: Columns whose SQLite form differs: integers that mean true/false are booleans here, JSON lists
+#: Columns whose SQLite form differs: integers that mean true/false are booleans here, packed floats
 #: arrays.
 _CONVERT: dict[tuple[str, str], Callable[[Any], Any]] = {
     ("runs", "done"): bool,
     ("catch_up", "baseline"): bool,
-    ("send_windows", "sends"): lambda v: [float(t) for t in orjson.loads(v)],
+    ("send_windows", "sends"): unpack,
 }
 _HELD = "SELECT EXISTS (SELECT 1 FROM {table}{where})"
 _SEQ = (

@@ -102,9 +102,9 @@ _V3 = (
 
 _V4 = (
     # A rate-limited channel's last send times (store/postgres/sends.py): one budget for every
-    # instance; a start locks the channel's row. At most the rate's count of times per row.
+    # instance. A ring of at most the rate's count of times, and the index of the oldest.
     """CREATE TABLE runwatch_send_windows (
-        channel text PRIMARY KEY, sends double precision[] NOT NULL)""",
+        channel text PRIMARY KEY, sends double precision[] NOT NULL, head integer NOT NULL)""",
 )
 
 #: The statements from version N to N+1 are ``MIGRATIONS[N]``.

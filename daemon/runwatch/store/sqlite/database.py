@@ -46,9 +46,12 @@ CREATE TABLE IF NOT EXISTS push_hints (
     kind TEXT NOT NULL, received_at REAL NOT NULL, consumed_at REAL,
     PRIMARY KEY (provider, event_id)
 ) WITHOUT ROWID;
--- A rate-limited channel's last send times (store/sqlite/sends.py, a JSON list of at most the rate's
--- count): a restart frees no slot of a rate. An older runwatch ignores the table: same version.
-CREATE TABLE IF NOT EXISTS send_windows (channel TEXT PRIMARY KEY, sends TEXT NOT NULL) WITHOUT ROWID;
+-- A rate-limited channel's last send times (store/sqlite/sends.py: a ring of at most the rate's count,
+-- packed 8-byte floats, and the index of the oldest): a restart frees no slot of a rate. An older
+-- runwatch ignores the table: same version.
+CREATE TABLE IF NOT EXISTS send_windows (
+    channel TEXT PRIMARY KEY, sends BLOB NOT NULL, head INTEGER NOT NULL
+) WITHOUT ROWID;
 -- v4: created_at, when the run was created (the provider's time, else when first seen): what a
 -- run.stuck rule's stuck_after counts from, across restarts (NULL in rows from before: updated_at).
 CREATE TABLE IF NOT EXISTS runs (

@@ -30,7 +30,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     ),
     "alerts": ("key", "rule", "provider", "monitor_id", "data"),
     "silences": ("id", "matchers", "starts_at", "ends_at", "comment", "created_by", "expired_at"),
-    "send_windows": ("channel", "sends"),
+    "send_windows": ("channel", "sends", "head"),
 }  # fmt: skip
 
 
