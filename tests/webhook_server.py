@@ -34,6 +34,8 @@ class Received:
     payload: dict[str, Any] | None
     error: str | None
     answered: Any
+    #: The sender's (host, port): which process sent it, for a test that runs several senders.
+    peer: tuple[str, int] | None = None
 
     @property
     def id(self) -> str:
@@ -88,7 +90,8 @@ class WebhookServer:
                 except (WebhookVerificationError, ValueError) as exc:
                     error = f"{type(exc).__name__}: {exc}"
                 at = self.clock.now() if self.clock is not None else time.time()
-                self.requests.append(Received(headers, body, at, payload, error, answer))
+                peer = writer.get_extra_info("peername")  # (host, port) on IPv4; IPv6 adds two more
+                self.requests.append(Received(headers, body, at, payload, error, answer, peer and peer[:2]))
                 self._changed.set()
                 self._changed = anyio.Event()
                 if self.gate is not None:

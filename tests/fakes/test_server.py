@@ -7,6 +7,7 @@ import re
 import anyio
 import httpx
 import pytest
+from anyio.abc import SocketAttribute
 
 from runwatch.clock import ManualClock
 from runwatch.fakes import FakeExa, FakeOlostep, fake_server, generate_scenario, make_fake, run_fake
@@ -81,3 +82,27 @@ async def test_benchmark_sized_scenario_serves_quickly() -> None:
             assert listed["count"] == 100
             events = (await client.get(olostep.base_url + "/v1/monitors/monitor_bench_00000/events")).json()
             assert events["total_count"] == 6  # runs at 0, 10, ..., 50 s
+
+
+@pytest.mark.anyio
+async def test_the_request_log_tells_which_connection_asked() -> None:
+    """Each request is counted under its connection's (host, port): a test with several clients (daemons)
+    tells which one asked by its socket's port, and awaits that request (no sleep, no guess by timing)."""
+    async with fake_server("exa", None, ManualClock()) as running:
+        log = running.fake.requests
+        port = httpx.URL(running.url).port or 0
+        streams = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(2)]
+        first, second = (("127.0.0.1", s.extra(SocketAttribute.local_address)[1]) for s in streams)
+        get = b"GET /websets/v0/monitors HTTP/1.1\r\nhost: fake\r\nx-api-key: k\r\n\r\n"
+        with anyio.fail_after(10):
+            await streams[1].send(get)
+            await log.wait_until(lambda: log.by_client[second] == 1)
+            assert log.by_client == {second: 1}
+            await streams[0].send(get)
+            await streams[1].send(get)
+            await log.wait_until(lambda: sum(log.by_client.values()) == 3)
+        assert log.by_client == {first: 1, second: 2}
+        for stream in streams:
+            await stream.aclose()
+        log.reset()
+        assert not log.by_client

@@ -7,6 +7,11 @@ after each step the test waits until the receiver has every notification that st
 in the end compares what arrived with what the story holds: every change notified, none twice (but
 for the documented window a ``kill -9`` may hit: at most one per kill).
 
+Which instance asked a fake, or sent the receiver a notification, is told by the connection: the fakes
+and the receiver record each request's peer address, and an instance's process holds that port open
+(``/proc``), so a request the dead leader had sent before its ``kill -9`` is never taken for the new
+leader's, whenever it is answered.
+
 ``lease: 3s`` and ``poll_interval: 1s`` keep the failovers short; the database is asked (leases,
 heartbeats, rows) a few times a second where nothing announces what a test waits for.
 """
@@ -21,8 +26,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +39,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runwatch.clock import ManualClock
-from runwatch.fakes import RunningFake, Scenario, fake_server
+from runwatch.fakes import FakeBase, RunningFake, Scenario, fake_server
 from tests.tools import free_port
 from tests.webhook_server import WebhookServer, webhook_server
 
@@ -43,9 +49,11 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LEASE = 3.0
 POLL = 1.0
 #: Time the story moves by at each step (each step holds one change per run at most).
-STEPS = (10, 20, 30, 40, 50)
+STEPS = (10, 20, 30, 40, 50, 60)
 #: Slack on a failover bound for starting processes and a loaded 2-core machine.
 SLACK = 1.0
+PROVIDERS = ("exa", "olostep")
+THREE = ("runwatch-a", "runwatch-b", "runwatch-c")
 
 EXA_MONITORS = ("monitor_a", "monitor_b", "monitor_c")
 STORY = Scenario.model_validate(
@@ -62,6 +70,10 @@ STORY = Scenario.model_validate(
                         {"id": f"{m}_2", "timeline": [
                             {"at": 30, "status": "created"}, {"at": 40, "status": "running"},
                             {"at": 50, "status": "completed"},
+                        ]},
+                        {"id": f"{m}_3", "timeline": [
+                            {"at": 50, "status": "created"},
+                            {"at": 60, "status": "failed", "failed_reason": "quota"},
                         ]},
                     ],
                 }
@@ -81,6 +93,9 @@ STORY = Scenario.model_validate(
                         {"id": "run_p2", "events": [
                             {"at": 40, "type": "work_received", "message": "work received"},
                             {"at": 50, "type": "run_complete", "message": "run complete"},
+                        ]},
+                        {"id": "run_p3", "events": [
+                            {"at": 60, "type": "work_received", "message": "work received"},
                         ]},
                     ],
                 }
@@ -107,7 +122,10 @@ EXPECTED: dict[int, set[tuple[str, str, str]]] = {
     40: {("exa", f"{m}_2", "running") for m in EXA_MONITORS}
     | {("olostep", "run_p2", "running"), ("olostep", "run_p2", "work_received")},
     50: {("exa", f"{m}_2", "completed") for m in EXA_MONITORS}
+    | {("exa", f"{m}_3", "created") for m in EXA_MONITORS}
     | {("olostep", "run_p2", "run_complete"), ("olostep", "run_p2", "completed")},
+    60: {("exa", f"{m}_3", "failed") for m in EXA_MONITORS}
+    | {("olostep", "run_p3", "running"), ("olostep", "run_p3", "work_received")},
 }
 
 
@@ -120,6 +138,8 @@ class Instance:
     log: Path
     metrics: str
     proc: subprocess.Popen[bytes] | None = None
+    #: When it was last started (wall clock, as the heartbeats in the state).
+    started_at: float = 0.0
 
     def requests(self, provider: str) -> float:
         """Its ``runwatch_api_requests_total`` to ``provider`` (every endpoint), from its /metrics."""
@@ -131,7 +151,28 @@ class Instance:
             if s.name == "runwatch_api_requests_total" and s.labels["provider"] == provider
         )
 
+    def ports(self) -> set[int]:
+        """The local ports of the TCP connections its process holds open now (Linux's ``/proc``): what
+        tells whose request a fake or the receiver got (they record each request's peer)."""
+        if self.proc is None:
+            return set()
+        inodes = set()
+        with contextlib.suppress(FileNotFoundError):
+            for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if (link := os.readlink(fd)).startswith("socket:["):
+                        inodes.add(link[len("socket:[") : -1])
+        ports = set()
+        for table in ("tcp", "tcp6"):
+            with contextlib.suppress(FileNotFoundError):
+                for line in Path(f"/proc/{self.proc.pid}/net/{table}").read_text().splitlines()[1:]:
+                    cols = line.split()
+                    if cols[9] in inodes:
+                        ports.add(int(cols[1].rpartition(":")[2], 16))
+        return ports
+
     def start(self) -> None:
+        self.started_at = time.time()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "runwatch", "run", "--config", str(self.config)],
@@ -207,6 +248,51 @@ class Cluster:
         self.move(at)
         await self.arrived(at)
 
+    async def move_until_answered(self, provider: str, at: int) -> None:
+        """Move the story to ``at`` and return as soon as ``provider``'s fake has answered a request that
+        arrived after the move (its poller is reading, or recording, what the move changed)."""
+        log = self.fake(provider).requests
+        before = sum(log.started.values())
+        self.move(at)
+        # More answered than had arrived before the move: one of them arrived after it.
+        await log.wait_until(lambda: log.total - log.by_route["not_found"] > before)
+
+    def fake(self, provider: str) -> FakeBase:
+        return (self.exa if provider == "exa" else self.olostep).fake
+
+    def owner(self, peer: tuple[str, int] | None) -> str | None:
+        """The live instance whose connection has the local address ``peer`` (None: none of them)."""
+        if peer is None:
+            return None
+        return next((i.name for i in self.instances.values() if peer[1] in i.ports()), None)
+
+    def asker(self, provider: str, before: Counter[tuple[str, int]]) -> str | None:
+        """The live instance that has made a request to ``provider``'s fake since ``before`` (its
+        ``by_client`` then), by the connection it came on: None while only the dead (or nobody) did."""
+        now = self.fake(provider).requests.by_client
+        for peer in now:
+            if now[peer] > before[peer] and (name := self.owner(peer)) is not None:
+                return name
+        return None
+
+    def renewed(self, provider: str) -> bool:
+        """``provider``'s leader has renewed its lease once at least: a kill finds it in its steady
+        cycle, not in the second after it took over."""
+        rows = self.sql(
+            "SELECT expires_at - acquired_at FROM runwatch_leases WHERE name = %s", f"poll:{provider}"
+        )
+        return bool(rows) and float(rows[0][0]) > LEASE + 0.5
+
+    def settled(self) -> bool:
+        """Every notification in the outbox is sent: none pending, none claimed (by a live sender or by
+        one killed mid-send, whose claim must run out first)."""
+        return self.sql("SELECT count(*) FROM runwatch_notifications WHERE state <> 'sent'") == [(0,)]
+
+    def beating(self) -> bool:
+        """Every instance runs and has beaten since it was (re)started."""
+        rows = dict(self.sql("SELECT name, last_seen FROM runwatch_instances"))
+        return all(i.proc and rows.get(i.name, 0) >= i.started_at for i in self.instances.values())
+
     @property
     def clock_t0(self) -> float:
         return float(self.exa.fake.t0)
@@ -250,8 +336,14 @@ async def until(check: Callable[[], bool], timeout: float, what: str) -> float:
 
 @contextlib.asynccontextmanager
 async def cluster(
-    tmp_path: Path, url: str, names: tuple[str, ...] = ("runwatch-a", "runwatch-b")
+    tmp_path: Path,
+    url: str,
+    names: tuple[str, ...] = ("runwatch-a", "runwatch-b"),
+    *,
+    first_alone: bool = False,
 ) -> AsyncIterator[Cluster]:
+    """The daemons named ``names``, started together; ``first_alone``: the first one is started alone
+    and leads every provider before the others start as standbys."""
     clock = ManualClock(time.time())
     async with (
         fake_server("exa", STORY, clock) as exa,
@@ -266,13 +358,25 @@ async def cluster(
                 name, cfg, tmp_path / f"{name}.log", f"http://127.0.0.1:{port}/metrics"
             )
         try:
+            if first_alone:
+                first = next(iter(c.instances.values()))
+                first.start()
+                await until(lambda: leads_all(c, first.name), 30, f"{first.name} leading every provider")
             for inst in c.instances.values():
-                inst.start()
+                if inst.proc is None:
+                    inst.start()
             await until(lambda: started(c), 30, "both providers polled once (the baseline)")
             yield c
         finally:
             for inst in c.instances.values():
                 inst.stop()
+
+
+def leads_all(c: Cluster, name: str) -> bool:
+    try:
+        return all(c.leader(p) == name for p in PROVIDERS)
+    except psycopg.Error:  # the schema is not made yet
+        return False
 
 
 def started(c: Cluster) -> bool:
@@ -310,11 +414,14 @@ def check_all_once(c: Cluster, allowed_duplicates: int) -> int:
 
 
 # -- the tests --------------------------------------------------------------------------------------
-async def test_two_daemons_notify_every_change_once_and_poll_each_provider_from_one(
-    tmp_path: Path, pg_url: str
+@pytest.mark.parametrize("names", [THREE[:2], THREE], ids=["two", "three"])
+async def test_daemons_notify_every_change_once_and_poll_each_provider_from_one(
+    tmp_path: Path, pg_url: str, names: tuple[str, ...]
 ) -> None:
+    """Two, then three daemons at once: each change of the story is notified once, and each provider is
+    polled by one instance all along (the lease's holder; no other instance asked it anything)."""
     with showing_logs(tmp_path):
-        async with cluster(tmp_path, pg_url) as c:
+        async with cluster(tmp_path, pg_url, names) as c:
             for at in STEPS:
                 await c.step(at)
             check_all_once(c, allowed_duplicates=0)
@@ -326,45 +433,163 @@ async def test_two_daemons_notify_every_change_once_and_poll_each_provider_from_
             assert rows == [(len(set().union(*EXPECTED.values())),)]
 
 
+@dataclass
+class Kill:
+    """One ``kill -9`` of a leader, and what followed: for each provider it led, how long after the kill
+    which standby made its first request there."""
+
+    point: str
+    victim: str
+    led: tuple[str, ...]
+    took: dict[str, float] = field(default_factory=dict)
+    by: dict[str, str] = field(default_factory=dict)
+    #: For a kill while sending: whether the victim had sent the notification the receiver held.
+    sending: bool | None = None
+
+    def __str__(self) -> str:
+        took = " ".join(f"{p} {self.took[p]:.2f}s by {self.by[p]}" for p in self.led)
+        own = "" if self.sending is None else f" (its own send in flight: {'yes' if self.sending else 'no'})"
+        return f"{self.point}{own}: {self.victim} led {'+'.join(self.led)}; first request: {took}"
+
+
+async def kill_the_leader(
+    c: Cluster,
+    provider: str,
+    point: str,
+    moment: Callable[[], Awaitable[Any]] | None = None,
+    then: Callable[[], None] | None = None,
+) -> Kill:
+    """With every instance running and the leader renewing its lease, ``kill -9`` the leader of
+    ``provider`` when ``moment`` returns (at once: what the kill needs is read before), call ``then``,
+    await each provider it led being asked by another instance (a request on that instance's connection:
+    none the dead one had sent counts), check that one holds the lease, and start the victim again, a
+    standby now."""
+    await until(c.beating, 30, "every instance running and beating")
+    await until(lambda: c.renewed(provider), 10, f"the leader of {provider} renewing its lease")
+    victim = c.leader(provider)
+    assert victim is not None
+    kill = Kill(point, victim, tuple(p for p in PROVIDERS if c.leader(p) == victim))
+    before = {p: Counter(c.fake(p).requests.by_client) for p in kill.led}
+    if moment is not None:
+        await moment()
+    c.instances[victim].kill()
+    killed = time.monotonic()
+    if then is not None:
+        then()
+
+    limit = LEASE + POLL + 10
+
+    async def first_request(p: str) -> None:
+        def asked() -> bool:
+            name = c.asker(p, before[p])
+            if name is not None:
+                kill.by[p] = name
+            return name is not None
+
+        with anyio.move_on_after(limit):
+            await c.fake(p).requests.wait_until(asked)
+            kill.took[p] = time.monotonic() - killed
+
+    async with anyio.create_task_group() as tg:
+        for p in kill.led:
+            tg.start_soon(first_request, p)
+    unasked = [p for p in kill.led if p not in kill.took]
+    assert not unasked, f"{point}: no instance but the dead {victim} asked {unasked} in {limit:g}s"
+    for p in kill.led:
+        assert kill.by[p] != victim and c.leader(p) == kill.by[p], (p, kill.by, c.leader(p))
+    c.instances[victim].start()  # back, as a standby for the next kill
+    return kill
+
+
 async def test_kill_9_of_the_leader_a_standby_polls_within_lease_and_a_poll_interval(
     tmp_path: Path, pg_url: str
 ) -> None:
-    """The leader of exa is killed three times, at different points of its cycle (idle before a step,
-    at once after one, when it may be polling or recording, and a random moment later, when it may be
-    sending), each time with a standby beside it and then started again as the next standby. The
-    standby's first request to exa comes within ``lease`` + ``poll_interval`` of the kill, and every
-    change is still notified, with at most one duplicate per kill."""
-    took: list[float] = []
+    """Three instances; the leader of a provider is killed seven times, at different points of its cycle:
+    idle between two steps; inside the transaction that records a step (held by a lock the test takes
+    in PostgreSQL); at once after the story moved (it may be polling); as soon as its fake has answered
+    a request asked after a move (it is recording or already sending); as soon as the receiver holds the
+    first notification of a step (it may be sending it); the leader of olostep as soon as its fake
+    answered, and at a random moment. Each time one of the two others makes its first request to each
+    provider the victim led within ``lease`` + ``poll_interval``, and the victim is started again as a
+    standby. In the end every change is notified, with at most one duplicate per kill (the send a kill
+    cuts off), and recorded once."""
+    kills: list[Kill] = []
+    held: list[str | None] = []  # who sent the notification the receiver holds
 
-    async def kill_the_leader(c: Cluster) -> None:
-        leader = c.leader("exa")
-        assert leader is not None
-        c.instances[leader].kill()
-        killed = time.monotonic()
-        await anyio.sleep(0.05)  # a request the dead leader had sent is answered first
-        asked = c.exa.fake.requests.total
-        with anyio.fail_after(LEASE + POLL + 10):
-            await c.exa.fake.requests.wait_count(asked + 1)
-        took.append(time.monotonic() - killed)
-        assert c.leader("exa") not in (None, leader)
-        c.instances[leader].start()  # back, as a standby for the next kill
+    async def moved(at: int) -> None:
+        c.move(at)
+
+    lock: list[psycopg.Connection[Any]] = []
+
+    async def recording(at: int) -> None:
+        # Hold the runs table (a real lock, in PostgreSQL) and move the story: the leader's transaction
+        # recording the step waits for it, its fence checked and nothing committed.
+        held_by = f"runwatch {c.leader('exa')}"
+        conn = psycopg.connect(c.url)
+        lock.append(conn)
+        conn.execute("LOCK TABLE runwatch_runs IN EXCLUSIVE MODE")
+        c.move(at)
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO runwatch_runs%%'"
+        )
+        try:
+            await until(lambda: c.sql(waiting, held_by) != [(0,)], 20, "the leader recording, held")
+        except BaseException:
+            unlock()  # not left to the daemons' shutdown
+            raise
+
+    def unlock() -> None:
+        while lock:
+            lock.pop().close()  # its transaction rolls back: the lock is gone
+
+    async def sending(at: int) -> None:
+        c.rx.gate = anyio.Event()  # answers wait: a sender's first send of the step stays in flight
+        sent = len(c.rx.requests)
+        c.move(at)
+        await c.rx.wait_for(sent + 1, delivered=False, timeout=20)
+        assert c.seen()[sent] in EXPECTED[at]
+        held.append(c.owner(c.rx.requests[sent].peer))
+
+    def answer() -> None:
+        assert c.rx.gate is not None
+        c.rx.gate.set()
+        c.rx.gate = None
+
+    async def at_random(at: int) -> None:
+        c.move(at)
+        await anyio.sleep(random.uniform(0, POLL))
 
     with showing_logs(tmp_path):
-        async with cluster(tmp_path, pg_url) as c:
-            for at in STEPS:
-                if at == 10:
-                    await kill_the_leader(c)  # idle: the step's changes are the new leader's to see
-                c.move(at)
-                if at == 30:
-                    await kill_the_leader(c)
-                elif at == 50:
-                    await anyio.sleep(random.uniform(0, POLL))
-                    await kill_the_leader(c)
-                await c.arrived(at)
-            duplicates = check_all_once(c, allowed_duplicates=len(took))
-    print(f"kills={len(took)} first poll by the new leader after {', '.join(f'{t:.2f}' for t in took)} s;"
-          f" duplicates={duplicates}")  # fmt: skip
-    assert max(took) <= LEASE + POLL + SLACK, took
+        async with cluster(tmp_path, pg_url, THREE, first_alone=True) as c:
+            kills.append(await kill_the_leader(c, "exa", "idle"))  # of a leader of both
+            kills.append(await kill_the_leader(c, "exa", "recording", partial(recording, 10), then=unlock))
+            await c.arrived(10)
+            kills.append(await kill_the_leader(c, "exa", "moved", partial(moved, 20)))
+            await c.arrived(20)
+            when = partial(c.move_until_answered, "exa", 30)
+            kills.append(await kill_the_leader(c, "exa", "answered", when))
+            await c.arrived(30)
+            await until(c.settled, 20, "nothing in flight (the next send is the step's)")
+            kills.append(await kill_the_leader(c, "exa", "sending", partial(sending, 40), then=answer))
+            kills[-1].sending = held == [kills[-1].victim]
+            await c.arrived(40)
+            when = partial(c.move_until_answered, "olostep", 50)
+            kills.append(await kill_the_leader(c, "olostep", "olostep answered", when))
+            await c.arrived(50)
+            kills.append(await kill_the_leader(c, "olostep", "olostep at random", partial(at_random, 60)))
+            await c.arrived(60)
+            await until(c.settled, 20, "every notification sent (a cut-off send's claim run out)")
+            duplicates = check_all_once(c, allowed_duplicates=len(kills))
+            rows = c.sql("SELECT count(*) FROM runwatch_notifications")
+            assert rows == [(len(set().union(*EXPECTED.values())),)]  # each change recorded once
+    took = [t for k in kills for t in k.took.values()]
+    bound = LEASE + POLL + SLACK
+    print(f"\nkills={len(kills)} duplicates={duplicates} worst={max(took):.2f}s (bound {bound:g}s)")
+    for k in kills:
+        print(f"  {k}")
+    assert max(took) <= bound, [str(k) for k in kills]
+    assert kills[0].led == PROVIDERS
 
 
 async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_wakes(

@@ -169,7 +169,8 @@ class FakeBase:
 
         async def endpoint(request: Request) -> Response:
             path = request.scope["path"][skip:]
-            self.requests.arrived(request.method, path)
+            peer = request.scope.get("client")  # the connection's (host, port); None from some transports
+            self.requests.arrived(request.method, path, None if peer is None else (peer[0], peer[1]))
             now = self.scenario_time()
             if not self._authorized(request.headers):
                 response = self._error(401, "missing or invalid API key", route)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -56,10 +57,12 @@ class RequestLog:
     ``list_events``, ``get_run``, ``not_found``); ``by_path`` per ``(method, path)`` with the path as
     the fake saw it after its prefix (so tests can ask how often one run was fetched);
     ``by_status`` per HTTP status sent. ``started`` counts per ``(method, path)`` the requests that
-    arrived, answered or not yet (one a slow fault holds is there already).
+    arrived, answered or not yet (one a slow fault holds is there already). ``by_client`` counts per
+    client address ``(host, port)`` the requests that arrived: a connection's own port, which tells a
+    test with several clients (several daemons, say) which of them asked, without trusting the timing.
     """
 
-    __slots__ = ("_changed", "by_path", "by_route", "by_status", "started", "total")
+    __slots__ = ("_changed", "by_client", "by_path", "by_route", "by_status", "started", "total")
 
     def __init__(self) -> None:
         self._changed: anyio.Event | None = None
@@ -68,9 +71,12 @@ class RequestLog:
         self.by_path: Counter[tuple[str, str]] = Counter()
         self.by_status: Counter[int] = Counter()
         self.started: Counter[tuple[str, str]] = Counter()
+        self.by_client: Counter[tuple[str, int]] = Counter()
 
-    def arrived(self, method: str, path: str) -> None:
+    def arrived(self, method: str, path: str, client: tuple[str, int] | None = None) -> None:
         self.started[(method, path)] += 1
+        if client is not None:
+            self.by_client[client] += 1
         self._wake()
 
     def _wake(self) -> None:
@@ -90,7 +96,14 @@ class RequestLog:
     ) -> None:
         """Until :meth:`count` reaches ``target`` (a test waits for a client's requests, not a timer);
         ``started``: requests to ``path`` that arrived, answered or not."""
-        while (self.started[("GET", path or "")] if started else self.count(route, path=path)) < target:
+        await self.wait_until(
+            lambda: (self.started[("GET", path or "")] if started else self.count(route, path=path)) >= target
+        )
+
+    async def wait_until(self, check: Callable[[], bool]) -> None:
+        """Until ``check()`` holds, asked again each time a request arrives or is answered: for what
+        :meth:`wait_count` cannot say (a request from one client in ``by_client``, say)."""
+        while not check():
             if self._changed is None:
                 self._changed = anyio.Event()
             await self._changed.wait()
@@ -109,3 +122,4 @@ class RequestLog:
         self.by_path.clear()
         self.by_status.clear()
         self.started.clear()
+        self.by_client.clear()
