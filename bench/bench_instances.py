@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ sys.path.insert(0, str(BENCH.parent))  # the tests' own cluster
 
 from bench_delivery import ReceiverProcess  # noqa: E402
 from bench_state import Server  # noqa: E402
+from tests.tools import tcp_ports  # noqa: E402
 
 from runwatch.clock import ManualClock  # noqa: E402
 from runwatch.fakes import Scenario, fake_server  # noqa: E402
@@ -194,12 +196,21 @@ providers:
                     name = leader(url, "exa")
                     assert name is not None
                     await anyio.sleep(random.uniform(0, poll))  # a random point of its cycle
+                    [other] = [d for n, d in daemons.items() if n != name]
+                    log = exa.fake.requests
+                    before = Counter(log.by_client)
                     stopped = time.monotonic()
                     daemons[name].signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
-                    await anyio.sleep(0.05)  # a request the dead leader had sent is answered first
-                    asked = exa.fake.requests.total
+
+                    def asked(log: Any = log, before: Counter[Any] = before, other: Daemon = other) -> bool:
+                        """The standby asked: a request on one of its connections (one the dead leader
+                        had sent, answered late, is not taken for it)."""
+                        assert other.proc is not None
+                        ports = tcp_ports(other.proc.pid)
+                        return any(log.by_client[p] > before[p] and p[1] in ports for p in log.by_client)
+
                     with anyio.fail_after(3 * lease + 10):
-                        await exa.fake.requests.wait_count(asked + 1)
+                        await log.wait_until(asked)
                     took[how].append(time.monotonic() - stopped)
                     again = time.time()
                     daemons[name].start()  # the next standby

@@ -40,7 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runwatch.clock import ManualClock
 from runwatch.fakes import FakeBase, RunningFake, Scenario, fake_server
-from tests.tools import free_port
+from tests.tools import free_port, tcp_ports
 from tests.webhook_server import WebhookServer, webhook_server
 
 pytestmark = pytest.mark.anyio
@@ -152,24 +152,9 @@ class Instance:
         )
 
     def ports(self) -> set[int]:
-        """The local ports of the TCP connections its process holds open now (Linux's ``/proc``): what
-        tells whose request a fake or the receiver got (they record each request's peer)."""
-        if self.proc is None:
-            return set()
-        inodes = set()
-        with contextlib.suppress(FileNotFoundError):
-            for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if (link := os.readlink(fd)).startswith("socket:["):
-                        inodes.add(link[len("socket:[") : -1])
-        ports = set()
-        for table in ("tcp", "tcp6"):
-            with contextlib.suppress(FileNotFoundError):
-                for line in Path(f"/proc/{self.proc.pid}/net/{table}").read_text().splitlines()[1:]:
-                    cols = line.split()
-                    if cols[9] in inodes:
-                        ports.add(int(cols[1].rpartition(":")[2], 16))
-        return ports
+        """The local ports of the TCP connections its process holds open now: what tells whose request
+        a fake or the receiver got (they record each request's peer)."""
+        return set() if self.proc is None else tcp_ports(self.proc.pid)
 
     def start(self) -> None:
         self.started_at = time.time()
