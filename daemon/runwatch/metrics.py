@@ -298,7 +298,6 @@ class Metrics:
             registry=r,
         )
 
-
     def state_answered(self) -> None:
         """A call to the state succeeded: it is up (again)."""
         if self.state_problem is not None:

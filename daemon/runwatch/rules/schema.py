@@ -444,9 +444,7 @@ class RuleSpec(_Spec):
         known = set(GROUP_LABELS) | set(self.labels)
         for label in self.group_by or ():
             if label not in known:
-                raise ValueError(
-                    f"group_by: {label!r} is not a label (known: {', '.join(sorted(known))})"
-                )
+                raise ValueError(f"group_by: {label!r} is not a label (known: {', '.join(sorted(known))})")
         return self
 
     def lifecycle(self) -> LifecycleSpec | None:

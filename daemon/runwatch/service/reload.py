@@ -242,5 +242,3 @@ class Pollers:
         for source in [*self.sources.values(), *self._retired]:
             await source.aclose()
         self._retired.clear()
-
-

@@ -99,5 +99,3 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-

@@ -355,6 +355,7 @@ class Outbox(Protocol):
 
     def close(self) -> None: ...
 
+
 @dataclass(frozen=True, slots=True)
 class Hint:
     """A verified push, recorded before it was answered: read ``monitor_id`` (``run_id``: until that
@@ -402,7 +403,6 @@ class Hints(Protocol):
 
     #: Called once a hint is consumed by the read of what it named (the push-to-read metric).
     on_read: Callable[[Hint, float], None] | None
-
 
 
 class SendLog(Protocol):

@@ -38,7 +38,7 @@ POOL_SIZE = 16
 #: The first statement of a transaction whose reads must agree (one snapshot), writing nothing.
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
-_PREFIX = re.compile(r'^(connection failed: )?(connection to server (at|on) [^,]*(, port \d+)? failed: )?')
+_PREFIX = re.compile(r"^(connection failed: )?(connection to server (at|on) [^,]*(, port \d+)? failed: )?")
 _UNREACHABLE = (
     "connection refused", "timeout expired", "could not translate host name", "no route to host",
     "network is unreachable", "could not connect", "server closed the connection", "connection timed out",
