@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.networks import IPvAnyNetwork
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from runwatch import yamlfile
 from runwatch.credentials import read_credential
@@ -308,6 +308,24 @@ def _credential(name: str, env: str) -> SecretStr | None:
     return SecretStr(found) if found else None
 
 
+_SETTINGS_FIELD = re.compile(r'field "([^"]+)"')
+
+
+def _env_problems(exc: SettingsError) -> list[Problem]:
+    """pydantic-settings could not decode a ``RUNWATCH_*`` variable: it reads a list or a mapping as
+    JSON. Name the variables (never their values: one may hold a secret) and show the JSON form."""
+    found = _SETTINGS_FIELD.search(str(exc))
+    prefix = "RUNWATCH_" + (found.group(1).upper() if found else "")
+    names = sorted(k for k in os.environ if k.upper() == prefix or k.upper().startswith(prefix + "__"))
+    why = (
+        "not valid JSON; a list or a mapping from the environment is written as JSON, e.g."
+        """ RUNWATCH_RULE_FILES='["rules.yaml"]' or RUNWATCH_PROVIDERS__EXA__MONITORS='["monitor_a"]'"""
+    )
+    if len(names) > 1:  # one of them is the list or mapping (the error names the top-level key only)
+        return [Problem("environment", 0, ", ".join(names), f"one of these is {why}")]
+    return [Problem("environment", 0, (names or [prefix])[0], why)]
+
+
 def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -> Config:
     """Read, merge and validate; raise FileProblems naming file, line and field for every problem."""
     root: Any = {}
@@ -328,6 +346,8 @@ def load_config(path: Path | None, *, overrides: dict[str, Any] | None = None) -
         settings = Settings(**data)
     except ValidationError as exc:
         raise FileProblems(yamlfile.problems_from_validation(exc, root, shown)) from None
+    except SettingsError as exc:
+        raise FileProblems(_env_problems(exc)) from None
     for name, spec in PROVIDERS.items():
         settings_p = getattr(settings.providers, name)
         if settings_p.api_key is not None and not settings_p.api_key.get_secret_value().strip():

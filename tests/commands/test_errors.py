@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from runwatch.store import State
-from tests.commands.test_outbox import cli, config, one_line, running_daemon, wait_started
+from tests.commands.test_outbox import RUN, cli, cli_env, config, one_line, running_daemon, wait_started
 
 STATE_COMMANDS = [
     ("run",),
@@ -112,6 +113,24 @@ def test_a_broken_config_names_file_line_and_field_for_every_command(
     shown = out.stdout if command == ("check",) else out.stderr
     assert one_line(shown).startswith(f"{cfg}:4: log_level: ")
     assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("variable", ["RUNWATCH_RULE_FILES", "RUNWATCH_PROVIDERS__EXA__MONITORS"])
+def test_a_list_from_the_environment_that_is_not_json_names_the_variable(
+    tmp_path: Path, variable: str
+) -> None:
+    """A list (or mapping) key from the environment is JSON; a comma list is one line naming the
+    variable and the form, without its value (it might be a secret)."""
+    env = {**cli_env(), variable: "a.yaml,tok_0123456789abcdef"}
+    for command in (("check",), ("run",)):
+        out = subprocess.run(
+            [*RUN, *command, "--config", str(config(tmp_path))], env=env, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert out.returncode == 1
+        shown = out.stdout if command == ("check",) else out.stderr
+        assert one_line(shown).startswith(f"environment: {variable}: not valid JSON; ")
+        assert "tok_0123456789abcdef" not in out.stdout + out.stderr
 
 
 def test_send_test_on_a_channel_that_cannot_be_built_says_where_without_its_secret(tmp_path: Path) -> None:
