@@ -210,7 +210,10 @@ async def test_pushed_twice_and_then_polled_is_one_notification(
         assert await s.daemon.poll_once("exa")
         s.clock.advance(300)
         assert await s.daemon.poll_once("exa")  # every idle monitor read too
-        outbox = s.daemon.store.outbox.counts()
+        with anyio.fail_after(10):  # what those polls decided is sent (a poll does not wait for it)
+            while (outbox := s.daemon.store.outbox.counts()).get(("ops", "pending")):
+                with anyio.move_on_after(0.2):  # re-check; progress is the event that moves it
+                    await s.daemon.deliverer.workers["ops"].wait_progress()
         assert s.count("exa", "duplicate") == 4 and s.count("exa", "accepted") == 4
     assert sorted(s.notified()) == [
         "exa monitor monitor_a: run mrun_a completed",
