@@ -151,6 +151,16 @@ def test_copy_refuses_a_database_that_holds_a_state_and_a_running_daemon(tmp_pat
     assert "already holds a runwatch state" in line and pg_url.rsplit("/", 1)[1] in line
 
 
+@pytest.mark.parametrize("to", ["notaurl", "mysql://runwatch:hunter2pass@db/runwatch"])
+def test_copy_names_its_to_argument_when_that_is_not_a_postgresql_url(tmp_path: Path, to: str) -> None:
+    cfg = plain_config(tmp_path)
+    open_state(Location(tmp_path / "state")).close()
+    refused = cli("state", "copy", "--config", str(cfg), "--to", to)
+    assert refused.returncode == 1
+    assert one_line(refused.stderr).startswith("runwatch: --to is not a PostgreSQL URL")
+    assert "hunter2pass" not in refused.stderr
+
+
 @pytest.mark.anyio
 async def test_copy_refuses_while_a_daemon_runs_on_the_state_dir(tmp_path: Path, pg_url: str) -> None:
     cfg = plain_config(tmp_path)

@@ -13,8 +13,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 from runwatch.commands.common import load, say
 from runwatch.credentials import read_credential
+from runwatch.errors import StateError
 from runwatch.service.assemble import state_location
 from runwatch.store import Location, copy_state
 
@@ -25,6 +29,12 @@ _STATES = ("pending", "sent", "dead", "silenced")
 def state_copy(config_path: Path, to: str, out: TextIO) -> int:
     """Copy the config's SQLite state (its ``state_dir``) into the empty database ``to`` (its password:
     in the URL, the credential ``state_password``, or libpq's own)."""
+    try:
+        conninfo_to_dict(to)
+    except psycopg.Error:
+        raise StateError(
+            "--to is not a PostgreSQL URL libpq understands (postgresql://user@host:5432/database)"
+        ) from None
     config = load(config_path)
     source = state_location(config)
     target = Location(source.state_dir, to, read_credential("state_password"), source.instance)
