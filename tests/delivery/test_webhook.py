@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -56,6 +57,30 @@ async def test_delivered_signed_with_the_notification_id_and_the_v1_body() -> No
     assert (
         req.payload["occurred_at"].endswith("Z") and req.payload["detected_at"] == "1970-01-01T00:00:01.000Z"
     )
+
+
+async def test_sends_from_threads_that_come_and_go_share_one_connection_pool() -> None:
+    """The delivery threads come and go (anyio stops one idle for 10 s), so a channel that sends now and
+    then sends from a new thread each time: its connection is kept alive across them, and no pool per
+    thread piles up (each held a CA bundle, about 0.8 MB, for the life of the daemon)."""
+    import anyio.to_thread
+
+    async with webhook_server(SECRET) as rx:
+        ch = WebhookChannel("tickets", rx.url, [SECRET], timeout=5)
+
+        def one_thread_each(n: int) -> list[object]:
+            outcomes: list[object] = []
+            for i in range(n):
+                t = threading.Thread(target=lambda i=i: outcomes.append(ch.send(make_alert(i))))
+                t.start()
+                t.join(10)
+            return outcomes
+
+        outcomes = await anyio.to_thread.run_sync(one_thread_each, 30)
+        ch.close()
+    assert outcomes == [Delivered(200)] * 30
+    # One connection, kept alive: one pool (a pool per thread opened one each, and kept them all).
+    assert {r.peer for r in rx.requests} == {rx.requests[0].peer}
 
 
 async def test_rotating_secrets_sign_once_each_and_either_verifies() -> None:

@@ -7,7 +7,10 @@ is the ``standardwebhooks`` package's, the same code receivers verify with. The 
 ``Alert.payload()`` (``schemas/webhook-v1.json``). Redirects are not followed: a moved endpoint is a
 configuration problem, and following it would send the payload somewhere nobody reviewed.
 
-Each sending thread has its own connection pool (keep-alive). Requests go straight to httpx's
+One connection pool per channel (keep-alive), shared by its sending threads: httpx's pool is
+thread-safe, and the delivery threads come and go (anyio stops a worker thread idle for 10 s), so a
+pool per thread would load the CA bundle again and open a new connection after every quiet spell, and
+keep every old pool. Requests go straight to httpx's
 transport: ``httpx.Client``'s own per-request work (URL merging, the cookie jar, auth and redirect
 hooks) was about a third of a delivery's CPU, and none of it applies to a webhook. When the
 environment names a proxy (``HTTPS_PROXY`` and the like) a plain ``httpx.Client`` sends instead, so
@@ -117,28 +120,28 @@ class WebhookChannel:
         self._target = httpx.URL(url)
         self._extensions = {"timeout": self._timeout.as_dict()}
         self._proxied = _environment_names_a_proxy()
-        self._local = threading.local()
-        self._clients: list[httpx.Client | httpx.HTTPTransport] = []
-        self._clients_lock = threading.Lock()
-
-    def _keep(self, client: httpx.Client | httpx.HTTPTransport) -> None:
-        with self._clients_lock:
-            self._clients.append(client)
+        #: Made on first use (a channel that never sends loads no CA bundle), under ``_lock``.
+        self._pool: httpx.Client | httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
 
     def _client(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self._local, "client", None)
+        client = self._pool
         if client is None:
-            client = httpx.Client(timeout=self._timeout, follow_redirects=False, verify=self._verify)
-            self._local.client = client
-            self._keep(client)
+            with self._lock:
+                if (client := self._pool) is None:
+                    client = httpx.Client(timeout=self._timeout, follow_redirects=False, verify=self._verify)
+                    self._pool = client
+        assert isinstance(client, httpx.Client)
         return client
 
     def _transport(self) -> httpx.HTTPTransport:
-        transport: httpx.HTTPTransport | None = getattr(self._local, "transport", None)
+        transport = self._pool
         if transport is None:
-            transport = httpx.HTTPTransport(verify=self._verify)
-            self._local.transport = transport
-            self._keep(transport)
+            with self._lock:
+                if (transport := self._pool) is None:
+                    transport = httpx.HTTPTransport(verify=self._verify)
+                    self._pool = transport
+        assert isinstance(transport, httpx.HTTPTransport)
         return transport
 
     def _post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -190,10 +193,10 @@ class WebhookChannel:
         return outcome_for_status(status, detail, after)
 
     def close(self) -> None:
-        with self._clients_lock:
-            for c in self._clients:
-                c.close()
-            self._clients.clear()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
 
 def _environment_names_a_proxy() -> bool:
