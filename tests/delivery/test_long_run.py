@@ -176,7 +176,9 @@ channels:
             with anyio.fail_after(60):  # start-up, then the monitor before its run: a silent baseline
                 while await polls_ok(port) < 1:
                     assert proc.poll() is None, (tmp_path / "daemon.log").read_text()[-2000:]
-                    await anyio.sleep(0.05)
+                    log, asked = olostep.fake.requests, olostep.fake.requests.total
+                    with anyio.move_on_after(0.5):  # re-check; the daemon's next request moves it
+                        await log.wait_until(lambda log=log, n=asked: log.total > n)
             clock.advance(60)  # every step of the run is visible from the next poll on
             started = time.monotonic()
             with anyio.move_on_after(DEADLINE):

@@ -608,7 +608,14 @@ async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_wakes(
                 10,
                 "the woken instance beats again",
             )
-            await anyio.sleep(2 * POLL)
+            # It stood by, and has beaten twice since: two poll intervals in which it could have tried.
+            log_file = tmp_path / f"{paused}.log"
+            await until(lambda: "leader.lost" in log_file.read_text(), 10, "the woken instance stands by")
+            await until(lambda: leads_nothing(c.instances[paused]), 10, "runwatch_leader 0 there")
+            beat = "SELECT last_seen FROM runwatch_instances WHERE name = %s"
+            for _ in range(2):
+                beats = c.sql(beat, paused)
+                await until(lambda b=beats: c.sql(beat, paused) != b, 10, "another heartbeat")
             assert rows() == before
             assert c.leader("exa") != paused
             log = (tmp_path / f"{paused}.log").read_text()
@@ -641,14 +648,20 @@ def shows(inst: Instance, up: float, status: int) -> Callable[[], bool]:
     return lambda: state_seen(inst)[:2] == (up, status)
 
 
-def state_errors(inst: Instance) -> dict[str, float]:
+def samples(inst: Instance, name: str, label: str) -> dict[str, float]:
+    """The samples of the metric ``name`` on its /metrics, by the value of ``label``."""
     text = httpx.get(inst.metrics, timeout=5).text
-    return {
-        s.labels["reason"]: s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "runwatch_state_errors_total"
-    }
+    found = (s for f in text_string_to_metric_families(text) for s in f.samples)
+    return {s.labels[label]: s.value for s in found if s.name == name}
+
+
+def state_errors(inst: Instance) -> dict[str, float]:
+    return samples(inst, "runwatch_state_errors_total", "reason")
+
+
+def leads_nothing(inst: Instance) -> bool:
+    """It polls no provider now (``runwatch_leader`` 0 for each): its leases ran out, or it stood by."""
+    return not any(samples(inst, "runwatch_leader", "provider").values())
 
 
 async def test_the_database_stopped_mid_run_shows_and_every_change_is_notified_once_when_back(
@@ -674,7 +687,8 @@ async def test_the_database_stopped_mid_run_shows_and_every_change_is_notified_o
                 body = state_seen(inst)[2]
                 assert "state" in body and "unreachable" in body, body
                 assert state_errors(inst)["unavailable"] > 0
-            await anyio.sleep(2 * LEASE)  # past every lease: nobody polls, nothing is sent
+            for inst in insts:  # past every lease: nobody polls, nothing is sent
+                await until(lambda inst=inst: leads_nothing(inst), 2 * LEASE + 10, "every lease run out")
             assert all(i.proc is not None and i.proc.poll() is None for i in insts)  # survived
             pg.start()
             for inst in insts:

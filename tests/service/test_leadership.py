@@ -494,7 +494,8 @@ async def test_a_standby_daemon_polls_nothing_yet_delivers_and_takes_over_with_f
             with anyio.fail_after(10):  # a cycle begun before the lease ran out ends; then it stands by
                 await daemon.wait_standing_by("exa")
             standby_at, asked = daemon.polls_done["exa"], exa.fake.requests.total
-            await anyio.sleep(0.3)  # six poll intervals: a standby polls none of them
+            with anyio.fail_after(10):  # six poll intervals: a standby polls none of them
+                await daemon.wait_standing_by("exa", rounds=6)
             assert (daemon.polls_done["exa"], exa.fake.requests.total) == (standby_at, asked)
             ready = await client.get(f"{http.url}/readyz")  # a standby is ready: exa is not its to poll
             assert (ready.status_code, ready.json()["providers"]) == (200, {"exa": STANDBY})

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from runwatch.clock import ManualClock
+from runwatch.clock import Clock, ManualClock
 from runwatch.errors import StateError
 from runwatch.store import State
 from runwatch.store.postgres.leases import PostgresLeases
@@ -40,20 +40,20 @@ def opened() -> Iterator[list[PostgresLeases | SqliteLeases]]:
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Path, opened: list[PostgresLeases | SqliteLeases]
-) -> Callable[[], PostgresLeases | SqliteLeases]:
+) -> Callable[..., PostgresLeases | SqliteLeases]:
     """A factory of connections to one store (each call: another process's view, or a restart)."""
     if request.param == "sqlite":
         State(tmp_path).close()  # a state file, as the daemon leaves it
 
-        def sqlite() -> SqliteLeases:
-            opened.append(SqliteLeases(tmp_path / "runwatch.sqlite3"))
+        def sqlite(clock: Clock | None = None) -> SqliteLeases:
+            opened.append(SqliteLeases(tmp_path / "runwatch.sqlite3", clock))
             return opened[-1]
 
         return sqlite
     url: str = request.getfixturevalue("pg_url")
 
-    def postgres() -> PostgresLeases:
-        opened.append(PostgresLeases(url))
+    def postgres(clock: Clock | None = None) -> PostgresLeases:
+        opened.append(PostgresLeases(url, clock=clock))
         return opened[-1]
 
     return postgres
@@ -85,7 +85,7 @@ def wait_until_run_out(leases: PostgresLeases, name: str, timeout: float = 10.0)
 
 # -- both stores ------------------------------------------------------------------------------------
 def test_tokens_only_grow_across_holders_and_restarts(
-    store: Callable[[], PostgresLeases | SqliteLeases],
+    store: Callable[..., PostgresLeases | SqliteLeases],
 ) -> None:
     a = store()
     t1 = a.acquire("poll:exa", "a", 30)
@@ -102,7 +102,7 @@ def test_tokens_only_grow_across_holders_and_restarts(
     assert again.acquire("poll:olostep", "a", 30) == 1  # each lease counts on its own
 
 
-def test_renewal_needs_the_holder_and_its_token(store: Callable[[], PostgresLeases | SqliteLeases]) -> None:
+def test_renewal_needs_the_holder_and_its_token(store: Callable[..., PostgresLeases | SqliteLeases]) -> None:
     leases = store()
     token = leases.acquire("poll:exa", "a", 30)
     assert token is not None
@@ -112,25 +112,24 @@ def test_renewal_needs_the_holder_and_its_token(store: Callable[[], PostgresLeas
     assert not leases.renew("poll:olostep", "a", token, 30)
 
 
-def test_who_holds_what_and_since_when(store: Callable[[], PostgresLeases | SqliteLeases]) -> None:
-    leases = store()
-    before = time.time()
+def test_who_holds_what_and_since_when(store: Callable[..., PostgresLeases | SqliteLeases]) -> None:
+    clock = ManualClock(time.time())
+    leases = store(clock)
+    before = clock.now()
     token = leases.acquire("poll:exa", "runwatch-a", 30)
     assert token is not None
-    time.sleep(0.01)
+    clock.advance(5)
     assert leases.renew("poll:exa", "runwatch-a", token, 30)
     [held] = leases.leases()
     assert (held.name, held.holder, held.token, held.held) == ("poll:exa", "runwatch-a", token, True)
-    assert (
-        before - 1 <= held.acquired_at <= held.expires_at - 30 < time.time()
-    )  # since: the taking, not the renewal
+    assert (held.acquired_at, held.expires_at) == (before, before + 35)  # since: the taking, not the renewal
     leases.release("poll:exa", "runwatch-a", token)
     [released] = leases.leases()
     assert not released.held and released.token == token
 
 
 def test_heartbeats_say_who_lives_with_which_config(
-    store: Callable[[], PostgresLeases | SqliteLeases],
+    store: Callable[..., PostgresLeases | SqliteLeases],
 ) -> None:
     a, b = store(), store()
     a.heartbeat("runwatch-a", "d1", {"exa": 1_780_000_000.5})

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import math
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -161,8 +162,10 @@ class Daemon:
         self.metrics.prime(self.sources, self.channels, (r.name for r in self.ruleset))
         self.polls_done: dict[str, int] = dict.fromkeys(self.sources, 0)
         self._poll_done = anyio.Event()
-        #: Providers whose poll loop waits as a standby now (no cycle in flight), and its event.
+        #: Providers whose poll loop waits as a standby now (no cycle in flight), how many rounds each
+        #: loop has waited as one (a round is a poll interval, or until it leads), and their event.
         self.standing_by: set[str] = set()
+        self.standby_rounds: Counter[str] = Counter()
         self._stood_by = anyio.Event()
         self._lead(enabled)
 
@@ -366,9 +369,11 @@ class Daemon:
         while self.polls_done[name] < count:
             await self._poll_done.wait()
 
-    async def wait_standing_by(self, name: str) -> None:
-        """Tests: wait until ``name``'s poll loop stands by (its cycle in flight, if any, ended)."""
-        while name not in self.standing_by:
+    async def wait_standing_by(self, name: str, rounds: int = 0) -> None:
+        """Tests: wait until ``name``'s poll loop stands by (its cycle in flight, if any, ended), and
+        has begun ``rounds`` more rounds as a standby from now (each a poll interval it could poll in)."""
+        target = self.standby_rounds[name] + rounds
+        while name not in self.standing_by or self.standby_rounds[name] < target:
             await self._stood_by.wait()
 
     def _update_run_gauges(self) -> None:
@@ -386,6 +391,7 @@ class Daemon:
             fence = self.leadership.fence(lease)
             if fence is None:  # standby: until this instance leads it (or a reload changes it)
                 self.standing_by.add(name)
+                self.standby_rounds[name] += 1
                 self._stood_by.set()
                 self._stood_by = anyio.Event()
                 try:
