@@ -17,7 +17,6 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer
 
 from runwatch.store.interfaces import SendLog
-from runwatch.store.send_window import in_window
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
 _PERIOD = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -94,11 +93,17 @@ class SendWindow:
         # Claims come from the event loop, sends from the worker's threads.
         self._lock = threading.Lock()
 
-    def available(self, now: float) -> int:
-        """How many sends may be claimed now."""
-        used = in_window(self.log.recent(self.channel), now, self.period)
+    def plan(self, now: float) -> tuple[int, float]:
+        """How many sends may be claimed now, and when the next send may start (once enough of the
+        recent sends are a period old; reserved slots count as sent now, the earliest they can be).
+        One read of the state for both."""
+        recent = [t for t in self.log.recent(self.channel) if now < t + self.period]
         with self._lock:
-            return max(0, self.count - self.reserved - used)
+            free = max(0, self.count - self.reserved - len(recent))
+            window = sorted(recent + [now] * self.reserved)
+        if len(window) < self.count:
+            return free, now
+        return free, window[len(window) - self.count] + self.period
 
     def reserve(self, n: int) -> None:
         with self._lock:
@@ -117,15 +122,3 @@ class SendWindow:
         with self._lock:
             self.reserved = max(0, self.reserved - 1)
         return True
-
-    def next_at(self, now: float) -> float:
-        """When the next send may start: once enough of the recent sends are a period old.
-
-        Reserved slots are counted as if sent now, the earliest they can be.
-        """
-        recent = [t for t in self.log.recent(self.channel) if now < t + self.period]
-        with self._lock:
-            window = sorted(recent + [now] * self.reserved)
-        if len(window) < self.count:
-            return now
-        return window[len(window) - self.count] + self.period

@@ -149,12 +149,15 @@ class ChannelWorker:
         """Send one batch if one is due (returns None: go on), else how long to wait (real seconds)."""
         now = self.clock.now()
         self._expire(now)
-        held = self._held_until(now)
+        limit = 1 if self.failures else BATCH
+        held = self.open_until
+        if self.window is not None:  # one read of the channel's send times
+            free, slot_at = self.window.plan(now)
+            limit = min(limit, free)
+            if free < 1:
+                held = max(held, slot_at)
         if held > now:
             return min(held - now, IDLE_RECHECK) if not self.draining else 0.0
-        limit = 1 if self.failures else BATCH
-        if self.window is not None:
-            limit = min(limit, self.window.available(now))
         claimed = self.outbox.claim(self.name, now, limit, self.owner, self.policy.claim_timeout)
         if not claimed:
             nxt = self.outbox.next_due(self.name)
@@ -170,12 +173,6 @@ class ChannelWorker:
         self._progress.set()
         self._progress = anyio.Event()
         return None
-
-    def _held_until(self, now: float) -> float:
-        held = self.open_until
-        if self.window is not None and self.window.available(now) < 1:
-            held = max(held, self.window.next_at(now))
-        return held
 
     def _expire(self, now: float) -> None:
         last = self._expired_at
@@ -304,7 +301,7 @@ class ChannelWorker:
             after = self.policy.retry_after_default
         at = now + self.retry.delay(attempts, after)
         if self.window is not None:
-            at = max(at, self.window.next_at(now))
+            at = max(at, self.window.plan(now)[1])
         self.outbox.retry(item.seq, f"{outcome.reason}: {outcome.detail}", at)
         self.open_until = at
         log.warning(

@@ -10,13 +10,7 @@ writes one, whatever the rate, instead of counting a list that grows with ``coun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-
-
-def in_window(sends: Sequence[float], now: float, period: float) -> int:
-    """How many of ``sends`` count against a send starting at ``now``."""
-    return sum(1 for t in sends if now < t + period)
 
 
 @dataclass(slots=True)
