@@ -124,34 +124,28 @@ class WebhookChannel:
         self._pool: httpx.Client | httpx.HTTPTransport | None = None
         self._lock = threading.Lock()
 
-    def _client(self) -> httpx.Client:
-        client = self._pool
-        if client is None:
+    def _connections(self) -> httpx.Client | httpx.HTTPTransport:
+        """The channel's one pool: a plain client when a proxy may apply, else the bare transport."""
+        pool = self._pool
+        if pool is None:
             with self._lock:
-                if (client := self._pool) is None:
-                    client = httpx.Client(timeout=self._timeout, follow_redirects=False, verify=self._verify)
-                    self._pool = client
-        assert isinstance(client, httpx.Client)
-        return client
-
-    def _transport(self) -> httpx.HTTPTransport:
-        transport = self._pool
-        if transport is None:
-            with self._lock:
-                if (transport := self._pool) is None:
-                    transport = httpx.HTTPTransport(verify=self._verify)
-                    self._pool = transport
-        assert isinstance(transport, httpx.HTTPTransport)
-        return transport
+                if (pool := self._pool) is None:
+                    pool = self._pool = (
+                        httpx.Client(timeout=self._timeout, follow_redirects=False, verify=self._verify)
+                        if self._proxied
+                        else httpx.HTTPTransport(verify=self._verify)
+                    )
+        return pool
 
     def _post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """One POST, response read; raises httpx's transport errors (never follows a redirect)."""
-        if self._proxied:
-            return self._client().post(self.url, content=body, headers=headers)
+        pool = self._connections()
+        if isinstance(pool, httpx.Client):
+            return pool.post(self.url, content=body, headers=headers)
         request = httpx.Request(
             "POST", self._target, headers=headers, content=body, extensions=self._extensions
         )
-        response = self._transport().handle_request(request)
+        response = pool.handle_request(request)
         try:
             response.read()
         finally:
