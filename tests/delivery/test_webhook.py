@@ -83,6 +83,20 @@ async def test_sends_from_threads_that_come_and_go_share_one_connection_pool() -
     assert {r.peer for r in rx.requests} == {rx.requests[0].peer}
 
 
+async def test_a_proxy_the_environment_names_carries_the_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``HTTP_PROXY`` and the like are honoured as httpx honours them: the request goes to the proxy
+    (here the receiver itself, which takes the absolute-form request), the target's name never resolved."""
+    async with webhook_server(SECRET) as rx:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{rx.port}")
+        ch = WebhookChannel("tickets", "http://hooks.example.invalid/runwatch", [SECRET], timeout=5)
+        assert await send(ch) == Delivered(200)
+        ch.close()
+    [req] = rx.delivered()
+    assert req.headers["host"] == "hooks.example.invalid"
+
+
 async def test_rotating_secrets_sign_once_each_and_either_verifies() -> None:
     async with webhook_server(OLD_SECRET) as rx:
         ch = WebhookChannel("tickets", rx.url, [SECRET, OLD_SECRET])
