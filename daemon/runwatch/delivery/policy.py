@@ -99,11 +99,12 @@ class SendWindow:
         One read of the state for both."""
         recent = [t for t in self.log.recent(self.channel) if now < t + self.period]
         with self._lock:
-            free = max(0, self.count - self.reserved - len(recent))
-            window = sorted(recent + [now] * self.reserved)
-        if len(window) < self.count:
+            reserved = self.reserved
+        free = max(0, self.count - reserved - len(recent))
+        if free:
             return free, now
-        return free, window[len(window) - self.count] + self.period
+        window = sorted(recent + [now] * reserved)
+        return 0, window[len(window) - self.count] + self.period
 
     def reserve(self, n: int) -> None:
         with self._lock:
